@@ -1,0 +1,53 @@
+"""dockertask: flytekit's ``@task``, where each call runs in its own Docker container.
+
+Names are loaded on first use (PEP 562), so ``import dockertask`` costs almost nothing, on the
+host and inside containers, and never touches Docker.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "task": "task", "Task": "task", "TaskSpec": "task", "ExecutionBehavior": "task",
+    "Resources": "resources",
+    "Secret": "secrets",
+    "ImageSpec": "imagespec",
+    "current_context": "context", "ExecutionContext": "context",
+    "Docker": "plugins",
+    "DockerTaskError": "errors", "TaskInputError": "errors", "TaskOutputError": "errors",
+    "TaskTimeoutError": "errors", "TaskOOMError": "errors", "TaskFailedError": "errors",
+    "TaskInterruptedError": "errors", "PythonVersionError": "errors", "ImageResolutionError": "errors",
+    "ImageNotFoundError": "errors", "ImageBuildError": "errors", "SecretNotFoundError": "errors",
+    "ResourceSpecError": "errors", "UnsupportedResourceError": "errors", "DockerUnavailableError": "errors",
+}
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from .context import ExecutionContext, current_context
+    from .errors import (
+        DockerTaskError, DockerUnavailableError, ImageBuildError, ImageNotFoundError, ImageResolutionError,
+        PythonVersionError, ResourceSpecError, SecretNotFoundError, TaskFailedError, TaskInputError,
+        TaskInterruptedError, TaskOOMError, TaskOutputError, TaskTimeoutError, UnsupportedResourceError,
+    )
+    from .imagespec import ImageSpec
+    from .plugins import Docker
+    from .resources import Resources
+    from .secrets import Secret
+    from .task import ExecutionBehavior, Task, TaskSpec, task
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dockertask' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

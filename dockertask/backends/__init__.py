@@ -1,0 +1,34 @@
+"""Container backends. ``base`` defines what the runner needs; ``docker`` implements it.
+
+Only ``backends/docker.py`` imports the docker SDK, so importing dockertask never needs an
+engine, and another backend (e.g. Docker Swarm services) can be dropped in behind ``Backend``.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from .base import Backend, ContainerJob, ContainerOutcome
+
+__all__ = ["Backend", "ContainerJob", "ContainerOutcome", "default_backend", "set_default_backend"]
+
+_default: Backend | None = None
+_lock = threading.Lock()
+
+
+def default_backend() -> Backend:
+    """The process-wide Docker backend, connected on first use (never at import)."""
+    global _default
+    with _lock:
+        if _default is None:
+            from .docker import DockerBackend
+
+            _default = DockerBackend()
+        return _default
+
+
+def set_default_backend(backend: Backend | None) -> None:
+    """Swap the backend (tests use a fake one); ``None`` goes back to Docker on next use."""
+    global _default
+    with _lock:
+        _default = backend

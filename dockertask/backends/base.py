@@ -1,0 +1,79 @@
+"""The contract between the runner (policy) and a container engine (mechanism).
+
+A job is declarative and carries no host paths: files travel in ``files_tar`` and come back
+as ``result_tar``, so a remote engine or a swarm node can run it as well as the local one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+# Called from a pump thread with ("stdout" | "stderr", one line without its newline).
+OutputSink = Callable[[str, str], None]
+
+
+@dataclass(frozen=True)
+class ContainerJob:
+    image: str
+    command: list[str]
+    files_tar: bytes  # extracted at ``files_root`` before the container starts
+    files_root: str
+    result_dir: str  # archived back after the container exits
+    environment: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    host_config: dict[str, Any] = field(default_factory=dict)  # docker SDK create_host_config kwargs
+    create_kwargs: dict[str, Any] = field(default_factory=dict)  # docker SDK create_container kwargs
+    stdin_data: bytes | None = None  # written to the container's stdin right after start
+    timeout: float | None = None  # seconds from start; None means no limit
+
+
+@dataclass(frozen=True)
+class ContainerOutcome:
+    container_id: str
+    exit_code: int | None
+    oom_killed: bool = False
+    timed_out: bool = False
+    cancelled: bool = False  # the host is shutting down (Ctrl-C / SIGTERM) and killed it
+    result_tar: bytes | None = None
+    logs_tail: str = ""
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    ref: str
+    id: str
+    labels: dict[str, str]
+    created: str = ""
+    size: int = 0
+    tags: tuple[str, ...] = ()
+
+
+class Backend(Protocol):
+    """What dockertask needs from an engine. Implementations map their errors to DockerTaskError."""
+
+    def run(self, job: ContainerJob, on_output: OutputSink) -> ContainerOutcome:
+        """Create, copy files in, start, stream output, wait, copy the result out, and
+        always remove the container, whatever happens (including KeyboardInterrupt)."""
+        ...
+
+    def image_info(self, ref: str) -> ImageInfo | None: ...
+
+    def pull(self, ref: str) -> bool:
+        """Try to pull ``ref``; False (not an error) when no registry can provide it."""
+        ...
+
+    def build(self, context_tar: bytes, tag: str, buildargs: dict[str, str], labels: dict[str, str],
+              on_log: Callable[[str], None]) -> None: ...
+
+    def images(self, label: str) -> list[ImageInfo]: ...
+
+    def kill_all(self, container_ids: list[str]) -> None:
+        """Kill containers right now (called when the host is interrupted)."""
+        ...
+
+    def gc(self, is_orphan: Callable[[dict[str, str]], bool]) -> list[str]:
+        """Remove dockertask containers (and their anonymous volumes) whose labels ``is_orphan``."""
+        ...
+
+    def engine_info(self) -> dict[str, Any]: ...

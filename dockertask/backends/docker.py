@@ -1,0 +1,313 @@
+"""The Docker Engine backend: the only module that imports the docker SDK.
+
+It uses the SDK's low-level ``APIClient``: the model layer re-inspects objects after each
+call, which costs round trips on every task. Lifecycle of one job::
+
+    create → put_archive(files) → attach (before start: no output line can be missed)
+    → start → [stdin] → wait(timeout) → [kill on timeout] → get_archive(result) → remove
+
+``remove(force=True)`` runs in ``finally``, so no outcome (success, error, timeout, OOM,
+KeyboardInterrupt) leaves the container behind; the result and exit status are read first.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import socket
+import threading
+from typing import Any, Callable, Iterator
+
+import docker
+import requests
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.utils.socket import frames_iter
+
+from .. import lifecycle
+from ..errors import (
+    DockerTaskError,
+    DockerUnavailableError,
+    ImageBuildError,
+    ImageNotFoundError,
+    PythonVersionError,
+    UnsupportedResourceError,
+)
+from .base import ContainerJob, ContainerOutcome, ImageInfo, OutputSink
+
+HOW_TO_START = (
+    "start one with `sudo systemctl start docker` (or `sudo dockerd &`), install it with "
+    "`sudo apt-get install docker.io`, or point DOCKER_HOST at a reachable engine; "
+    "`dockertask doctor` checks the setup"
+)
+LABEL_RUN_ID = "dockertask.run-id"
+_LOG_TAIL_LINES = 50
+
+
+def _unavailable(exc: Exception) -> DockerUnavailableError:
+    return DockerUnavailableError(f"no Docker engine is reachable ({exc}); {HOW_TO_START}")
+
+
+class _LinePump:
+    """Reads the attach stream in a thread and hands complete lines to the sink live."""
+
+    def __init__(self, sock: Any, sink: OutputSink) -> None:
+        self._sock = sock
+        self._sink = sink
+        self.tail: collections.deque[str] = collections.deque(maxlen=_LOG_TAIL_LINES)
+        self._thread = threading.Thread(target=self._run, name="dockertask-logs", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+    def _emit(self, stream: str, raw: bytes) -> None:
+        line = raw.decode("utf-8", errors="replace")
+        self.tail.append(line)
+        try:
+            self._sink(stream, line)
+        except Exception:  # a broken sink must not stop the pump (or the task)
+            pass
+
+    def _run(self) -> None:
+        pending = {1: b"", 2: b""}
+        names = {1: "stdout", 2: "stderr"}
+        try:
+            for stream_id, chunk in frames_iter(self._sock, tty=False):
+                if stream_id not in pending:
+                    continue
+                buf = pending[stream_id] + chunk
+                *lines, pending[stream_id] = buf.split(b"\n")
+                for raw in lines:
+                    self._emit(names[stream_id], raw)
+        except (OSError, ValueError):  # the socket is closed when the container is removed
+            pass
+        for stream_id, rest in pending.items():
+            if rest:
+                self._emit(names[stream_id], rest)
+
+
+class DockerBackend:
+    """Runs jobs on the engine named by the environment (DOCKER_HOST, or the local socket)."""
+
+    def __init__(self, client: docker.APIClient | None = None) -> None:
+        if client is None:
+            try:
+                env = docker.utils.kwargs_from_env()
+                client = docker.APIClient(version="auto", timeout=120, **env)
+            except DockerException as exc:
+                raise _unavailable(exc) from None
+        self.api = client
+
+    # -- running -------------------------------------------------------------------------
+
+    def _create(self, job: ContainerJob) -> str:
+        host_config = self.api.create_host_config(**job.host_config)
+        try:
+            create = dict(job.create_kwargs)
+            platform = create.pop("platform", None)
+            config = self.api.create_container_config(
+                job.image, job.command, environment=job.environment, labels=job.labels,
+                host_config=host_config, stdin_open=job.stdin_data is not None, detach=True, **create,
+            )
+            # Close the container's stdin once the host has written the secrets (not a SDK kwarg).
+            config["StdinOnce"] = job.stdin_data is not None
+            created = self.api.create_container_from_config(config, None, platform)
+        except ImageNotFound:
+            raise ImageNotFoundError(
+                f"image {job.image!r} is not on the Docker engine and could not be pulled; "
+                "build it, or fix container_image / [tool.dockertask.images]"
+            ) from None
+        except APIError as exc:
+            text = str(exc.explanation or exc)
+            if "storage-opt" in text or "storage opt" in text.lower():
+                raise UnsupportedResourceError(
+                    f"ephemeral_storage cannot be enforced by this engine's storage driver ({text}); "
+                    "it needs overlay2 on xfs with pquota, devicemapper, btrfs or zfs"
+                ) from None
+            if "device driver" in text and "gpu" in text:
+                raise UnsupportedResourceError(
+                    f"gpu was requested but the engine has no GPU runtime ({text}); "
+                    "install the NVIDIA container toolkit or drop gpu from Resources"
+                ) from None
+            raise DockerTaskError(f"the engine refused to create the container: {text}") from None
+        return str(created["Id"])
+
+    def _attach(self, cid: str, with_stdin: bool) -> Any:
+        params = {"stdout": 1, "stderr": 1, "stream": 1, "logs": 1}
+        if with_stdin:
+            params["stdin"] = 1
+        sock = self.api.attach_socket(cid, params=params)
+        self.api._disable_socket_timeout(sock)  # a quiet task must not time the stream out
+        return sock
+
+    def _start(self, cid: str, job: ContainerJob) -> None:
+        try:
+            self.api.start(cid)
+        except APIError as exc:
+            text = str(exc.explanation or exc)
+            if "executable file not found" in text or "no such file or directory" in text:
+                raise PythonVersionError(
+                    f"image {job.image!r} has no Python: {job.command[0]!r} is not on its PATH; "
+                    "dockertask needs the host's Python major.minor in the image"
+                ) from None
+            raise DockerTaskError(f"the engine could not start the container: {text}") from None
+
+    def _wait(self, cid: str, timeout: float | None) -> int | None:
+        """The exit code, or None when ``timeout`` passed first."""
+        try:
+            status = self.api.wait(cid, timeout=timeout)
+        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError) as exc:
+            if timeout is not None and "timed out" in str(exc).lower():
+                return None
+            raise _unavailable(exc) from None
+        return int(status.get("StatusCode", -1))
+
+    def _fetch_result(self, cid: str, result_dir: str) -> bytes | None:
+        try:
+            stream, _ = self.api.get_archive(cid, result_dir)
+        except NotFound:
+            return None
+        return b"".join(stream)
+
+    def run(self, job: ContainerJob, on_output: OutputSink) -> ContainerOutcome:
+        try:
+            cid = self._create(job)
+        except requests.exceptions.ConnectionError as exc:
+            raise _unavailable(exc) from None
+        lifecycle.add(cid, self.kill_all)
+        pump: _LinePump | None = None
+        sock: Any = None
+        try:
+            self.api.put_archive(cid, job.files_root, job.files_tar)
+            sock = self._attach(cid, with_stdin=job.stdin_data is not None)
+            pump = _LinePump(sock, on_output)
+            pump.start()
+            self._start(cid, job)
+            if job.stdin_data is not None:
+                raw = getattr(sock, "_sock", sock)
+                raw.sendall(job.stdin_data)
+                try:
+                    raw.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+            exit_code = self._wait(cid, job.timeout)
+            timed_out = exit_code is None
+            if timed_out:
+                self._kill(cid)
+                exit_code = self._wait(cid, 30)
+            pump.join(5)  # the stream ends with the container; the last lines must be printed
+            state: dict[str, Any] = {}
+            if exit_code != 0:
+                state = self.api.inspect_container(cid).get("State", {})
+            result = None if timed_out else self._fetch_result(cid, job.result_dir)
+            return ContainerOutcome(
+                container_id=cid, exit_code=exit_code, oom_killed=bool(state.get("OOMKilled")),
+                timed_out=timed_out, cancelled=lifecycle.interrupted(), result_tar=result,
+                logs_tail="\n".join(pump.tail),
+            )
+        except requests.exceptions.ConnectionError as exc:
+            raise _unavailable(exc) from None
+        finally:
+            self._remove(cid)
+            lifecycle.discard(cid)
+            if sock is not None:
+                try:
+                    sock.close()
+                except OSError:
+                    pass
+
+    def _kill(self, cid: str) -> None:
+        try:
+            self.api.kill(cid)
+        except (NotFound, APIError):  # already exited: nothing to kill
+            pass
+
+    def _remove(self, cid: str) -> None:
+        try:
+            self.api.remove_container(cid, force=True, v=True)
+        except NotFound:
+            pass
+        except APIError as exc:
+            if "already in progress" not in str(exc):
+                raise
+
+    def kill_all(self, container_ids: list[str]) -> None:
+        for cid in container_ids:
+            self._kill(cid)
+
+    # -- images --------------------------------------------------------------------------
+
+    def image_info(self, ref: str) -> ImageInfo | None:
+        try:
+            data = self.api.inspect_image(ref)
+        except ImageNotFound:
+            return None
+        except requests.exceptions.ConnectionError as exc:
+            raise _unavailable(exc) from None
+        return _image_info(ref, data)
+
+    def pull(self, ref: str) -> bool:
+        repo, _, tag = ref.rpartition(":") if ":" in ref.rsplit("/", 1)[-1] else (ref, "", "latest")
+        try:
+            self.api.pull(repo, tag=tag or "latest")
+        except (APIError, requests.exceptions.RequestException):
+            return False
+        return self.image_info(ref) is not None
+
+    def build(self, context_tar: bytes, tag: str, buildargs: dict[str, str], labels: dict[str, str],
+              on_log: Callable[[str], None]) -> None:
+        tail: collections.deque[str] = collections.deque(maxlen=40)
+        try:
+            for chunk in self.api.build(fileobj=io.BytesIO(context_tar), custom_context=True, tag=tag,
+                                        buildargs=buildargs, labels=labels, rm=True, forcerm=True,
+                                        decode=True, network_mode="host", timeout=3600):
+                if "stream" in chunk:
+                    for line in str(chunk["stream"]).splitlines():
+                        if line.strip():
+                            tail.append(line)
+                            on_log(line)
+                if "error" in chunk:
+                    tail.append(str(chunk["error"]))
+                    raise ImageBuildError(f"building {tag} failed: {chunk['error']}".strip(), "\n".join(tail))
+        except APIError as exc:
+            raise ImageBuildError(f"building {tag} failed: {exc.explanation or exc}", "\n".join(tail)) from None
+        except requests.exceptions.ConnectionError as exc:
+            raise _unavailable(exc) from None
+
+    def import_image(self, rootfs_tar: Iterator[bytes], tag: str) -> None:
+        repo, _, t = tag.rpartition(":")
+        self.api.import_image_from_data(b"".join(rootfs_tar), repository=repo, tag=t)
+
+    def images(self, label: str) -> list[ImageInfo]:
+        out = []
+        for data in self.api.images(filters={"label": label}):
+            tags = tuple(t for t in data.get("RepoTags") or () if t != "<none>:<none>")
+            out.append(ImageInfo(ref=tags[0] if tags else data["Id"], id=data["Id"],
+                                 labels=data.get("Labels") or {}, created=str(data.get("Created", "")),
+                                 size=int(data.get("Size", 0)), tags=tags))
+        return out
+
+    # -- housekeeping --------------------------------------------------------------------
+
+    def gc(self, is_orphan: Callable[[dict[str, str]], bool]) -> list[str]:
+        removed = []
+        for c in self.api.containers(all=True, filters={"label": LABEL_RUN_ID}):
+            if is_orphan(c.get("Labels") or {}):
+                self._remove(c["Id"])
+                removed.append(c["Id"])
+        return removed
+
+    def engine_info(self) -> dict[str, Any]:
+        try:
+            return dict(self.api.info())
+        except requests.exceptions.ConnectionError as exc:
+            raise _unavailable(exc) from None
+
+
+def _image_info(ref: str, data: dict[str, Any]) -> ImageInfo:
+    config = data.get("Config") or {}
+    return ImageInfo(ref=ref, id=data["Id"], labels=config.get("Labels") or {}, created=data.get("Created", ""),
+                     size=int(data.get("Size", 0)), tags=tuple(data.get("RepoTags") or ()))
+

@@ -1,0 +1,173 @@
+"""The result cache: a directory of files keyed by a canonical hash, safe across processes.
+
+Key = sha256 of (task name, cache_version, interface signature, canonical hash of inputs).
+Inputs are hashed from a canonical, type-tagged form (``1``, ``1.0`` and ``True`` differ; dict
+order does not matter), never from pickle bytes, which differ between runs and Pythons.
+A per-key file lock makes concurrent identical calls (threads or processes) run the task once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import hashlib
+import json
+import math
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path, PurePath
+from typing import Any
+
+import cloudpickle
+
+from .errors import DockerTaskError
+
+
+class NotHashable(DockerTaskError, TypeError):
+    """An input has no canonical form: the call runs without the cache (with a warning)."""
+
+
+def canonical(value: Any) -> Any:
+    """A JSON-able, type-tagged form of ``value`` that is equal exactly when the values are."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return ["bool", value]
+    if isinstance(value, int):
+        return ["int", str(value)]
+    if isinstance(value, float):
+        return ["float", "nan" if math.isnan(value) else repr(value)]
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return ["bytes", hashlib.sha256(bytes(value)).hexdigest()]
+    if isinstance(value, (Decimal, complex, uuid.UUID, dt.date, dt.time, dt.timedelta, PurePath)):
+        return [type(value).__qualname__, str(value)]
+    if isinstance(value, enum.Enum):
+        return ["enum", _qualname(type(value)), canonical(value.value)]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return ["dataclass", _qualname(type(value)),
+                [[f.name, canonical(getattr(value, f.name))] for f in dataclasses.fields(value)]]
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return ["namedtuple", _qualname(type(value)), [canonical(v) for v in value]]
+    if isinstance(value, (list, tuple)):
+        return [type(value).__name__, [canonical(v) for v in value]]
+    if isinstance(value, (set, frozenset)):
+        return [type(value).__name__, sorted((canonical(v) for v in value), key=_sort_key)]
+    if isinstance(value, Mapping):
+        items = [[canonical(k), canonical(v)] for k, v in value.items()]
+        return ["dict", sorted(items, key=_sort_key)]
+    raise NotHashable(
+        f"cannot hash an input of type {type(value).__qualname__} for the cache; "
+        "use builtins, dataclasses, NamedTuples, enums or collections of them"
+    )
+
+
+def _qualname(t: type) -> str:
+    return f"{t.__module__}.{t.__qualname__}"
+
+
+def _sort_key(item: Any) -> str:
+    return json.dumps(item, sort_keys=True)
+
+
+def hash_inputs(inputs: Mapping[str, Any]) -> str:
+    text = json.dumps(canonical(dict(inputs)), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def cache_key(task_name: str, cache_version: str, interface_fingerprint: str, inputs: Mapping[str, Any]) -> str:
+    parts = [task_name, cache_version, interface_fingerprint, hash_inputs(inputs)]
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
+
+
+def cache_dir() -> Path:
+    configured = os.environ.get("DOCKERTASK_CACHE_DIR")
+    if configured:
+        return Path(configured)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("dockertask")) / "results"
+
+
+@dataclass(frozen=True)
+class Entry:
+    key: str
+    task: str
+    cache_version: str
+    created: str
+    size: int
+
+
+class Cache:
+    """Results on disk: ``<key>.pkl`` (value) and ``<key>.json`` (what it is)."""
+
+    def __init__(self, directory: Path | None = None) -> None:
+        self.directory = directory or cache_dir()
+
+    def _paths(self, key: str) -> tuple[Path, Path, Path]:
+        return self.directory / f"{key}.pkl", self.directory / f"{key}.json", self.directory / f"{key}.lock"
+
+    def get(self, key: str) -> tuple[bool, Any]:
+        pkl, _, _ = self._paths(key)
+        try:
+            data = pkl.read_bytes()
+        except FileNotFoundError:
+            return False, None
+        return True, cloudpickle.loads(data)
+
+    def put(self, key: str, value: Any, task: str, cache_version: str) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        pkl, meta, _ = self._paths(key)
+        data = cloudpickle.dumps(value, protocol=5)
+        info = {"task": task, "cache_version": cache_version,
+                "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "size": len(data)}
+        # Value first, each by rename: a reader sees a whole entry or none, never half a file.
+        for path, payload in ((pkl, data), (meta, json.dumps(info).encode())):
+            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-")
+            with os.fdopen(fd, "wb") as f:
+                f.write(payload)
+            os.replace(tmp, path)
+
+    @contextmanager
+    def locked(self, key: str) -> Iterator[None]:
+        """Hold the key's lock: a second identical call waits, then finds the result."""
+        import filelock
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with filelock.FileLock(str(self._paths(key)[2])):
+            yield
+
+    def entries(self) -> list[Entry]:
+        out = []
+        for meta in sorted(self.directory.glob("*.json")):
+            try:
+                info = json.loads(meta.read_text())
+            except (OSError, ValueError):
+                continue
+            out.append(Entry(key=meta.stem, task=info.get("task", ""), cache_version=info.get("cache_version", ""),
+                             created=info.get("created", ""), size=int(info.get("size", 0))))
+        return out
+
+    def clear(self, task: str | None = None) -> int:
+        """Remove every entry (or only ``task``'s); returns how many."""
+        removed = 0
+        for entry in self.entries():
+            if task is not None and entry.task != task:
+                continue
+            for path in self._paths(entry.key):
+                path.unlink(missing_ok=True)
+            removed += 1
+        return removed
+
+
+def list_entries() -> list[Entry]:
+    return Cache().entries()
+
+
+def clear(task: str | None = None) -> int:
+    return Cache().clear(task)

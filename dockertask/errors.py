@@ -1,0 +1,122 @@
+"""Every error dockertask raises, in one tree.
+
+::
+
+    DockerTaskError                      root: ``except DockerTaskError`` catches them all
+    ├── TaskInputError (TypeError)       an argument does not match the task's annotations
+    ├── TaskOutputError (TypeError)      the return value does not match the annotation
+    ├── TaskTimeoutError (TimeoutError)  the container ran past ``timeout`` and was killed
+    ├── TaskOOMError (MemoryError)       the kernel killed the container at its memory limit
+    ├── TaskFailedError                  the task failed and its exception could not come back
+    │                                    as itself, or the container crashed without a result
+    ├── TaskInterruptedError             the container was stopped from outside (preempted)
+    ├── PythonVersionError               the image has no Python, or another major.minor
+    ├── ImageResolutionError (ValueError) a ``{{.image.NAME...}}`` names no known image
+    ├── ImageNotFoundError               the image is neither local nor pullable
+    ├── ImageBuildError                  building an image failed (carries the log tail)
+    ├── SecretNotFoundError (KeyError)   a requested secret has no value on the host
+    ├── ResourceSpecError (ValueError)   a ``Resources`` field cannot be parsed
+    ├── UnsupportedResourceError         the engine cannot enforce a requested resource
+    └── DockerUnavailableError           no Docker engine is reachable
+
+This module imports nothing so that every other module (and the in-container runtime) can use it.
+"""
+
+from __future__ import annotations
+
+
+class DockerTaskError(Exception):
+    """Root of every dockertask error."""
+
+
+class TaskInputError(DockerTaskError, TypeError):
+    """An argument is missing, unknown, or of the wrong type; raised before any container starts."""
+
+
+class TaskOutputError(DockerTaskError, TypeError):
+    """The task returned a value that does not match its return annotation."""
+
+
+class TaskTimeoutError(DockerTaskError, TimeoutError):
+    """The task ran longer than its ``timeout``; its container was killed and removed."""
+
+
+class TaskOOMError(DockerTaskError, MemoryError):
+    """The task's container was killed by the kernel for exceeding its memory limit."""
+
+
+class TaskFailedError(DockerTaskError):
+    """The task failed and its own exception could not be re-raised on the host.
+
+    ``type_name``, ``message`` and ``remote_traceback`` carry what the container reported;
+    ``exit_code`` and ``logs_tail`` are set when the container died without a result.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        type_name: str = "",
+        remote_traceback: str = "",
+        exit_code: int | None = None,
+        logs_tail: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.type_name = type_name
+        self.remote_traceback = remote_traceback
+        self.exit_code = exit_code
+        self.logs_tail = logs_tail
+
+
+class TaskInterruptedError(TaskFailedError):
+    """The container was stopped or killed from outside dockertask (e.g. preemption)."""
+
+
+class PythonVersionError(DockerTaskError):
+    """The image has no Python, or one whose major.minor differs from the host's."""
+
+
+class ImageResolutionError(DockerTaskError, ValueError):
+    """A ``container_image`` template names an image that is not configured."""
+
+
+class ImageNotFoundError(DockerTaskError):
+    """The image is not on the engine and could not be pulled."""
+
+
+class ImageBuildError(DockerTaskError):
+    """An image build failed; ``log_tail`` holds the last lines of the build log."""
+
+    def __init__(self, message: str, log_tail: str = "") -> None:
+        super().__init__(f"{message}\n--- build log (tail) ---\n{log_tail}" if log_tail else message)
+        self.log_tail = log_tail
+
+
+class SecretNotFoundError(DockerTaskError, KeyError):
+    """A requested secret has no value on the host."""
+
+    def __str__(self) -> str:  # KeyError quotes its argument; a sentence reads better
+        return str(self.args[0]) if self.args else ""
+
+
+class ResourceSpecError(DockerTaskError, ValueError):
+    """A ``Resources`` field has a value that cannot be parsed."""
+
+
+class UnsupportedResourceError(DockerTaskError):
+    """The Docker engine cannot enforce a requested resource (e.g. storage size on extfs)."""
+
+
+class DockerUnavailableError(DockerTaskError):
+    """No Docker engine could be reached."""
+
+
+class RemoteTraceback(Exception):
+    """The container's traceback, attached as ``__cause__`` of a re-raised task exception."""
+
+    def __init__(self, tb: str) -> None:
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return "\n\n--- traceback in the container ---\n" + self.tb

@@ -1,0 +1,214 @@
+"""Image names: configuration, ``{{.image.NAME.fqn|version}}`` templates, the default image.
+
+Names come from ``[tool.dockertask.images]`` in the nearest ``pyproject.toml`` above the
+current directory, overridden by ``DOCKERTASK_IMAGE_<NAME>``. ``default`` always exists: unless
+configured it is dockertask's own runtime image for the host's Python, built on first use from
+the project's ``Dockerfile`` (on ``python:X.Y-slim`` when a registry can be reached, else on a
+Debian base bootstrapped with debootstrap, no registry at all).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import subprocess
+import sys
+import tarfile
+import threading
+import tomllib
+from collections.abc import Callable
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import ImageBuildError, ImageNotFoundError, ImageResolutionError
+
+if TYPE_CHECKING:
+    from .backends.base import Backend
+
+HOST_PYTHON = "%d.%d" % sys.version_info[:2]
+DEFAULT_TEMPLATE = "{{.image.default.fqn}}:{{.image.default.version}}"
+DEFAULT_REPO = "dockertask-runtime"
+BASE_REPO = "dockertask-base"
+MANAGED_LABEL = "dockertask.managed"
+# Debian suites whose python3 is a given major.minor: what debootstrap can give without a registry.
+DEBIAN_SUITE_FOR_PYTHON = {"3.9": "bullseye", "3.11": "bookworm", "3.13": "trixie"}
+
+_TEMPLATE = re.compile(r"\{\{\s*\.image\.([A-Za-z0-9_\-]+)\.(fqn|version)\s*\}\}")
+_ANY_TEMPLATE = re.compile(r"\{\{.*?\}\}")
+
+
+def asset_path(name: str) -> Path:
+    """A file shipped with dockertask: inside the wheel (``_assets``) or the source checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "_assets" / name, here.parent / name):
+        if candidate.exists():
+            return candidate
+    raise ImageBuildError(f"dockertask's {name} is missing from the installation (looked in {here})")
+
+
+@lru_cache(maxsize=1)
+def default_image_ref() -> str:
+    """``dockertask-runtime:pyX.Y-<hash>``: the hash changes when the Dockerfile or bootstrap does."""
+    digest = hashlib.sha256()
+    for name in ("Dockerfile", "images/bootstrap-base.sh"):
+        digest.update(asset_path(name).read_bytes())
+    return f"{DEFAULT_REPO}:py{HOST_PYTHON}-{digest.hexdigest()[:10]}"
+
+
+def split_ref(ref: str) -> tuple[str, str]:
+    """``repo/path:tag`` → (``repo/path``, ``tag``); a missing tag is ``latest``; digests kept whole."""
+    if "@" in ref:
+        return ref, ""
+    name, sep, tag = ref.rpartition(":")
+    if sep and "/" not in tag:
+        return name, tag
+    return ref, "latest"
+
+
+def find_pyproject(start: Path | None = None) -> Path | None:
+    here = (start or Path.cwd()).resolve()
+    for directory in (here, *here.parents):
+        candidate = directory / "pyproject.toml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def configured_images(start: Path | None = None) -> dict[str, str]:
+    """NAME → reference, from pyproject then the environment (env wins); ``default`` always there."""
+    images: dict[str, str] = {}
+    pyproject = find_pyproject(start)
+    if pyproject is not None:
+        try:
+            data = tomllib.loads(pyproject.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ImageResolutionError(f"{pyproject}: cannot read [tool.dockertask.images]: {exc}") from None
+        table = data.get("tool", {}).get("dockertask", {}).get("images", {})
+        if not isinstance(table, dict):
+            raise ImageResolutionError(f"{pyproject}: [tool.dockertask.images] must be a table of name = \"ref\"")
+        for name, ref in table.items():
+            if not isinstance(ref, str) or not ref:
+                raise ImageResolutionError(
+                    f"{pyproject}: [tool.dockertask.images] {name} = {ref!r}: expected an image reference string"
+                )
+            images[name.lower()] = ref
+    for key, value in os.environ.items():
+        if key.startswith("DOCKERTASK_IMAGE_") and value:
+            images[key[len("DOCKERTASK_IMAGE_"):].lower()] = value
+    images.setdefault("default", default_image_ref())
+    return images
+
+
+def resolve(container_image: str | None, start: Path | None = None) -> str:
+    """A template or reference → a concrete image reference (no engine needed)."""
+    template = container_image or DEFAULT_TEMPLATE
+    if "{{" not in template:
+        return template
+    images = configured_images(start)
+
+    def sub(m: re.Match[str]) -> str:
+        name, part = m.group(1).lower(), m.group(2)
+        if name not in images:
+            known = ", ".join(sorted(images))
+            raise ImageResolutionError(
+                f"container_image={container_image!r} names image {m.group(1)!r}, which is not configured; "
+                f"known images: {known} (add it to [tool.dockertask.images] in pyproject.toml "
+                f"or set DOCKERTASK_IMAGE_{m.group(1).upper()})"
+            )
+        fqn, tag = split_ref(images[name])
+        return fqn if part == "fqn" else tag
+
+    resolved = _TEMPLATE.sub(sub, template)
+    if leftover := _ANY_TEMPLATE.search(resolved):
+        raise ImageResolutionError(
+            f"container_image={container_image!r}: cannot understand {leftover.group(0)!r}; "
+            "expected {{.image.NAME.fqn}} or {{.image.NAME.version}}"
+        )
+    return resolved
+
+
+# -- making sure an image exists -----------------------------------------------------------
+
+_ensure_lock = threading.Lock()
+Progress = Callable[[str], None]
+
+
+def _stderr_progress(line: str) -> None:
+    print(f"dockertask: {line}", file=sys.stderr, flush=True)
+
+
+def ensure_image(backend: Backend, ref: str, progress: Progress = _stderr_progress) -> None:
+    """Make ``ref`` present: already there, the default image (built), or pulled."""
+    if backend.image_info(ref) is not None:
+        return
+    if ref == default_image_ref():
+        build_default_image(backend, progress)
+        return
+    if not backend.pull(ref):
+        raise ImageNotFoundError(
+            f"image {ref!r} is not on the Docker engine and could not be pulled "
+            "(no registry reachable, or no such image); build or load it first"
+        )
+
+
+def _lock_file() -> Path:
+    import platformdirs
+
+    directory = Path(platformdirs.user_cache_dir("dockertask"))
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory / "image-build.lock"
+
+
+def build_default_image(backend: Backend, progress: Progress = _stderr_progress) -> str:
+    """Build dockertask's runtime image once, even with several processes asking at once."""
+    import filelock
+
+    ref = default_image_ref()
+    with _ensure_lock, filelock.FileLock(str(_lock_file())):
+        if backend.image_info(ref) is not None:
+            return ref
+        progress(f"building the default image {ref} (first use only)")
+        base = _base_image(backend, progress)
+        context = io.BytesIO()
+        with tarfile.open(fileobj=context, mode="w") as tar:
+            tar.add(str(asset_path("Dockerfile")), arcname="Dockerfile")
+        backend.build(context.getvalue(), ref, {"BASE": base}, {MANAGED_LABEL: "true", "dockertask.kind": "default"},
+                      lambda line: progress(f"  {line}"))
+        progress(f"built {ref}")
+        return ref
+
+
+def _base_image(backend: Backend, progress: Progress) -> str:
+    slim = f"python:{HOST_PYTHON}-slim"
+    if backend.image_info(slim) is not None:
+        return slim
+    progress(f"trying to pull {slim}")
+    if backend.pull(slim):
+        return slim
+    suite = DEBIAN_SUITE_FOR_PYTHON.get(HOST_PYTHON)
+    if suite is None:
+        raise ImageBuildError(
+            f"cannot build the default image for Python {HOST_PYTHON}: {slim} cannot be pulled and no Debian "
+            f"suite ships Python {HOST_PYTHON} (known: {DEBIAN_SUITE_FOR_PYTHON}); "
+            "set DOCKERTASK_IMAGE_DEFAULT to an image with that Python"
+        )
+    base = f"{BASE_REPO}:{suite}"
+    if backend.image_info(base) is not None:
+        return base
+    progress(f"no registry reachable: bootstrapping {base} from Debian packages (about a minute)")
+    script = asset_path("images/bootstrap-base.sh")
+    tail: list[str] = []
+    with subprocess.Popen(["sh", str(script), base, suite], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True) as proc:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            tail = [*tail[-29:], line.rstrip()]
+            if line.startswith(("I: Retrieving", "I: Validating")):
+                continue  # hundreds of these; the rest is a readable progress log
+            progress(f"  {line.rstrip()}")
+    if proc.returncode != 0 or backend.image_info(base) is None:
+        raise ImageBuildError(f"bootstrapping the base image {base} failed (exit {proc.returncode})", "\n".join(tail))
+    return base

@@ -1,0 +1,82 @@
+"""Live containers of this process, and what happens to them when the host is interrupted.
+
+A task's own ``finally`` removes its container on every outcome, including a KeyboardInterrupt
+in the thread that waits for it. Two cases need more: tasks waited on by worker threads
+(``submit``), which never see the main thread's KeyboardInterrupt, and SIGTERM, whose default
+action ends the process without running any ``finally``. So, installed lazily from the main
+thread on the first run, SIGINT and SIGTERM handlers mark the process as interrupted and kill
+every live container from a helper thread (never from inside the handler: that could re-enter
+the HTTP connection pool the interrupted code was using). The waiting threads then see their
+container exit, remove it, and give up without retrying. Handlers a user installed are chained.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+_live: dict[str, Callable[[list[str]], None]] = {}
+_lock = threading.Lock()
+_interrupted = threading.Event()
+_installed = False
+
+
+def add(container_id: str, killer: Callable[[list[str]], None]) -> None:
+    with _lock:
+        _live[container_id] = killer
+
+
+def discard(container_id: str) -> None:
+    with _lock:
+        _live.pop(container_id, None)
+
+
+def live() -> list[str]:
+    with _lock:
+        return list(_live)
+
+
+def interrupted() -> bool:
+    """True once the host received SIGINT or SIGTERM: attempts must not be retried."""
+    return _interrupted.is_set()
+
+
+def kill_live() -> None:
+    with _lock:
+        items = list(_live.items())
+    for cid, killer in items:
+        try:
+            killer([cid])
+        except Exception:  # best effort: the owner's finally still removes it
+            pass
+
+
+def _on_signal(previous: Any, signum: int, frame: FrameType | None) -> None:
+    _interrupted.set()
+    threading.Thread(target=kill_live, name="dockertask-kill", daemon=False).start()
+    if callable(previous):
+        previous(signum, frame)
+    elif signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    else:
+        # SIGTERM's default is to die at once; exit through SystemExit instead so every
+        # `finally` (container removal) runs, with the exit status a shell expects.
+        raise SystemExit(128 + signum)
+
+
+def install_signal_handlers() -> None:
+    """Install once, from the main thread only (Python allows nothing else)."""
+    global _installed
+    if _installed or threading.current_thread() is not threading.main_thread():
+        return
+    _installed = True
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous = signal.getsignal(signum)
+        if previous is signal.SIG_IGN:
+            continue
+        if previous is signal.default_int_handler or previous is signal.SIG_DFL or previous is None:
+            previous = None
+        signal.signal(signum, lambda s, f, p=previous: _on_signal(p, s, f))

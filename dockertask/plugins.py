@@ -1,0 +1,97 @@
+"""``task_config`` plugins: a registry from config type to a handler that adds container options.
+
+A handler takes the config object and returns ``ContainerOptions``; the built-in ``Docker``
+config is registered the same way a user's would be.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ContainerOptions:
+    """Extra docker SDK kwargs: ``host_config`` for ``create_host_config``, ``create`` for ``create_container``."""
+
+    host_config: Mapping[str, Any] = field(default_factory=dict)
+    create: Mapping[str, Any] = field(default_factory=dict)
+    environment: Mapping[str, str] = field(default_factory=dict)
+
+
+Handler = Callable[[Any], ContainerOptions]
+_handlers: dict[type, Handler] = {}
+_lock = threading.Lock()
+
+
+def register(config_type: type, handler: Handler) -> None:
+    """Make ``task_config=config_type(...)`` valid; ``handler(config)`` gives its container options."""
+    if not isinstance(config_type, type):
+        raise TypeError(f"register(config_type={config_type!r}): expected a class")
+    with _lock:
+        _handlers[config_type] = handler
+
+
+def options_for(task_config: Any) -> ContainerOptions:
+    """The options of a config object; TypeError (at decoration) for an unregistered type."""
+    if task_config is None:
+        return ContainerOptions()
+    with _lock:
+        handler = next((h for t, h in _handlers.items() if isinstance(task_config, t)), None)
+        known = ", ".join(sorted(t.__qualname__ for t in _handlers))
+    if handler is None:
+        raise TypeError(
+            f"task_config={task_config!r}: {type(task_config).__qualname__} is not a registered plugin config; "
+            f"known: {known}; register one with dockertask.plugins.register(ConfigType, handler)"
+        )
+    return handler(task_config)
+
+
+@dataclass(frozen=True)
+class Docker:
+    """Extra options for the task's container, as ``docker run`` would take them.
+
+    ``volumes``: ``{"/host/path": "/container/path"}``, ``{"/host": {"bind": "/c", "mode": "ro"}}``
+    or ``["/host:/container:ro"]``; ``devices``: ``["/dev/fuse"]`` or ``"/dev/x:/dev/y:rwm"``.
+    """
+
+    network: str | None = None
+    shm_size: str | int | None = None
+    user: str | None = None
+    volumes: Mapping[str, Any] | Sequence[str] | None = None
+    devices: Sequence[str] | None = None
+    cap_add: Sequence[str] | None = None
+    platform: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("devices", "cap_add"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, str) or not all(isinstance(v, str) for v in value)):
+                raise TypeError(f"Docker({name}={value!r}): expected a list of strings")
+        if self.volumes is not None and not isinstance(self.volumes, (Mapping, list, tuple)):
+            raise TypeError(f"Docker(volumes={self.volumes!r}): expected a dict or a list of 'host:container[:mode]'")
+
+
+def _docker_options(cfg: Docker) -> ContainerOptions:
+    host: dict[str, Any] = {}
+    create: dict[str, Any] = {}
+    if cfg.network is not None:
+        host["network_mode"] = cfg.network
+    if cfg.shm_size is not None:
+        host["shm_size"] = cfg.shm_size
+    if cfg.volumes:
+        host["binds"] = dict(cfg.volumes) if isinstance(cfg.volumes, Mapping) else list(cfg.volumes)
+    if cfg.devices:
+        host["devices"] = list(cfg.devices)
+    if cfg.cap_add:
+        host["cap_add"] = list(cfg.cap_add)
+    if cfg.user is not None:
+        create["user"] = cfg.user
+    if cfg.platform is not None:
+        create["platform"] = cfg.platform
+    return ContainerOptions(host_config=host, create=create)
+
+
+register(Docker, _docker_options)

@@ -1,0 +1,156 @@
+"""``Resources``: parsed once at construction, and the one owner of the mapping to Docker.
+
+Kubernetes quantities are accepted (``"500m"``, ``"0.5"``, ``2`` for CPU; ``"64Mi"``, ``"1Gi"``,
+``"512M"``, ``"1G"`` or an int of bytes for memory and storage). Anything else raises
+``ResourceSpecError`` naming the field when the ``Resources`` is built, never later.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from .errors import ResourceSpecError
+
+_MEM_SUFFIXES = {
+    "": 1,
+    "k": 10**3, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+}
+_QUANTITY = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*$")
+_EXPECTED_MEM = "bytes as an int, or a string like '64Mi', '1Gi', '512M' or '1G'"
+_EXPECTED_CPU = "a number of cores like 2, '0.5' or '500m'"
+
+
+def parse_cpu(fieldname: str, value: object) -> float:
+    """Cores as a float from ``2``, ``"0.5"`` or ``"500m"``; raise naming ``fieldname`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ResourceSpecError(f"Resources.{fieldname}={value!r}: expected {_EXPECTED_CPU}")
+    text = str(value).strip()
+    try:
+        cores = Decimal(text[:-1]) / 1000 if text.endswith("m") else Decimal(text)
+    except InvalidOperation:
+        raise ResourceSpecError(f"Resources.{fieldname}={value!r}: expected {_EXPECTED_CPU}") from None
+    if not cores.is_finite() or cores <= 0:
+        raise ResourceSpecError(f"Resources.{fieldname}={value!r}: expected a positive number of cores")
+    return float(cores)
+
+
+def parse_bytes(fieldname: str, value: object) -> int:
+    """Bytes as an int from ``1024``, ``"64Mi"``, ``"1G"``...; raise naming ``fieldname`` otherwise."""
+    if isinstance(value, bool):
+        raise ResourceSpecError(f"Resources.{fieldname}={value!r}: expected {_EXPECTED_MEM}")
+    if isinstance(value, int):
+        amount = value
+    elif isinstance(value, str) and (m := _QUANTITY.match(value)) and m.group(2) in _MEM_SUFFIXES:
+        amount = int(Decimal(m.group(1)) * _MEM_SUFFIXES[m.group(2)])
+    else:
+        raise ResourceSpecError(f"Resources.{fieldname}={value!r}: expected {_EXPECTED_MEM}")
+    if amount <= 0:
+        raise ResourceSpecError(f"Resources.{fieldname}={value!r}: expected a positive amount")
+    return amount
+
+
+def parse_gpu(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).isdigit():
+        raise ResourceSpecError(f"Resources.gpu={value!r}: expected a whole number of GPUs like 1")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class Resources:
+    """CPU, memory, GPU and ephemeral storage, as in flytekit; validated when constructed.
+
+    The raw values are kept for display; ``cpu_cores``, ``mem_bytes``... hold the parsed ones.
+    """
+
+    cpu: str | int | float | None = None
+    mem: str | int | None = None
+    gpu: str | int | None = None
+    ephemeral_storage: str | int | None = None
+    cpu_cores: float | None = field(init=False, repr=False, compare=False)
+    mem_bytes: int | None = field(init=False, repr=False, compare=False)
+    gpu_count: int | None = field(init=False, repr=False, compare=False)
+    storage_bytes: int | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        parsed = {
+            "cpu_cores": None if self.cpu is None else parse_cpu("cpu", self.cpu),
+            "mem_bytes": None if self.mem is None else parse_bytes("mem", self.mem),
+            "gpu_count": None if self.gpu is None else parse_gpu(self.gpu),
+            "storage_bytes": None
+            if self.ephemeral_storage is None
+            else parse_bytes("ephemeral_storage", self.ephemeral_storage),
+        }
+        for name, value in parsed.items():
+            object.__setattr__(self, name, value)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            k: v
+            for k, v in (("cpu", self.cpu), ("mem", self.mem), ("gpu", self.gpu),
+                         ("ephemeral_storage", self.ephemeral_storage))
+            if v is not None
+        }
+
+
+# The lowest weight Docker accepts; interruptible tasks get it so any other work wins the CPU.
+LOWEST_CPU_SHARES = 2
+
+
+def check_request_within_limit(requests: Resources | None, limits: Resources | None) -> None:
+    """A request above its limit cannot be scheduled anywhere; say so at decoration time."""
+    if requests is None or limits is None:
+        return
+    pairs = (("cpu", requests.cpu_cores, limits.cpu_cores), ("mem", requests.mem_bytes, limits.mem_bytes),
+             ("gpu", requests.gpu_count, limits.gpu_count),
+             ("ephemeral_storage", requests.storage_bytes, limits.storage_bytes))
+    for name, req, lim in pairs:
+        if req is not None and lim is not None and req > lim:
+            raise ResourceSpecError(
+                f"requests.{name}={getattr(requests, name)!r} is above limits.{name}="
+                f"{getattr(limits, name)!r}: expected a request no larger than its limit"
+            )
+
+
+def host_config_kwargs(
+    requests: Resources | None, limits: Resources | None, *, interruptible: bool = False
+) -> dict[str, Any]:
+    """Docker Engine HostConfig settings (docker SDK ``create_host_config`` names).
+
+    As in Kubernetes a missing limit defaults to the request. A CPU limit is a hard
+    ``NanoCpus`` quota; a CPU request is only a relative ``CpuShares`` weight.
+    """
+    req = requests or Resources()
+    lim = limits or Resources()
+    cpu_limit = lim.cpu_cores if lim.cpu_cores is not None else req.cpu_cores
+    mem_limit = lim.mem_bytes if lim.mem_bytes is not None else req.mem_bytes
+    gpus = lim.gpu_count if lim.gpu_count is not None else req.gpu_count
+    storage = lim.storage_bytes if lim.storage_bytes is not None else req.storage_bytes
+    kw: dict[str, Any] = {}
+    if cpu_limit is not None:
+        kw["nano_cpus"] = int(round(cpu_limit * 1e9))
+    if mem_limit is not None:
+        kw["mem_limit"] = mem_limit
+        kw["memswap_limit"] = mem_limit  # equal to the limit: no swap beyond it
+    if req.cpu_cores is not None:
+        kw["cpu_shares"] = max(LOWEST_CPU_SHARES, round(req.cpu_cores * 1024))
+    if req.mem_bytes is not None:
+        kw["mem_reservation"] = req.mem_bytes
+    if gpus:
+        kw["device_requests"] = [{"Driver": "", "Count": gpus, "Capabilities": [["gpu"]]}]
+    if storage is not None:
+        kw["storage_opt"] = {"size": str(storage)}
+    if interruptible:
+        kw["cpu_shares"] = LOWEST_CPU_SHARES
+        kw["oom_score_adj"] = 1000
+    return kw
+
+
+def describe_bytes(n: int) -> str:
+    for unit, size in (("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10)):
+        if n >= size and n % size == 0:
+            return f"{n // size}{unit}"
+    return f"{n} bytes"

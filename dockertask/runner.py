@@ -1,0 +1,237 @@
+"""Policy for one call: deprecation, cache, image and secrets, attempts, and error translation.
+
+Mechanism (containers) is the backend's; this module decides what an outcome means:
+
+    timeout → TaskTimeoutError    OOM → TaskOOMError    user exception → itself
+    killed from outside → preempted (re-run, for interruptible tasks, without using retries)
+    no result + other exit → TaskFailedError with the output tail
+
+Every failure inside the container is retried up to ``retries`` times, each attempt in a
+fresh container; host-side validation (inputs, images, secrets, outputs) is never retried.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+import threading
+import uuid
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from . import images, lifecycle, payload, secrets
+from .backends import Backend, ContainerJob, ContainerOutcome, default_backend
+from .cache import Cache, NotHashable, cache_key
+from .errors import (
+    DockerTaskError,
+    ImageNotFoundError,
+    PythonVersionError,
+    RemoteTraceback,
+    TaskFailedError,
+    TaskInterruptedError,
+    TaskOOMError,
+    TaskTimeoutError,
+)
+from .resources import describe_bytes, host_config_kwargs
+
+if TYPE_CHECKING:
+    from .task import Task
+
+log = logging.getLogger("dockertask")
+# How many times an interruptible task may be preempted before it runs as a normal one.
+MAX_PREEMPTIONS = 3
+_HOSTNAME = socket.gethostname()
+_print_lock = threading.Lock()
+_ensured: set[str] = set()
+
+
+def print_line(stream: str, line: str) -> None:
+    """The default output sink: the task's lines on the host's stdout/stderr, whole lines only."""
+    target = sys.stdout if stream == "stdout" else sys.stderr
+    with _print_lock:
+        target.write(line + "\n")
+        target.flush()
+
+
+@dataclass
+class AttemptFailed(Exception):
+    """One attempt's failure, with what the policy needs to decide about the next one."""
+
+    error: BaseException
+    retryable: bool = True
+    preempted: bool = False
+
+
+def call(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], backend: Backend | None = None) -> Any:
+    spec = task.spec
+    bound = task.interface.bind(args, kwargs)
+    task.warn_if_deprecated()
+    backend = backend or default_backend()
+    key = None
+    if spec.cache:
+        try:
+            key = cache_key(spec.name, spec.cache_version, task.interface.fingerprint(), bound.arguments)
+        except NotHashable as exc:
+            warnings.warn(f"task {spec.name}: {exc}; running without the cache", RuntimeWarning, stacklevel=3)
+    if key is None:
+        return _attempts(task, bound.args, bound.kwargs, backend)
+    store = Cache()
+    hit, value = store.get(key)
+    if hit:
+        return value
+    with store.locked(key):
+        hit, value = store.get(key)  # an identical call may have finished while we waited
+        if hit:
+            return value
+        value = _attempts(task, bound.args, bound.kwargs, backend)
+        store.put(key, value, spec.name, spec.cache_version)
+        return value
+
+
+def _ensure_image(backend: Backend, ref: str) -> None:
+    if ref not in _ensured:
+        images.ensure_image(backend, ref)
+        _ensured.add(ref)
+
+
+def _attempts(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], backend: Backend) -> Any:
+    spec = task.spec
+    image = images.resolve(spec.container_image)
+    secret_values = secrets.resolve(spec.secret_requests, spec.name)  # before any container
+    _ensure_image(backend, image)
+    lifecycle.install_signal_handlers()
+    envelope = payload.make_envelope(task.function, args, kwargs, {})
+    run_id = uuid.uuid4().hex[:16]
+    failures = preemptions = 0
+    attempt = 0
+    while True:
+        attempt += 1
+        interruptible = spec.interruptible and preemptions < MAX_PREEMPTIONS
+        job = build_job(task, image, envelope, secret_values, run_id, attempt, interruptible)
+        try:
+            outcome = _run_job(backend, job, image)
+            value = interpret(task, outcome)
+            task.interface.check_output(value)
+            return value
+        except AttemptFailed as failed:
+            if lifecycle.interrupted():
+                raise _bare(failed.error)
+            if failed.preempted and interruptible:
+                preemptions += 1
+                log.warning("task %s attempt %d was preempted (%s); re-running it (%d/%d preemptions)",
+                            spec.name, attempt, failed.error, preemptions, MAX_PREEMPTIONS)
+                continue
+            if not failed.retryable or failures >= spec.retries:
+                raise _bare(failed.error)
+            failures += 1
+            log.warning("task %s attempt %d failed: %s: %s; retrying in a fresh container (retry %d/%d)",
+                        spec.name, attempt, type(failed.error).__name__, _first_line(failed.error),
+                        failures, spec.retries)
+
+
+def _run_job(backend: Backend, job: ContainerJob, image: str) -> ContainerOutcome:
+    try:
+        return backend.run(job, print_line)
+    except ImageNotFoundError:
+        # Removed since we last checked (e.g. `docker image prune`): make it again, once.
+        _ensured.discard(image)
+        _ensure_image(backend, image)
+        return backend.run(job, print_line)
+
+
+def _bare(error: BaseException) -> BaseException:
+    """The error without the AttemptFailed wrapper as its shown context (its __cause__ stays)."""
+    error.__suppress_context__ = True
+    return error
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0]
+
+
+def build_job(task: Task, image: str, envelope: payload.Envelope, secret_values: dict[secrets.Secret, str],
+              run_id: str, attempt: int, interruptible: bool) -> ContainerJob:
+    spec = task.spec
+    header = {**envelope.header, "task": spec.name, "attempt": attempt, "run_id": run_id,
+              "secrets_on_stdin": bool(secret_values)}
+    files = payload.Envelope(header=header, pickled_call=envelope.pickled_call).to_tar()
+    host_config: dict[str, Any] = {"init": True, **host_config_kwargs(spec.requests, spec.limits,
+                                                                       interruptible=interruptible)}
+    host_config.update(task.container_options.host_config)
+    if secret_values:
+        host_config["tmpfs"] = dict(secrets.SECRETS_TMPFS)
+    labels = {
+        "dockertask.run-id": run_id,
+        "dockertask.task": spec.name,
+        "dockertask.attempt": str(attempt),
+        "dockertask.host": _HOSTNAME,
+        "dockertask.host-pid": str(os.getpid()),
+    }
+    if interruptible:
+        labels["dockertask.interruptible"] = "true"
+    return ContainerJob(
+        image=image, command=list(payload.COMMAND), files_tar=files, files_root="/tmp",
+        result_dir=payload.RESULT_DIR, environment={**task.container_options.environment, **spec.environment},
+        labels=labels, host_config=host_config, create_kwargs=dict(task.container_options.create),
+        stdin_data=secrets.stdin_payload(secret_values) if secret_values else None,
+        timeout=spec.timeout_seconds or None,
+    )
+
+
+def interpret(task: Task, outcome: ContainerOutcome) -> Any:
+    """The value of a finished attempt, or AttemptFailed saying what went wrong."""
+    spec = task.spec
+    if outcome.cancelled:
+        raise AttemptFailed(TaskFailedError(f"task {spec.name}: the host was interrupted; its container was "
+                                            "killed and removed", exit_code=outcome.exit_code), retryable=False)
+    if outcome.timed_out:
+        raise AttemptFailed(TaskTimeoutError(
+            f"task {spec.name} exceeded its timeout of {spec.timeout_seconds:g}s; its container was killed and removed"))
+    if outcome.oom_killed:
+        limit = spec.effective_mem_limit
+        named = f"its memory limit of {describe_bytes(limit)}" if limit else "the memory available to it"
+        raise AttemptFailed(TaskOOMError(f"task {spec.name} was killed for using more than {named}"))
+    raw = payload.result_from_tar(outcome.result_tar) if outcome.result_tar else None
+    if raw is None:
+        tail = f"; its last output:\n{outcome.logs_tail}" if outcome.logs_tail else ""
+        if outcome.exit_code in (137, 143):
+            raise AttemptFailed(TaskInterruptedError(
+                f"task {spec.name}: its container was stopped from outside (exit {outcome.exit_code})",
+                exit_code=outcome.exit_code, logs_tail=outcome.logs_tail), preempted=True)
+        raise AttemptFailed(TaskFailedError(
+            f"task {spec.name}: the container exited with code {outcome.exit_code} without a result{tail}",
+            exit_code=outcome.exit_code, logs_tail=outcome.logs_tail))
+    meta = raw.meta
+    if raw.status == "ok":
+        return payload.loads(raw.payload)
+    if raw.status == "python_version":
+        raise AttemptFailed(PythonVersionError(
+            f"task {spec.name}: the image has Python {meta.get('image_python')} but the host has Python "
+            f"{meta.get('host_python')}; dockertask needs the same major.minor on both (pickles are not "
+            "portable across versions)"), retryable=False)
+    if raw.status == "load_error":
+        raise AttemptFailed(TaskFailedError(
+            f"task {spec.name}: could not load the task in the container: {meta.get('type')}: "
+            f"{meta.get('message')} (a package the task imports may be missing from the image)",
+            type_name=str(meta.get("type", "")), remote_traceback=str(meta.get("traceback", ""))), retryable=False)
+    return _user_exception(spec.name, raw)
+
+
+def _user_exception(name: str, raw: payload.RawResult) -> Any:
+    meta = raw.meta
+    tb = str(meta.get("traceback", ""))
+    exc: BaseException | None = None
+    if raw.payload:
+        try:
+            exc = payload.loads(raw.payload)
+        except Exception:
+            exc = None
+    if not isinstance(exc, BaseException):
+        exc = TaskFailedError(f"task {name} raised {meta.get('type')}: {meta.get('message')}\n{tb}",
+                              type_name=str(meta.get("type", "")), remote_traceback=tb)
+    exc.__cause__ = RemoteTraceback(tb)
+    raise AttemptFailed(exc)
+

@@ -1,0 +1,143 @@
+"""Secrets: what a task asks for, where the host finds the values, how the container gets them.
+
+On the host a value comes from a chain of providers (env ``DOCKERTASK_SECRET_<GROUP>_<KEY>``,
+then the file ``$DOCKERTASK_SECRETS_DIR/<group>/<key>``); a vault-style provider is one more
+object with a ``get`` method, added with ``register_provider``, and the runner never changes.
+Values reach the container on its stdin, after start: never in its config (``docker inspect``),
+an image layer, or the log stream. The bootstrap writes FILE secrets to a tmpfs.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+from .context import env_var_name
+from .errors import SecretNotFoundError
+
+SECRETS_MOUNT = "/etc/secrets"
+# tmpfs options: world-writable root (sticky) so a non-root USER can create its group dir,
+# which the bootstrap makes 0700 with files 0400: readable by the task's user only.
+SECRETS_TMPFS = {SECRETS_MOUNT: "rw,noexec,nosuid,nodev,size=4m,mode=1777"}
+_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+
+class MountType(enum.Enum):
+    ANY = "any"
+    ENV_VAR = "env_var"
+    FILE = "file"
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A secret the task needs: ``Secret("db", "password")``; FILE unless told otherwise."""
+
+    group: str
+    key: str | None = None
+    mount_requirement: MountType = MountType.FILE
+    MountType: ClassVar[type[MountType]] = MountType
+
+    def __post_init__(self) -> None:
+        for field_name, value in (("group", self.group), ("key", self.key)):
+            if value is None and field_name == "key":
+                continue
+            if not isinstance(value, str) or not _NAME.match(value) or value in (".", ".."):
+                raise ValueError(f"Secret.{field_name}={value!r}: expected letters, digits, '_', '-' or '.'")
+        if not isinstance(self.mount_requirement, MountType):
+            raise ValueError(f"Secret.mount_requirement={self.mount_requirement!r}: expected a Secret.MountType")
+
+    @property
+    def env_name(self) -> str:
+        """The variable the task sees for an ENV_VAR secret."""
+        return env_var_name("_FSEC_", self.group, self.key)
+
+    @property
+    def path(self) -> str:
+        """The file the task sees for a FILE (or ANY) secret."""
+        return f"{SECRETS_MOUNT}/{self.group}/{self.key or self.group}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"group": self.group, "key": self.key, "mount_requirement": self.mount_requirement.name}
+
+
+class SecretProvider(Protocol):
+    def get(self, group: str, key: str | None) -> str | None:
+        """The value, or None when this provider does not have it."""
+        ...
+
+
+class EnvProvider:
+    """``DOCKERTASK_SECRET_<GROUP>_<KEY>``, upper-cased, other characters as ``_``."""
+
+    def get(self, group: str, key: str | None) -> str | None:
+        return os.environ.get(env_var_name("DOCKERTASK_SECRET_", group, key))
+
+
+class DirectoryProvider:
+    """``$DOCKERTASK_SECRETS_DIR/<group>/<key>`` (default ``~/.dockertask/secrets``)."""
+
+    def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
+        self._directory = directory
+
+    @property
+    def directory(self) -> Path:
+        d = self._directory or os.environ.get("DOCKERTASK_SECRETS_DIR") or Path.home() / ".dockertask" / "secrets"
+        return Path(d)
+
+    def get(self, group: str, key: str | None) -> str | None:
+        path = self.directory / group / (key or group)
+        try:
+            return path.read_text()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+
+_providers: list[SecretProvider] = [EnvProvider(), DirectoryProvider()]
+_providers_lock = threading.Lock()
+
+
+def register_provider(provider: SecretProvider, *, first: bool = True) -> None:
+    """Add a provider to the chain (by default ahead of the built-in ones)."""
+    with _providers_lock:
+        _providers.insert(0, provider) if first else _providers.append(provider)
+
+
+def lookup(group: str, key: str | None) -> str | None:
+    with _providers_lock:
+        chain = list(_providers)
+    for provider in chain:
+        value = provider.get(group, key)
+        if value is not None:
+            return value
+    return None
+
+
+def resolve(requests: tuple[Secret, ...], task_name: str) -> dict[Secret, str]:
+    """Every requested value, or SecretNotFoundError before anything starts."""
+    values = {}
+    for s in requests:
+        value = lookup(s.group, s.key)
+        if value is None:
+            raise SecretNotFoundError(
+                f"task {task_name}: secret group={s.group!r} key={s.key!r} not found on the host; "
+                f"set {env_var_name('DOCKERTASK_SECRET_', s.group, s.key)} or write it to "
+                f"{DirectoryProvider().directory / s.group / (s.key or s.group)}"
+            )
+        values[s] = value
+    return values
+
+
+def stdin_payload(values: dict[Secret, str]) -> bytes:
+    """What the bootstrap reads from stdin: one JSON line, then an end marker."""
+    items = [
+        {"group": s.group, "key": s.key, "value": v, "env_name": s.env_name,
+         "mount": "env" if s.mount_requirement is MountType.ENV_VAR else "file"}
+        for s, v in values.items()
+    ]
+    return json.dumps(items).encode() + b"\n--end--\n"

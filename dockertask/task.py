@@ -1,0 +1,317 @@
+"""``@task`` → ``Task``: a declarative spec plus the ways to run it (call, local, submit).
+
+Decorating validates everything it can (resources, timeout, retries, task_config, secrets)
+and never touches Docker; the spec's version (a git call) is computed on first access.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import datetime as dt
+import enum
+import functools
+import hashlib
+import inspect
+import os
+import subprocess
+import threading
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+from . import images, plugins, secrets
+from .context import ExecutionContext, SecretsReader, enter_local, leave_local
+from .interface import Interface
+from .plugins import ContainerOptions
+from .resources import Resources, check_request_within_limit, host_config_kwargs
+from .secrets import Secret
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class ExecutionBehavior(enum.Enum):
+    """flytekit's ``execution_mode``; dockertask has one behaviour."""
+
+    DEFAULT = 1
+    DYNAMIC = 2
+    EAGER = 3
+
+
+def _timeout_seconds(timeout: dt.timedelta | int | float) -> float:
+    if isinstance(timeout, dt.timedelta):
+        seconds = timeout.total_seconds()
+    elif isinstance(timeout, (int, float)) and not isinstance(timeout, bool):
+        seconds = float(timeout)
+    else:
+        raise TypeError(f"timeout={timeout!r}: expected int seconds or a datetime.timedelta (0 = no timeout)")
+    if seconds < 0:
+        raise ValueError(f"timeout={timeout!r}: expected a duration >= 0 (0 = no timeout)")
+    return seconds
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Everything declared about a task. ``to_dict()`` is JSON-serializable."""
+
+    name: str
+    interface: Interface = field(repr=False)
+    container_image: str
+    cache: bool
+    cache_version: str
+    retries: int
+    interruptible: bool
+    deprecated: str
+    timeout_seconds: float
+    environment: Mapping[str, str]
+    requests: Resources | None
+    limits: Resources | None
+    secret_requests: tuple[Secret, ...]
+    task_config: Any
+    execution_mode: ExecutionBehavior
+    source_file: str = field(repr=False, default="")
+    source_text: str = field(repr=False, default="")
+
+    @functools.cached_property
+    def version(self) -> str:
+        return task_version(self.source_file, self.source_text)
+
+    @property
+    def effective_mem_limit(self) -> int | None:
+        for r in (self.limits, self.requests):
+            if r is not None and r.mem_bytes is not None:
+                return r.mem_bytes
+        return None
+
+    def resolved_image(self) -> str:
+        return images.resolve(self.container_image)
+
+    def docker_constraints(self) -> dict[str, Any]:
+        return host_config_kwargs(self.requests, self.limits, interruptible=self.interruptible)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "interface": self.interface.to_dict(),
+            "container_image": self.container_image,
+            "image": self.resolved_image(),
+            "requests": self.requests.to_dict() if self.requests else {},
+            "limits": self.limits.to_dict() if self.limits else {},
+            "environment": sorted(self.environment),
+            "secret_requests": [s.to_dict() for s in self.secret_requests],
+            "timeout_seconds": self.timeout_seconds,
+            "retries": self.retries,
+            "cache": self.cache,
+            "cache_version": self.cache_version,
+            "interruptible": self.interruptible,
+            "deprecated": self.deprecated,
+            "task_config": None if self.task_config is None else repr(self.task_config),
+            "execution_mode": self.execution_mode.name,
+        }
+
+
+_version_cache: dict[str, str | None] = {}
+_version_lock = threading.Lock()
+
+
+def _git_version(directory: str) -> str | None:
+    """HEAD of the git tree holding ``directory``, ``-dirty`` with uncommitted tracked changes."""
+    with _version_lock:
+        if directory in _version_cache:
+            return _version_cache[directory]
+        version = None
+        try:
+            head = subprocess.run(["git", "-C", directory, "rev-parse", "HEAD"], capture_output=True,
+                                  text=True, timeout=10)
+            if head.returncode == 0:
+                status = subprocess.run(["git", "-C", directory, "status", "--porcelain", "--untracked-files=no"],
+                                        capture_output=True, text=True, timeout=10)
+                version = head.stdout.strip() + ("-dirty" if status.stdout.strip() else "")
+        except (OSError, subprocess.SubprocessError):
+            version = None
+        _version_cache[directory] = version
+        return version
+
+
+def task_version(source_file: str, source_text: str) -> str:
+    if source_file and os.path.exists(source_file):
+        version = _git_version(str(Path(source_file).resolve().parent))
+        if version:
+            return version
+    return "src-" + hashlib.sha256(source_text.encode()).hexdigest()[:16]
+
+
+_executor: concurrent.futures.ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+def _pool() -> concurrent.futures.ThreadPoolExecutor:
+    global _executor
+    with _executor_lock:
+        if _executor is None:
+            workers = int(os.environ.get("DOCKERTASK_MAX_PARALLEL", "16"))
+            _executor = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dockertask")
+        return _executor
+
+
+class Task(Generic[P, R]):
+    """A function that runs in a fresh container when called."""
+
+    def __init__(self, function: Callable[P, R], spec: TaskSpec, container_options: ContainerOptions) -> None:
+        self.function = function
+        self.spec = spec
+        self.interface = spec.interface
+        self.container_options = container_options
+        functools.update_wrapper(self, function)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def __repr__(self) -> str:
+        return f"<dockertask.Task {self.spec.name}>"
+
+    def warn_if_deprecated(self) -> None:
+        if self.spec.deprecated:
+            warnings.warn(f"Task {self.spec.name} is deprecated: {self.spec.deprecated}", FutureWarning, stacklevel=4)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run in a fresh container and return the value (or raise the task's exception)."""
+        from . import runner
+
+        result: R = runner.call(self, args, kwargs)
+        return result
+
+    def submit(self, *args: P.args, **kwargs: P.kwargs) -> concurrent.futures.Future[R]:
+        """Start in a container now; the Future holds the value or the exception."""
+        from . import lifecycle
+
+        self.interface.bind(args, kwargs)  # bad input fails here, not inside the Future
+        lifecycle.install_signal_handlers()
+        return _pool().submit(self.__call__, *args, **kwargs)
+
+    def local(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run in this process: same checks and secrets (from the host providers), no Docker."""
+        bound = self.interface.bind(args, kwargs)
+        self.warn_if_deprecated()
+        secrets.resolve(self.spec.secret_requests, self.spec.name)
+        requested = {(s.group, s.key) for s in self.spec.secret_requests}
+
+        def lookup(group: str, key: str | None) -> str | None:
+            return secrets.lookup(group, key) if (group, key) in requested else None
+
+        token = enter_local(ExecutionContext(task_name=self.spec.name, attempt=1,
+                                             secrets=SecretsReader(lookup=lookup)))
+        try:
+            value = self.function(*bound.args, **bound.kwargs)
+        finally:
+            leave_local(token)
+        self.interface.check_output(value)
+        return value
+
+
+def _check_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name}={value!r}: expected a whole number >= 0")
+    if value < 0:
+        raise ValueError(f"{name}={value!r}: expected a whole number >= 0")
+    return value
+
+
+def _check_environment(environment: Mapping[str, str] | None) -> dict[str, str]:
+    env = dict(environment or {})
+    for k, v in env.items():
+        if not isinstance(k, str) or not k or "=" in k or not isinstance(v, str):
+            raise TypeError(f"environment[{k!r}]={v!r}: expected str names (no '=') mapped to str values")
+    return env
+
+
+def _check_secrets(secret_requests: Sequence[Secret] | None) -> tuple[Secret, ...]:
+    out = tuple(secret_requests or ())
+    for s in out:
+        if not isinstance(s, Secret):
+            raise TypeError(f"secret_requests contains {s!r}: expected dockertask.Secret(group, key)")
+    return out
+
+
+def _make_task(
+    fn: Callable[P, R], *, task_config: Any, cache: bool, cache_version: str, retries: int, interruptable: bool,
+    deprecated: str, timeout: dt.timedelta | int, container_image: Any, environment: Mapping[str, str] | None,
+    requests: Resources | None, limits: Resources | None, secret_requests: Sequence[Secret] | None,
+    execution_mode: ExecutionBehavior,
+) -> Task[P, R]:
+    if not callable(fn):
+        raise TypeError(f"@task expects a function, got {fn!r}")
+    name = f"{fn.__module__}.{fn.__qualname__}"
+    for label, res in (("requests", requests), ("limits", limits)):
+        if res is not None and not isinstance(res, Resources):
+            raise TypeError(f"{label}={res!r}: expected dockertask.Resources(cpu=..., mem=...)")
+    check_request_within_limit(requests, limits)
+    options = plugins.options_for(task_config)
+    if container_image is not None and not isinstance(container_image, str):
+        from .imagespec import ImageSpec
+
+        if not isinstance(container_image, ImageSpec):
+            raise TypeError(f"container_image={container_image!r}: expected a reference, a template or an ImageSpec")
+        container_image = container_image.image_name()
+    try:
+        source_file = inspect.getsourcefile(fn) or ""
+        source_text = inspect.getsource(fn)
+    except (OSError, TypeError):
+        source_file, source_text = "", name
+    spec = TaskSpec(
+        name=name, interface=Interface.from_function(fn, name), container_image=container_image or images.DEFAULT_TEMPLATE,
+        cache=bool(cache), cache_version=str(cache_version), retries=_check_int("retries", retries),
+        interruptible=bool(interruptable), deprecated=str(deprecated or ""),
+        timeout_seconds=_timeout_seconds(timeout), environment=_check_environment(environment),
+        requests=requests, limits=limits, secret_requests=_check_secrets(secret_requests),
+        task_config=task_config, execution_mode=execution_mode, source_file=source_file, source_text=source_text,
+    )
+    return Task(fn, spec, options)
+
+
+@overload
+def task(_task_function: Callable[P, R]) -> Task[P, R]: ...
+
+
+@overload
+def task(
+    _task_function: None = None, *, task_config: Any = None, cache: bool = False, cache_version: str = "",
+    retries: int = 0, interruptable: bool = False, deprecated: str = "", timeout: dt.timedelta | int = 0,
+    container_image: Any = None, environment: Mapping[str, str] | None = None, requests: Resources | None = None,
+    limits: Resources | None = None, secret_requests: Sequence[Secret] | None = None,
+    execution_mode: ExecutionBehavior = ExecutionBehavior.DEFAULT, interruptible: bool | None = None,
+) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+
+def task(
+    _task_function: Callable[P, R] | None = None, *, task_config: Any = None, cache: bool = False,
+    cache_version: str = "", retries: int = 0, interruptable: bool = False, deprecated: str = "",
+    timeout: dt.timedelta | int = 0, container_image: Any = None, environment: Mapping[str, str] | None = None,
+    requests: Resources | None = None, limits: Resources | None = None,
+    secret_requests: Sequence[Secret] | None = None,
+    execution_mode: ExecutionBehavior = ExecutionBehavior.DEFAULT, interruptible: bool | None = None,
+) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
+    """flytekit's ``@task``, run in Docker: same parameters, same defaults.
+
+    ``interruptible=`` is accepted as a spelling of ``interruptable=``.
+    """
+    if not isinstance(execution_mode, ExecutionBehavior):
+        raise TypeError(f"execution_mode={execution_mode!r}: expected a dockertask.ExecutionBehavior")
+    if execution_mode is not ExecutionBehavior.DEFAULT:
+        raise ValueError(f"execution_mode={execution_mode!r}: dockertask runs tasks with DEFAULT only")
+
+    def decorate(fn: Callable[P, R]) -> Task[P, R]:
+        return _make_task(
+            fn, task_config=task_config, cache=cache, cache_version=cache_version, retries=retries,
+            interruptable=interruptable if interruptible is None else interruptible, deprecated=deprecated,
+            timeout=timeout, container_image=container_image, environment=environment, requests=requests,
+            limits=limits, secret_requests=secret_requests, execution_mode=execution_mode,
+        )
+
+    if _task_function is not None:
+        return decorate(_task_function)
+    return decorate
