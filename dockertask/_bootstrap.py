@@ -1,50 +1,76 @@
-"""What runs inside the container: read the envelope, run the function, write the result.
+"""What runs inside the container: read the call from stdin, run it, send the result back.
 
-Stdlib only, and written for old Pythons on purpose: it must be able to *say* that the image's
-Python is the wrong one before anything newer is imported. The host copies this file, the
-runtime zip (cloudpickle + dockertask, no dependencies) and the envelope into RUN_DIR, and
-fetches ``RUN_DIR/out/result`` after the container exits.
+Stdlib only, and in old-Python syntax on purpose: it must be able to *say* that the image's
+Python is the wrong one before anything newer is imported. The host starts the container as
+``python3 -c LOADER`` (see payload.LOADER), which reads this file's source from stdin and runs
+``main(read_frame)``. Everything else arrives on stdin too, as length-prefixed frames:
 
-The exit code is 0 whenever a result was written, including for user exceptions; a non-zero
-exit therefore always means an infrastructure failure (OOM kill, signal, crash).
+    header (JSON) · runtime zip (cloudpickle + dockertask) · pickled call · secrets (JSON)
 
-Result file: one line of JSON metadata, then (for "ok" and "error") the pickled payload.
+Nothing is copied in or out through the engine's archive API (about 50 ms a call each way)
+and nothing rests on a bind mount, so a remote engine works the same.
+
+The way back is a private control channel: a duplicate of the container's original stdout,
+taken before the user's code runs. The user's own fd 1 is redirected into a pipe whose data the
+control channel carries as ``O`` frames, so a ``print`` can never be mistaken for the result,
+which goes last as one ``R`` frame (a JSON line of metadata, then the pickle). The user's
+stderr is left alone. The container's log driver is off, so none of this is stored anywhere.
+
+The exit code is 0 whenever a result was sent, user exceptions included: a non-zero exit
+always means an infrastructure failure (OOM kill, signal, crash).
 """
 
 import json
 import os
+import struct
 import sys
+import tempfile
+import threading
 import traceback
 
-RUN_DIR = os.path.dirname(os.path.abspath(__file__))
-OUT_DIR = os.path.join(RUN_DIR, "out")
 SECRETS_DIR = "/etc/secrets"
+_HEAD = struct.Struct(">cQ")
 
 
-def write_result(meta, payload=b""):
-    tmp = os.path.join(OUT_DIR, "result.tmp")
-    with open(tmp, "wb") as f:
-        f.write(json.dumps(meta).encode("utf-8") + b"\n")
-        f.write(payload)
-    # rename is atomic: the host never reads half a result, even after a kill mid-write
-    os.rename(tmp, os.path.join(OUT_DIR, "result"))
+class Channel(object):
+    """Frames to the host over the original stdout; one writer at a time."""
+
+    def __init__(self, fd):
+        self.fd = fd
+        self.lock = threading.Lock()
+
+    def send(self, kind, data):
+        with self.lock:
+            view = memoryview(_HEAD.pack(kind, len(data)) + data) if len(data) < 65536 else None
+            if view is None:
+                self._write(memoryview(_HEAD.pack(kind, len(data))))
+                view = memoryview(data)
+            self._write(view)
+
+    def _write(self, view):
+        while len(view):
+            n = os.write(self.fd, view)
+            view = view[n:]
+
+    def result(self, meta, payload=b""):
+        self.send(b"R", json.dumps(meta).encode("utf-8") + b"\n" + payload)
 
 
-def read_secrets(header):
-    """Secrets arrive on stdin (never in the container's config, image or logs)."""
-    if not header.get("secrets_on_stdin"):
-        return {}
-    data = b""
-    stdin = sys.stdin.buffer
+def forward_stdout(read_fd, channel):
+    """Carry whatever the task writes to fd 1 to the host, as it is written."""
     while True:
-        line = stdin.readline()
-        if not line or line.strip() == b"--end--":
+        try:
+            chunk = os.read(read_fd, 65536)
+        except OSError:
             break
-        data += line
-    return json.loads(data.decode("utf-8")) if data.strip() else {}
+        if not chunk:
+            break
+        channel.send(b"O", chunk)
+    os.close(read_fd)
 
 
 def install_secrets(secrets):
+    """FILE secrets go to a tmpfs, 0400 in a 0700 directory: readable by the task's user only."""
     for item in secrets:
         if item["mount"] == "env":
             os.environ[item["env_name"]] = item["value"]
@@ -58,55 +84,86 @@ def install_secrets(secrets):
             f.write(item["value"])
 
 
-def main():
-    with open(os.path.join(RUN_DIR, "header.json")) as f:
-        header = json.load(f)
-    want = header["python"]
+def qualname(tp):
+    return tp.__module__ + "." + getattr(tp, "__qualname__", tp.__name__)
+
+
+def main(read_frame):
+    channel = Channel(os.dup(1))  # dup'ed fds are not inherited by the task's subprocesses
+    header = json.loads(read_frame().decode("utf-8"))
     have = "%d.%d" % sys.version_info[:2]
-    if want != have:
-        write_result({"status": "python_version", "image_python": sys.version.split()[0], "host_python": want})
+    if header["python"] != have:
+        channel.result({"status": "python_version", "image_python": sys.version.split()[0],
+                        "host_python": header["python"]})
         return 0
-    # Line-buffer so the host sees each line as soon as it is printed, without `-u`'s cost
-    # of one write per print fragment.
+    run_dir = tempfile.mkdtemp(prefix="dockertask-")
+    runtime = os.path.join(run_dir, "runtime.zip")
+    with open(runtime, "wb") as f:
+        f.write(read_frame())
+    pickled_call = read_frame()
+    secrets = json.loads(read_frame().decode("utf-8") or "[]")
+    # The task must not read our protocol (or block on it): give it an empty stdin.
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    read_fd, write_fd = os.pipe()
+    os.dup2(write_fd, 1)
+    os.close(write_fd)
+    pump = threading.Thread(target=forward_stdout, args=(read_fd, channel))
+    pump.daemon = True
+    pump.start()
+    # Line buffering: the host sees each line when it is printed, without -u's write per fragment.
     sys.stdout.reconfigure(line_buffering=True)
     sys.stderr.reconfigure(line_buffering=True)
-    sys.path.insert(0, os.path.join(RUN_DIR, "runtime.zip"))
+    sys.path.insert(0, runtime)
     try:
-        secrets = read_secrets(header)
         install_secrets(secrets)
+        del secrets
         import cloudpickle
         from dockertask import context
 
         context.enter_container(header)
-        with open(os.path.join(RUN_DIR, "envelope.pkl"), "rb") as f:
-            func, args, kwargs = cloudpickle.load(f)
-    except BaseException as exc:  # noqa: B902 - anything here is a load failure to report
-        write_result({"status": "load_error", "type": type(exc).__name__, "message": str(exc),
-                      "traceback": traceback.format_exc()})
+        func, args, kwargs = cloudpickle.loads(pickled_call)
+        del pickled_call
+    except BaseException as exc:  # anything here means the call could not even be loaded
+        finish(pump)
+        channel.result({"status": "load_error", "type": qualname(type(exc)), "message": str(exc),
+                        "traceback": traceback.format_exc()})
         return 0
     try:
         value = func(*args, **kwargs)
     except BaseException as exc:  # user code may raise anything, SystemExit included
         tb = traceback.format_exc()
-        meta = {"status": "error", "type": type(exc).__module__ + "." + type(exc).__qualname__,
-                "message": str(exc), "traceback": tb}
+        meta = {"status": "error", "type": qualname(type(exc)), "message": str(exc), "traceback": tb}
         try:
-            payload = cloudpickle.dumps(exc, protocol=5)
-        except Exception as perr:  # the exception itself is not picklable: send its text only
+            data = cloudpickle.dumps(exc, protocol=5)
+        except Exception as perr:  # not picklable: its type, message and traceback still go back
             meta["pickle_error"] = repr(perr)
-            payload = b""
-        write_result(meta, payload)
+            data = b""
+        finish(pump)
+        channel.result(meta, data)
         return 0
     try:
-        payload = cloudpickle.dumps(value, protocol=5)
+        data = cloudpickle.dumps(value, protocol=5)
     except Exception as exc:
-        write_result({"status": "error", "type": type(exc).__module__ + "." + type(exc).__qualname__,
-                      "message": "the return value could not be pickled: %s" % exc,
-                      "traceback": traceback.format_exc()})
+        finish(pump)
+        channel.result({"status": "error", "type": qualname(type(exc)),
+                        "message": "the return value could not be pickled: %s" % (exc,),
+                        "traceback": traceback.format_exc()})
         return 0
-    write_result({"status": "ok"}, payload)
+    finish(pump)
+    channel.result({"status": "ok"}, data)
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def finish(pump):
+    """Send the task's last stdout before the result: close our end of the pipe, drain it."""
+    try:
+        sys.stdout.flush()
+    except Exception:
+        pass
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+    # A subprocess the task left running may hold the pipe open: do not wait for it forever.
+    pump.join(2.0)

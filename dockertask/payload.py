@@ -12,15 +12,14 @@ from __future__ import annotations
 import functools
 import io
 import json
+import struct
 import os
 import py_compile
 import site
 import sys
 import sysconfig
-import tarfile
 import tempfile
 import threading
-import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,9 +30,22 @@ import cloudpickle
 
 from . import _bootstrap
 
-RUN_DIR = "/tmp/.dockertask"
-RESULT_DIR = RUN_DIR + "/out"
-COMMAND = ["python3", RUN_DIR + "/_bootstrap.py"]
+# Runs in the container: read the bootstrap's source from stdin and hand it the frame reader.
+# Kept tiny and version-neutral: it runs before any Python version check.
+LOADER = (
+    "import sys\n"
+    "r = sys.stdin.buffer\n"
+    "def f():\n"
+    "    n = int(r.readline())\n"
+    "    b = r.read(n)\n"
+    "    if len(b) != n:\n"
+    "        raise SystemExit(70)\n"
+    "    return b\n"
+    "g = {'__name__': 'dockertask_bootstrap'}\n"
+    "exec(compile(f(), 'dockertask/_bootstrap.py', 'exec'), g)\n"
+    "sys.exit(g['main'](f))\n"
+)
+COMMAND = ["python3", "-c", LOADER]
 HOST_PYTHON = "%d.%d" % sys.version_info[:2]
 
 
@@ -101,41 +113,27 @@ def _bootstrap_source() -> bytes:
     return Path(_bootstrap.__file__).read_bytes()
 
 
-def _add(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mode = mode
-    info.mtime = int(time.time())
-    tar.addfile(info, io.BytesIO(data))
-
-
-def _add_dir(tar: tarfile.TarFile, name: str, mode: int) -> None:
-    info = tarfile.TarInfo(name)
-    info.type = tarfile.DIRTYPE
-    info.mode = mode
-    info.mtime = int(time.time())
-    tar.addfile(info)
+def frame(data: bytes) -> bytes:
+    """One stdin frame: the length in ASCII, a newline, the bytes (what LOADER's f() reads)."""
+    return b"%d\n" % len(data) + data
 
 
 @dataclass(frozen=True)
 class Envelope:
-    """What one attempt sends: the header the bootstrap reads first, and the pickled call."""
+    """What one call sends: the header the bootstrap reads first, and the pickled call."""
 
     header: dict[str, Any]
     pickled_call: bytes
 
-    def to_tar(self) -> bytes:
-        """A tar to extract at ``/tmp``: creates RUN_DIR with everything the bootstrap needs."""
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w") as tar:
-            # World-writable (sticky) so an image whose USER is not root can still write out/.
-            _add_dir(tar, ".dockertask", 0o1777)
-            _add_dir(tar, ".dockertask/out", 0o1777)
-            _add(tar, ".dockertask/_bootstrap.py", _bootstrap_source())
-            _add(tar, ".dockertask/runtime.zip", runtime_zip())
-            _add(tar, ".dockertask/header.json", json.dumps(self.header).encode())
-            _add(tar, ".dockertask/envelope.pkl", self.pickled_call)
-        return buf.getvalue()
+    def stdin_bytes(self, header: dict[str, Any], secrets_json: bytes = b"[]") -> bytes:
+        """Everything the container reads from stdin, for one attempt (``header`` adds to ours)."""
+        return b"".join((
+            frame(_bootstrap_source()),
+            frame(json.dumps({**self.header, **header}).encode()),
+            frame(runtime_zip()),
+            frame(self.pickled_call),
+            frame(secrets_json),
+        ))
 
 
 def make_envelope(
@@ -159,18 +157,37 @@ class RawResult:
 
 
 def parse_result(data: bytes) -> RawResult:
-    line, _, payload = data.partition(b"\n")
-    return RawResult(meta=json.loads(line.decode("utf-8")), payload=payload)
+    line, _, rest = data.partition(b"\n")
+    return RawResult(meta=json.loads(line.decode("utf-8")), payload=rest)
 
 
-def result_from_tar(tar_bytes: bytes) -> RawResult | None:
-    """The result file out of the archive of RESULT_DIR, or None when the task wrote none."""
-    with tarfile.open(fileobj=io.BytesIO(tar_bytes), mode="r") as tar:
-        for member in tar.getmembers():
-            if member.isfile() and member.name.rsplit("/", 1)[-1] == "result":
-                f = tar.extractfile(member)
-                return parse_result(f.read()) if f else None
-    return None
+class FrameDecoder:
+    """Splits the container's control channel (its original stdout) into frames.
+
+    Feed it chunks as they arrive; ``O`` frames (the task's stdout) go to ``on_stdout``, the
+    ``R`` frame (the result) is kept. Chunks may split frames anywhere.
+    """
+
+    _HEAD = struct.Struct(">cQ")
+
+    def __init__(self, on_stdout: Callable[[bytes], None]) -> None:
+        self._buf = bytearray()
+        self._on_stdout = on_stdout
+        self.result: bytes | None = None
+
+    def feed(self, chunk: bytes) -> None:
+        self._buf += chunk
+        head = self._HEAD.size
+        while len(self._buf) >= head:
+            kind, size = self._HEAD.unpack_from(self._buf)
+            if len(self._buf) < head + size:
+                return
+            data = bytes(self._buf[head:head + size])
+            del self._buf[:head + size]
+            if kind == b"O":
+                self._on_stdout(data)
+            elif kind == b"R":
+                self.result = data
 
 
 def loads(payload: bytes) -> Any:

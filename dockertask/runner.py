@@ -155,11 +155,12 @@ def _first_line(exc: BaseException) -> str:
 def build_job(task: Task, image: str, envelope: payload.Envelope, secret_values: dict[secrets.Secret, str],
               run_id: str, attempt: int, interruptible: bool) -> ContainerJob:
     spec = task.spec
-    header = {**envelope.header, "task": spec.name, "attempt": attempt, "run_id": run_id,
-              "secrets_on_stdin": bool(secret_values)}
-    files = payload.Envelope(header=header, pickled_call=envelope.pickled_call).to_tar()
-    host_config: dict[str, Any] = {"init": True, **host_config_kwargs(spec.requests, spec.limits,
-                                                                       interruptible=interruptible)}
+    header = {"task": spec.name, "attempt": attempt, "run_id": run_id}
+    secrets_json = secrets.to_json(secret_values)
+    host_config: dict[str, Any] = {
+        "init": True,  # an init as PID 1: `docker stop` (preemption) then ends the task at once
+        **host_config_kwargs(spec.requests, spec.limits, interruptible=interruptible),
+    }
     host_config.update(task.container_options.host_config)
     if secret_values:
         host_config["tmpfs"] = dict(secrets.SECRETS_TMPFS)
@@ -173,10 +174,9 @@ def build_job(task: Task, image: str, envelope: payload.Envelope, secret_values:
     if interruptible:
         labels["dockertask.interruptible"] = "true"
     return ContainerJob(
-        image=image, command=list(payload.COMMAND), files_tar=files, files_root="/tmp",
-        result_dir=payload.RESULT_DIR, environment={**task.container_options.environment, **spec.environment},
-        labels=labels, host_config=host_config, create_kwargs=dict(task.container_options.create),
-        stdin_data=secrets.stdin_payload(secret_values) if secret_values else None,
+        image=image, command=list(payload.COMMAND), stdin_data=envelope.stdin_bytes(header, secrets_json),
+        environment={**task.container_options.environment, **spec.environment}, labels=labels,
+        host_config=host_config, create_kwargs=dict(task.container_options.create),
         timeout=spec.timeout_seconds or None,
     )
 
@@ -194,7 +194,7 @@ def interpret(task: Task, outcome: ContainerOutcome) -> Any:
         limit = spec.effective_mem_limit
         named = f"its memory limit of {describe_bytes(limit)}" if limit else "the memory available to it"
         raise AttemptFailed(TaskOOMError(f"task {spec.name} was killed for using more than {named}"))
-    raw = payload.result_from_tar(outcome.result_tar) if outcome.result_tar else None
+    raw = payload.parse_result(outcome.result) if outcome.result is not None else None
     if raw is None:
         tail = f"; its last output:\n{outcome.logs_tail}" if outcome.logs_tail else ""
         if outcome.exit_code in (137, 143):

@@ -133,11 +133,10 @@ def resolve(requests: tuple[Secret, ...], task_name: str) -> dict[Secret, str]:
     return values
 
 
-def stdin_payload(values: dict[Secret, str]) -> bytes:
-    """What the bootstrap reads from stdin: one JSON line, then an end marker."""
-    items = [
+def to_json(values: dict[Secret, str]) -> bytes:
+    """The secrets frame the bootstrap reads from stdin."""
+    return json.dumps([
         {"group": s.group, "key": s.key, "value": v, "env_name": s.env_name,
          "mount": "env" if s.mount_requirement is MountType.ENV_VAR else "file"}
         for s, v in values.items()
-    ]
-    return json.dumps(items).encode() + b"\n--end--\n"
+    ]).encode()

@@ -1,7 +1,7 @@
 """The contract between the runner (policy) and a container engine (mechanism).
 
-A job is declarative and carries no host paths: files travel in ``files_tar`` and come back
-as ``result_tar``, so a remote engine or a swarm node can run it as well as the local one.
+A job is declarative and carries no host paths: the call travels on the container's stdin and
+the result comes back on its control channel, so a remote engine runs it as well as the local one.
 """
 
 from __future__ import annotations
@@ -17,14 +17,11 @@ OutputSink = Callable[[str, str], None]
 class ContainerJob:
     image: str
     command: list[str]
-    files_tar: bytes  # extracted at ``files_root`` before the container starts
-    files_root: str
-    result_dir: str  # archived back after the container exits
+    stdin_data: bytes  # everything the container reads: written to its stdin right after start
     environment: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
     host_config: dict[str, Any] = field(default_factory=dict)  # docker SDK create_host_config kwargs
     create_kwargs: dict[str, Any] = field(default_factory=dict)  # docker SDK create_container kwargs
-    stdin_data: bytes | None = None  # written to the container's stdin right after start
     timeout: float | None = None  # seconds from start; None means no limit
 
 
@@ -35,7 +32,7 @@ class ContainerOutcome:
     oom_killed: bool = False
     timed_out: bool = False
     cancelled: bool = False  # the host is shutting down (Ctrl-C / SIGTERM) and killed it
-    result_tar: bytes | None = None
+    result: bytes | None = None  # the bootstrap's result frame, when it sent one
     logs_tail: str = ""
 
 
@@ -53,8 +50,8 @@ class Backend(Protocol):
     """What dockertask needs from an engine. Implementations map their errors to DockerTaskError."""
 
     def run(self, job: ContainerJob, on_output: OutputSink) -> ContainerOutcome:
-        """Create, copy files in, start, stream output, wait, copy the result out, and
-        always remove the container, whatever happens (including KeyboardInterrupt)."""
+        """Create, attach, start, send stdin, stream output, wait, and always remove the
+        container, whatever happens (including KeyboardInterrupt)."""
         ...
 
     def image_info(self, ref: str) -> ImageInfo | None: ...
