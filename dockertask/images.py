@@ -16,6 +16,7 @@ import re
 import subprocess
 import sys
 import tarfile
+import tempfile
 import threading
 import tomllib
 from collections.abc import Callable
@@ -201,14 +202,20 @@ def _base_image(backend: Backend, progress: Progress) -> str:
     progress(f"no registry reachable: bootstrapping {base} from Debian packages (about a minute)")
     script = asset_path("images/bootstrap-base.sh")
     tail: list[str] = []
-    with subprocess.Popen(["sh", str(script), base, suite], stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True) as proc:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            tail = [*tail[-29:], line.rstrip()]
-            if line.startswith(("I: Retrieving", "I: Validating")):
-                continue  # hundreds of these; the rest is a readable progress log
-            progress(f"  {line.rstrip()}")
-    if proc.returncode != 0 or backend.image_info(base) is None:
-        raise ImageBuildError(f"bootstrapping the base image {base} failed (exit {proc.returncode})", "\n".join(tail))
+    with tempfile.TemporaryDirectory(prefix="dockertask-base-") as tmp:
+        rootfs = os.path.join(tmp, "rootfs.tar")
+        with subprocess.Popen(["sh", str(script), suite, rootfs], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) as proc:
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                tail = [*tail[-29:], line.rstrip()]
+                if line.startswith(("I: Retrieving", "I: Validating")):
+                    continue  # hundreds of these; the rest reads as a progress log
+                progress(f"  {line.rstrip()}")
+        if proc.returncode != 0:
+            raise ImageBuildError(f"bootstrapping the base image {base} failed (exit {proc.returncode})",
+                                  "\n".join(tail))
+        progress(f"importing {base}")
+        backend.import_rootfs(rootfs, base, changes=['ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+                                                     'CMD ["python3"]'])
     return base

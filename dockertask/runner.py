@@ -13,8 +13,6 @@ fresh container; host-side validation (inputs, images, secrets, outputs) is neve
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import sys
 import threading
 import uuid
@@ -22,7 +20,7 @@ import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import images, lifecycle, payload, secrets
+from . import hostproc, images, lifecycle, payload, secrets
 from .backends import Backend, ContainerJob, ContainerOutcome, default_backend
 from .cache import Cache, NotHashable, cache_key
 from .errors import (
@@ -43,7 +41,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("dockertask")
 # How many times an interruptible task may be preempted before it runs as a normal one.
 MAX_PREEMPTIONS = 3
-_HOSTNAME = socket.gethostname()
 _print_lock = threading.Lock()
 _ensured: set[str] = set()
 
@@ -101,6 +98,10 @@ def _attempts(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], backend
     spec = task.spec
     image = images.resolve(spec.container_image)
     secret_values = secrets.resolve(spec.secret_requests, spec.name)  # before any container
+    if task.image_spec is not None and image not in _ensured:
+        from .imagespec import build
+
+        build(task.image_spec, backend)
     _ensure_image(backend, image)
     lifecycle.install_signal_handlers()
     envelope = payload.make_envelope(task.function, args, kwargs, {})
@@ -168,8 +169,7 @@ def build_job(task: Task, image: str, envelope: payload.Envelope, secret_values:
         "dockertask.run-id": run_id,
         "dockertask.task": spec.name,
         "dockertask.attempt": str(attempt),
-        "dockertask.host": _HOSTNAME,
-        "dockertask.host-pid": str(os.getpid()),
+        **hostproc.owner_labels(),
     }
     if interruptible:
         labels["dockertask.interruptible"] = "true"
@@ -197,6 +197,10 @@ def interpret(task: Task, outcome: ContainerOutcome) -> Any:
     raw = payload.parse_result(outcome.result) if outcome.result is not None else None
     if raw is None:
         tail = f"; its last output:\n{outcome.logs_tail}" if outcome.logs_tail else ""
+        if outcome.exit_code == 127:  # the init could not exec python3: "command not found"
+            raise AttemptFailed(PythonVersionError(
+                f"task {spec.name}: image {outcome.image!r} has no Python: python3 is not on its PATH; "
+                "dockertask needs the host's Python major.minor in the image"), retryable=False)
         if outcome.exit_code in (137, 143):
             raise AttemptFailed(TaskInterruptedError(
                 f"task {spec.name}: its container was stopped from outside (exit {outcome.exit_code})",

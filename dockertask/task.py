@@ -160,8 +160,10 @@ def _pool() -> concurrent.futures.ThreadPoolExecutor:
 class Task(Generic[P, R]):
     """A function that runs in a fresh container when called."""
 
-    def __init__(self, function: Callable[P, R], spec: TaskSpec, container_options: ContainerOptions) -> None:
+    def __init__(self, function: Callable[P, R], spec: TaskSpec, container_options: ContainerOptions,
+                 image_spec: Any = None) -> None:
         self.function = function
+        self.image_spec = image_spec  # the ImageSpec container_image came from, built on first use
         self.spec = spec
         self.interface = spec.interface
         self.container_options = container_options
@@ -251,12 +253,14 @@ def _make_task(
             raise TypeError(f"{label}={res!r}: expected dockertask.Resources(cpu=..., mem=...)")
     check_request_within_limit(requests, limits)
     options = plugins.options_for(task_config)
+    image_spec = None
     if container_image is not None and not isinstance(container_image, str):
         from .imagespec import ImageSpec
 
         if not isinstance(container_image, ImageSpec):
             raise TypeError(f"container_image={container_image!r}: expected a reference, a template or an ImageSpec")
-        container_image = container_image.image_name()
+        image_spec = container_image
+        container_image = image_spec.image_name()
     try:
         source_file = inspect.getsourcefile(fn) or ""
         source_text = inspect.getsource(fn)
@@ -270,7 +274,7 @@ def _make_task(
         requests=requests, limits=limits, secret_requests=_check_secrets(secret_requests),
         task_config=task_config, execution_mode=execution_mode, source_file=source_file, source_text=source_text,
     )
-    return Task(fn, spec, options)
+    return Task(fn, spec, options, image_spec)
 
 
 @overload

@@ -4,14 +4,15 @@
 # Why this exists: dockertask's default runtime image normally starts FROM python:X.Y-slim,
 # but air-gapped machines (and CI here) cannot pull anything. Debian's own packages can still
 # be reached (a mirror or a local apt proxy), so we debootstrap a minbase root file system with
-# python3 and `docker import` it. Debian's python3 decides the version:
+# python3 and hand the root file system, as a tar, to the engine to import (dockertask does it
+# through the API, so no docker CLI is needed). Debian's python3 decides the version:
 #   bullseye -> 3.9, bookworm -> 3.11, trixie -> 3.13.
 #
-# usage: bootstrap-base.sh IMAGE_NAME SUITE [MIRROR]
-# Needs root and debootstrap on the host. Leaves nothing behind but the image.
+# usage: bootstrap-base.sh SUITE OUT.tar [MIRROR]
+# Needs root and debootstrap on the host. Leaves nothing behind but OUT.tar.
 set -eu
-name=$1
-suite=$2
+suite=$1
+out=$2
 mirror=${3:-}
 if [ -z "$mirror" ]; then
     # Reuse the host's apt mirror: it is the one that is known to be reachable.
@@ -41,7 +42,5 @@ debootstrap --variant=minbase --include=python3,ca-certificates "$suite" "$root"
 # Keep the image small: apt lists and caches are not needed at run time.
 rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/usr/share/doc/* \
        "$root"/usr/share/man/* "$root"/usr/share/locale/*
-tar -C "$root" -c . | docker import \
-    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-    --change 'CMD ["python3"]' - "$name" >&2
-echo "$name"
+tar -C "$root" -c -f "$out" .
+echo "$out"

@@ -29,6 +29,7 @@ class ContainerJob:
 class ContainerOutcome:
     container_id: str
     exit_code: int | None
+    image: str = ""
     oom_killed: bool = False
     timed_out: bool = False
     cancelled: bool = False  # the host is shutting down (Ctrl-C / SIGTERM) and killed it
@@ -63,14 +64,19 @@ class Backend(Protocol):
     def build(self, context_tar: bytes, tag: str, buildargs: dict[str, str], labels: dict[str, str],
               on_log: Callable[[str], None]) -> None: ...
 
+    def import_rootfs(self, path: str, tag: str, changes: list[str]) -> None:
+        """Make an image of a root file system tarball (``docker import``)."""
+        ...
+
     def images(self, label: str) -> list[ImageInfo]: ...
 
     def kill_all(self, container_ids: list[str]) -> None:
         """Kill containers right now (called when the host is interrupted)."""
         ...
 
-    def gc(self, is_orphan: Callable[[dict[str, str]], bool]) -> list[str]:
-        """Remove dockertask containers (and their anonymous volumes) whose labels ``is_orphan``."""
+    def gc(self, is_orphan: Callable[[dict[str, str]], bool], dry_run: bool = False) -> list[str]:
+        """Remove dockertask containers (and their anonymous volumes) whose labels ``is_orphan``;
+        with ``dry_run`` only list them."""
         ...
 
     def engine_info(self) -> dict[str, Any]: ...

@@ -19,7 +19,7 @@ import collections
 import io
 import socket
 import threading
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import docker
 import requests
@@ -165,11 +165,11 @@ class DockerBackend:
     @staticmethod
     def _send_stdin(sock: Any, data: bytes) -> None:
         raw = getattr(sock, "_sock", sock)
-        raw.sendall(data)
         try:
+            raw.sendall(data)
             raw.shutdown(socket.SHUT_WR)  # with StdinOnce, the container's stdin closes here
         except OSError:
-            pass
+            pass  # the container is already gone (no python3, killed): its exit status says why
 
     def _start(self, cid: str, job: ContainerJob) -> None:
         try:
@@ -218,7 +218,7 @@ class DockerBackend:
             if exit_code != 0:
                 state = self.api.inspect_container(cid).get("State", {})
             return ContainerOutcome(
-                container_id=cid, exit_code=exit_code, oom_killed=bool(state.get("OOMKilled")),
+                container_id=cid, exit_code=exit_code, image=job.image, oom_killed=bool(state.get("OOMKilled")),
                 timed_out=timed_out, cancelled=lifecycle.interrupted(),
                 result=None if timed_out else pump.control.result, logs_tail="\n".join(pump.tail),
             )
@@ -291,9 +291,12 @@ class DockerBackend:
         except requests.exceptions.ConnectionError as exc:
             raise _unavailable(exc) from None
 
-    def import_image(self, rootfs_tar: Iterator[bytes], tag: str) -> None:
+    def import_rootfs(self, path: str, tag: str, changes: list[str]) -> None:
         repo, _, t = tag.rpartition(":")
-        self.api.import_image_from_data(b"".join(rootfs_tar), repository=repo, tag=t)
+        try:
+            self.api.import_image_from_file(path, repository=repo, tag=t, changes=changes)
+        except APIError as exc:
+            raise ImageBuildError(f"importing {tag} failed: {exc.explanation or exc}") from None
 
     def images(self, label: str) -> list[ImageInfo]:
         out = []
@@ -306,12 +309,16 @@ class DockerBackend:
 
     # -- housekeeping --------------------------------------------------------------------
 
-    def gc(self, is_orphan: Callable[[dict[str, str]], bool]) -> list[str]:
+    def gc(self, is_orphan: Callable[[dict[str, str]], bool], dry_run: bool = False) -> list[str]:
         removed = []
-        for c in self.api.containers(all=True, filters={"label": LABEL_RUN_ID}):
-            if is_orphan(c.get("Labels") or {}):
-                self._remove(c["Id"])
-                removed.append(c["Id"])
+        try:
+            for c in self.api.containers(all=True, filters={"label": LABEL_RUN_ID}):
+                if is_orphan(c.get("Labels") or {}):
+                    if not dry_run:
+                        self._remove(c["Id"])
+                    removed.append(c["Id"])
+        except requests.exceptions.ConnectionError as exc:
+            raise _unavailable(exc) from None
         return removed
 
     def engine_info(self) -> dict[str, Any]:

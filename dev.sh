@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# dockertask's two commands, from a clean clone with nothing installed by hand:
+#
+#   ./dev.sh example   run examples/hello.py: a real task in a container, on the default image
+#   ./dev.sh test      run the whole test suite (extra arguments go to pytest)
+#
+# Both first make sure of what they need: a venv with dockertask installed (.venv), a reachable
+# Docker engine (installed with apt and started when none is reachable and we are root), and
+# dockertask's default image (built once; with no registry, from Debian packages).
+set -euo pipefail
+cd "$(dirname "$0")"
+VENV=${DOCKERTASK_VENV:-.venv}
+say() { printf 'dev.sh: %s\n' "$*" >&2; }
+as_root() { [ "$(id -u)" = 0 ]; }
+apt_install() {
+    as_root || { say "need root to install $*; install them and run again"; exit 1; }
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null 2>&1 || {
+        apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null; }
+}
+
+ensure_venv() {
+    local py=${PYTHON:-python3}
+    command -v "$py" >/dev/null || { say "no $py found: install Python 3.11 or newer"; exit 1; }
+    if [ ! -x "$VENV/bin/python" ]; then
+        say "creating $VENV"
+        if ! "$py" -m venv "$VENV" 2>/dev/null; then
+            rm -rf "$VENV"
+            # Debian's python3 has no venv module until python3-venv is installed.
+            apt_install "python3-venv"
+            "$py" -m venv "$VENV"
+        fi
+    fi
+    # Reinstall only when the project's metadata changed since the last install.
+    local stamp="$VENV/.dockertask-installed"
+    if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+        say "installing dockertask and its test tools into $VENV"
+        "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
+        touch "$stamp"
+    fi
+}
+
+engine_up() { "$VENV/bin/python" -c 'import docker; docker.from_env(timeout=5).ping()' >/dev/null 2>&1; }
+
+ensure_engine() {
+    engine_up && return 0
+    if ! as_root; then
+        say "no Docker engine is reachable; start one (sudo systemctl start docker) or set DOCKER_HOST"
+        return 1
+    fi
+    command -v dockerd >/dev/null || { say "installing docker.io"; apt_install docker.io; }
+    say "starting dockerd (log: /var/log/dockertask-dockerd.log)"
+    # setsid + nohup: the engine outlives this script, as a service would.
+    setsid nohup dockerd >/var/log/dockertask-dockerd.log 2>&1 < /dev/null &
+    for _ in $(seq 1 60); do
+        engine_up && return 0
+        sleep 1
+    done
+    say "dockerd did not come up in 60 s; see /var/log/dockertask-dockerd.log"
+    tail -n 20 /var/log/dockertask-dockerd.log >&2 || true
+    return 1
+}
+
+ensure_default_image() {
+    "$VENV/bin/dockertask" doctor --fix >&2
+}
+
+cmd=${1:-help}
+shift || true
+case "$cmd" in
+    example)
+        ensure_venv
+        ensure_engine
+        ensure_default_image
+        exec "$VENV/bin/python" examples/hello.py "$@"
+        ;;
+    test)
+        ensure_venv
+        if ensure_engine; then
+            ensure_default_image
+        else
+            say "integration tests will be skipped (each says why): no engine"
+        fi
+        exec "$VENV/bin/python" -m pytest "$@"
+        ;;
+    *)
+        sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+        [ "$cmd" = help ] || exit 2
+        ;;
+esac

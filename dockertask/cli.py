@@ -1,0 +1,326 @@
+"""The ``dockertask`` command line (click): run, inspect, images, cache, gc, doctor.
+
+Mistakes a user can fix (a bad option value, a missing file, an unknown image name) print
+``ErrorType: message`` on stderr and exit 2 with no host traceback; a failing task prints the
+container's traceback and ``ErrorType: message`` and exits 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+import json
+import sys
+import typing
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from . import __version__
+from .errors import (
+    DockerTaskError,
+    ImageResolutionError,
+    RemoteTraceback,
+    ResourceSpecError,
+    SecretNotFoundError,
+    TaskInputError,
+)
+from .task import Task
+
+# Errors the user fixes by changing the command or configuration: no traceback, exit 2.
+USER_ERRORS = (TaskInputError, ImageResolutionError, SecretNotFoundError, ResourceSpecError)
+
+
+def _fail(exc: BaseException, code: int) -> NoReturn:
+    click.echo(f"{type(exc).__name__}: {exc}", err=True)
+    sys.exit(code)
+
+
+# -- loading FILE.py:TASK ------------------------------------------------------------------
+
+def load_module(file: str) -> Any:
+    """Import FILE as pyflyte does: its package root goes on sys.path, so siblings import."""
+    path = Path(file).resolve()
+    if not path.is_file() or path.suffix != ".py":
+        raise click.UsageError(f"FILE={file!r}: expected an existing .py file")
+    parts = [path.stem]
+    root = path.parent
+    while (root / "__init__.py").exists():
+        parts.insert(0, root.name)
+        root = root.parent
+    sys.path.insert(0, str(root))
+    return importlib.import_module(".".join(parts))
+
+
+def load_task(target: str) -> Task[Any, Any]:
+    file, sep, name = target.rpartition(":")
+    if not sep or not file or not name:
+        raise click.UsageError(f"{target!r}: expected FILE.py:TASK")
+    module = load_module(file)
+    obj = getattr(module, name, None)
+    if not isinstance(obj, Task):
+        found = sorted(k for k, v in vars(module).items() if isinstance(v, Task))
+        raise click.UsageError(f"{file} has no task named {name!r}; tasks there: {', '.join(found) or 'none'}")
+    return obj
+
+
+# -- task parameters as options ------------------------------------------------------------
+
+def from_json(value: Any, tp: Any) -> Any:
+    """Shape parsed JSON into the annotated type (dataclasses, NamedTuples, tuples, sets)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if value is None:
+        return None
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        for arm in args:
+            if arm is not type(None):
+                try:
+                    return from_json(value, arm)
+                except (TypeError, ValueError):
+                    continue
+        return value
+    if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+        hints = typing.get_type_hints(tp)
+        return tp(**{k: from_json(v, hints.get(k, Any)) for k, v in value.items()})
+    if isinstance(tp, type) and issubclass(tp, tuple) and hasattr(tp, "_fields"):
+        hints = typing.get_type_hints(tp)
+        items = value.items() if isinstance(value, dict) else zip(tp._fields, value)
+        return tp(**{k: from_json(v, hints.get(k, Any)) for k, v in items})
+    if origin in (list, set, frozenset) and isinstance(value, list):
+        return origin(from_json(v, args[0] if args else Any) for v in value)
+    if origin is tuple and isinstance(value, list):
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(from_json(v, args[0]) for v in value)
+        return tuple(from_json(v, a) for v, a in zip(value, args or [Any] * len(value)))
+    if origin is dict and isinstance(value, dict):
+        return {k: from_json(v, args[1] if args else Any) for k, v in value.items()}
+    return value
+
+
+class JsonType(click.ParamType):
+    """A value given as JSON (lists, dicts, dataclasses...), shaped into its annotation."""
+
+    name = "json"
+
+    def __init__(self, annotation: Any, fallback_to_str: bool = False) -> None:
+        self.annotation = annotation
+        self.fallback_to_str = fallback_to_str
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if not isinstance(value, str):
+            return value
+        try:
+            parsed = json.loads(value)
+        except ValueError as exc:
+            if self.fallback_to_str:
+                return value
+            self.fail(f"{value!r} is not valid JSON ({exc})", param, ctx)
+        try:
+            return from_json(parsed, self.annotation)
+        except (TypeError, ValueError) as exc:
+            self.fail(f"{value!r} does not fit {self.annotation}: {exc}", param, ctx)
+
+
+def _click_type(annotation: Any) -> click.ParamType:
+    if annotation is inspect.Parameter.empty:
+        return JsonType(Any, fallback_to_str=True)
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) is typing.Union and len(args) == 1:
+        annotation = args[0]
+    simple = {int: click.INT, float: click.FLOAT, str: click.STRING, bool: click.BOOL}
+    return simple.get(annotation) or JsonType(annotation)
+
+
+def task_command(t: Task[Any, Any]) -> click.Command:
+    from .interface import type_name
+
+    params: list[click.Parameter] = []
+    for p in t.interface.params:
+        if p.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+            continue
+        flags = [f"--{p.name}"] + ([f"--{p.name.replace('_', '-')}"] if "_" in p.name else [])
+        kind = "any (JSON or text)" if p.annotation is inspect.Parameter.empty else type_name(p.annotation)
+        params.append(click.Option(
+            [p.name, *flags], type=_click_type(p.annotation), required=p.required, default=None,
+            help=f"{kind}" + ("" if p.required else f" [default: {p.default!r}]"),
+        ))
+    return click.Command(t.name, params=params, callback=lambda **kw: kw,
+                         help=(t.function.__doc__ or "").strip() or f"Run task {t.name} in a container.")
+
+
+def _print_result(value: Any) -> None:
+    def default(o: Any) -> Any:
+        if dataclasses.is_dataclass(o) and not isinstance(o, type):
+            return dataclasses.asdict(o)
+        if isinstance(o, (set, frozenset)):
+            return sorted(o, key=repr)
+        if isinstance(o, bytes):
+            return o.decode("utf-8", errors="replace")
+        raise TypeError
+    try:
+        text = json.dumps(value, default=default)
+    except (TypeError, ValueError):
+        text = repr(value)
+    click.echo(text)
+
+
+# -- commands ------------------------------------------------------------------------------
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="dockertask")
+def main() -> None:
+    """Run Python functions decorated with @task, each in its own Docker container."""
+
+
+@main.command(context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True})
+@click.argument("target", metavar="FILE.py:TASK")
+@click.argument("task_args", nargs=-1, type=click.UNPROCESSED)
+def run(target: str, task_args: tuple[str, ...]) -> None:
+    """Run TASK from FILE.py in a container; --PARAM VALUE for each task parameter.
+
+    Values are parsed from the annotations: numbers and text as given, lists, dicts and
+    dataclasses as JSON. The result is printed on stdout as JSON when it can be.
+    `dockertask run FILE.py:TASK --help` lists the task's parameters.
+    """
+    t = load_task(target)
+    try:
+        values = task_command(t).main(list(task_args), prog_name=f"dockertask run {target}", standalone_mode=False)
+    except click.exceptions.Exit as exc:  # --help
+        sys.exit(exc.exit_code)
+    except click.UsageError as exc:
+        _fail(TaskInputError(exc.format_message()), 2)
+    if not isinstance(values, dict):
+        sys.exit(0)
+    kwargs = {k: v for k, v in values.items() if v is not None}
+    try:
+        result = t(**kwargs)
+    except USER_ERRORS as exc:
+        _fail(exc, 2)
+    except DockerTaskError as exc:
+        _fail(exc, 1)
+    except Exception as exc:
+        cause = exc.__cause__
+        if isinstance(cause, RemoteTraceback):
+            click.echo(cause.tb.rstrip(), err=True)
+        _fail(exc, 1)
+    _print_result(result)
+
+
+@main.command(name="inspect")
+@click.argument("target", metavar="FILE.py:TASK")
+def inspect_cmd(target: str) -> None:
+    """Print TASK's spec as JSON, with the resolved image and the Docker constraints."""
+    t = load_task(target)
+    try:
+        spec = t.spec.to_dict()
+    except USER_ERRORS as exc:
+        _fail(exc, 2)
+    spec["docker"] = {"image": spec["image"], "host_config": t.spec.docker_constraints(),
+                      **({"task_config": {k: dict(v) for k, v in (("host_config", t.container_options.host_config),
+                                                                  ("create", t.container_options.create))}}
+                         if t.spec.task_config is not None else {})}
+    click.echo(json.dumps(spec, indent=2, default=str))
+
+
+@main.group()
+def images() -> None:
+    """Build and list the images dockertask makes."""
+
+
+@images.command(name="build")
+@click.argument("file", metavar="FILE.py")
+def images_build(file: str) -> None:
+    """Build every ImageSpec that FILE.py's tasks (or module-level names) use."""
+    from .backends import default_backend
+    from .imagespec import ImageSpec, build
+
+    module = load_module(file)
+    specs: dict[str, ImageSpec] = {}
+    for value in vars(module).values():
+        spec = value.image_spec if isinstance(value, Task) else value
+        if isinstance(spec, ImageSpec):
+            specs[spec.image_name()] = spec
+    if not specs:
+        click.echo(f"{file}: no ImageSpec found (use container_image=ImageSpec(...) on a task)", err=True)
+        sys.exit(1)
+    try:
+        for ref, spec in specs.items():
+            built = build(spec, default_backend())
+            click.echo(f"{ref}\t{'built' if built else 'exists'}")
+    except DockerTaskError as exc:
+        _fail(exc, 1)
+
+
+@images.command(name="list")
+def images_list() -> None:
+    """List the images dockertask built (default runtime and ImageSpecs)."""
+    from .backends import default_backend
+    from .images import MANAGED_LABEL
+
+    try:
+        found = default_backend().images(f"{MANAGED_LABEL}=true")
+    except DockerTaskError as exc:
+        _fail(exc, 1)
+    for img in sorted(found, key=lambda i: i.ref):
+        for ref in img.tags or (img.ref,):
+            click.echo(f"{ref}\t{img.labels.get('dockertask.kind', '')}\t{img.size / 1e6:.0f} MB")
+
+
+@main.group()
+def cache() -> None:
+    """List or clear cached task results."""
+
+
+@cache.command(name="list")
+def cache_list() -> None:
+    """List cached results: key, task, cache_version, created, size."""
+    from .cache import Cache
+
+    store = Cache()
+    entries = store.entries()
+    for e in entries:
+        click.echo(f"{e.key[:16]}\t{e.task}\t{e.cache_version or '-'}\t{e.created}\t{e.size} B")
+    click.echo(f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'} in {store.directory}", err=True)
+
+
+@cache.command(name="clear")
+@click.option("--task", "task_name", default=None, help="Only this task's results (module.qualname).")
+def cache_clear(task_name: str | None) -> None:
+    """Remove cached results (all, or one task's)."""
+    from .cache import Cache
+
+    click.echo(f"removed {Cache().clear(task_name)} cached result(s)")
+
+
+@main.command()
+@click.option("--all-hosts", is_flag=True, help="Also remove containers started from other hosts.")
+def gc(all_hosts: bool) -> None:
+    """Remove containers (and their volumes) left by a host process that died (kill -9).
+
+    Containers of processes still running are never touched.
+    """
+    from .backends import default_backend
+    from .hostproc import is_orphan
+
+    try:
+        removed = default_backend().gc(lambda labels: is_orphan(labels, all_hosts=all_hosts))
+    except DockerTaskError as exc:
+        _fail(exc, 1)
+    for cid in removed:
+        click.echo(f"removed {cid[:12]}", err=True)
+    click.echo(f"removed {len(removed)} container(s)")
+
+
+@main.command()
+@click.option("--fix", is_flag=True, help="Build the default image when it is missing.")
+def doctor(fix: bool) -> None:
+    """Check the engine, the default image, and the host and image Python versions."""
+    from .doctor import run_checks
+
+    sys.exit(run_checks(fix=fix))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""Who owns a container: this host's name, and a process identity that survives pid reuse."""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+
+
+def _start_ticks(pid: int) -> str | None:
+    """The process's start time since boot (Linux /proc), or None where that cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # Field 22; the command name (field 2) may hold spaces, so count from its closing paren.
+    return stat[stat.rindex(")") + 2:].split()[19]
+
+
+@functools.lru_cache(maxsize=1)
+def owner_labels() -> dict[str, str]:
+    pid = os.getpid()
+    labels = {"dockertask.host": socket.gethostname(), "dockertask.host-pid": str(pid)}
+    start = _start_ticks(pid)
+    if start is not None:
+        labels["dockertask.host-pid-start"] = start
+    return labels
+
+
+def is_orphan(labels: dict[str, str], *, all_hosts: bool = False) -> bool:
+    """True when the process that started the container is gone (same host only, unless all_hosts)."""
+    if labels.get("dockertask.host") != socket.gethostname():
+        return all_hosts
+    try:
+        pid = int(labels.get("dockertask.host-pid", ""))
+    except ValueError:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # alive, owned by someone else
+    started = labels.get("dockertask.host-pid-start")
+    return started is not None and _start_ticks(pid) not in (None, started)

@@ -1,0 +1,1 @@
+"""A stand-in for a user's own project package: never installed in any image."""
