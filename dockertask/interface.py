@@ -49,7 +49,10 @@ def mismatch(value: Any, tp: Any, path: str = "") -> tuple[str, str, Any] | None
     if origin is typing.Union or origin is types.UnionType:
         if any(mismatch(value, arm, path) is None for arm in args):
             return None
-        return (path, type_name(tp), value)
+        # One arm of the right outer type (Optional[list[str]] given a list): report inside it,
+        # which names the exact element that is wrong.
+        outer = [arm for arm in args if _outer_matches(value, arm)]
+        return mismatch(value, outer[0], path) if len(outer) == 1 else (path, type_name(tp), value)
     if origin is typing.Literal:
         return None if value in args else (path, type_name(tp), value)
     if origin is typing.ClassVar or origin is typing.Final:
@@ -81,6 +84,11 @@ def mismatch(value: Any, tp: Any, path: str = "") -> tuple[str, str, Any] | None
     if issubclass(origin, collections.abc.Iterable) and len(args) == 1 and not isinstance(value, (str, bytes)):
         return _each(value, args[0], path)
     return None
+
+
+def _outer_matches(value: Any, tp: Any) -> bool:
+    origin = typing.get_origin(tp) or tp
+    return isinstance(origin, type) and isinstance(value, origin)
 
 
 def _each(value: Any, tp: Any, path: str) -> tuple[str, str, Any] | None:

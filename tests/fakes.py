@@ -1,0 +1,89 @@
+"""A scripted stand-in for the Docker backend, for policy tests (no engine needed).
+
+Each ``run`` pops the next scripted outcome; ``jobs`` records what the runner asked for.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import cloudpickle
+
+from dockertask.backends.base import ContainerJob, ContainerOutcome, ImageInfo, OutputSink
+
+
+def ok(value: Any) -> ContainerOutcome:
+    return ContainerOutcome("c", 0, result=json.dumps({"status": "ok"}).encode() + b"\n" + cloudpickle.dumps(value))
+
+
+def raised(exc: BaseException, tb: str = "Traceback (most recent call last):\n  ...\n") -> ContainerOutcome:
+    meta = {"status": "error", "type": type(exc).__qualname__, "message": str(exc), "traceback": tb}
+    return ContainerOutcome("c", 0, result=json.dumps(meta).encode() + b"\n" + cloudpickle.dumps(exc))
+
+
+def crashed(code: int, tail: str = "Segmentation fault") -> ContainerOutcome:
+    return ContainerOutcome("c", code, logs_tail=tail)
+
+
+def timed_out() -> ContainerOutcome:
+    return ContainerOutcome("c", 137, timed_out=True)
+
+
+def oom() -> ContainerOutcome:
+    return ContainerOutcome("c", 137, oom_killed=True)
+
+
+def preempted() -> ContainerOutcome:
+    return ContainerOutcome("c", 137)
+
+
+class FakeBackend:
+    def __init__(self, *outcomes: ContainerOutcome | Callable[[ContainerJob], ContainerOutcome]) -> None:
+        self.outcomes = list(outcomes)
+        self.jobs: list[ContainerJob] = []
+        self.images_present: set[str] | None = None  # None: every image exists
+
+    def run(self, job: ContainerJob, on_output: OutputSink) -> ContainerOutcome:
+        self.jobs.append(job)
+        if not self.outcomes:
+            raise AssertionError("the runner started more containers than the test scripted")
+        nxt = self.outcomes.pop(0)
+        return nxt(job) if callable(nxt) else nxt
+
+    def image_info(self, ref: str) -> ImageInfo | None:
+        if self.images_present is None or ref in self.images_present:
+            return ImageInfo(ref=ref, id="sha256:0", labels={})
+        return None
+
+    def pull(self, ref: str) -> bool:
+        return False
+
+    def build(self, *a: Any, **k: Any) -> None:
+        raise AssertionError("no build expected")
+
+    def import_rootfs(self, *a: Any, **k: Any) -> None:
+        raise AssertionError("no import expected")
+
+    def images(self, label: str) -> list[ImageInfo]:
+        return []
+
+    def kill_all(self, container_ids: list[str]) -> None:
+        pass
+
+    def gc(self, is_orphan: Any, dry_run: bool = False) -> list[str]:
+        return []
+
+    def engine_info(self) -> dict[str, Any]:
+        return {}
+
+
+class ExplodingBackend(FakeBackend):
+    """Fails the test if anything reaches the engine."""
+
+    def run(self, job: ContainerJob, on_output: OutputSink) -> ContainerOutcome:
+        raise AssertionError("a container was started")
+
+    def image_info(self, ref: str) -> ImageInfo | None:
+        raise AssertionError("the engine was asked about an image")

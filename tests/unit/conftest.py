@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from dockertask import runner
+from dockertask.backends import set_default_backend
+
+from ..fakes import FakeBackend
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeBackend]:
+    """Install a fresh FakeBackend as the default backend for the test."""
+    backend = FakeBackend()
+    set_default_backend(backend)  # type: ignore[arg-type]
+    runner._ensured.clear()
+    yield backend
+    set_default_backend(None)
+    runner._ensured.clear()

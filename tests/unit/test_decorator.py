@@ -1,0 +1,147 @@
+"""The decorator: flytekit's parameters, validation at decoration, the spec, no Docker."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import subprocess
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+import dockertask
+from dockertask import Docker, Resources, Secret, task
+from dockertask.backends import set_default_backend
+from dockertask.task import ExecutionBehavior
+
+from ..fakes import ExplodingBackend
+
+SEED = Path(__file__).resolve().parents[3] / "shared" / "seeds"
+
+
+def test_defaults_match_flytekit() -> None:
+    """Every seed parameter exists with flytekit's default."""
+    params = inspect.signature(task).parameters
+    expected = {"task_config": None, "cache": False, "cache_version": "", "retries": 0, "interruptable": False,
+                "deprecated": "", "timeout": 0, "container_image": None, "environment": None, "requests": None,
+                "limits": None, "secret_requests": None, "execution_mode": ExecutionBehavior.DEFAULT}
+    for name, default in expected.items():
+        assert params[name].default == default, name
+
+
+def test_decorating_never_touches_docker() -> None:
+    """Decoration and spec access work with an engine that fails on any use."""
+    set_default_backend(ExplodingBackend())  # type: ignore[arg-type]
+    try:
+        @task(retries=1, limits=Resources(cpu=1))
+        def f(x: int) -> int:
+            return x
+
+        assert f.spec.retries == 1
+        json.dumps(f.spec.to_dict())
+    finally:
+        set_default_backend(None)
+
+
+def test_spec_is_frozen_and_json_serializable() -> None:
+    """t.spec cannot be changed and to_dict() holds everything the contract lists."""
+    @task(cache=True, cache_version="2", retries=3, interruptible=True, deprecated="old",
+          timeout=timedelta(minutes=5), container_image="alpine:3", environment={"MODE": "fast"},
+          requests=Resources(cpu="500m", mem="256Mi"), limits=Resources(cpu="2", mem="1Gi"),
+          secret_requests=[Secret("db", "password", Secret.MountType.ENV_VAR)], task_config=Docker(shm_size="1g"))
+    def train(x: int, lr: float = 0.1) -> float:
+        return lr
+
+    with pytest.raises(AttributeError):
+        train.spec.retries = 5  # type: ignore[misc]
+    d = json.loads(json.dumps(train.spec.to_dict()))
+    assert d["name"] == "tests.unit.test_decorator.test_spec_is_frozen_and_json_serializable.<locals>.train"
+    assert d["interface"]["inputs"] == {"x": {"type": "int"}, "lr": {"type": "float", "default": 0.1}}
+    assert d["interface"]["output"] == "float"
+    assert d["image"] == "alpine:3" and d["timeout_seconds"] == 300
+    assert d["requests"] == {"cpu": "500m", "mem": "256Mi"} and d["limits"] == {"cpu": "2", "mem": "1Gi"}
+    assert d["environment"] == ["MODE"]  # keys only: values may be sensitive
+    assert d["secret_requests"] == [{"group": "db", "key": "password", "mount_requirement": "ENV_VAR"}]
+    assert (d["retries"], d["cache"], d["cache_version"], d["interruptible"], d["deprecated"]) == (
+        3, True, "2", True, "old")
+    assert d["version"]
+
+
+def test_version_is_the_git_commit_with_dirty_suffix(tmp_path: Path) -> None:
+    """In a git tree the version is HEAD, with -dirty when tracked files changed."""
+    src = tmp_path / "proj" / "mod.py"
+    src.parent.mkdir()
+    src.write_text("def f():\n    return 1\n")
+    run = lambda *a: subprocess.run(["git", "-C", str(src.parent), *a], check=True, capture_output=True, text=True)  # noqa: E731
+    run("init", "-q")
+    run("-c", "user.email=a@b", "-c", "user.name=a", "add", ".")
+    run("-c", "user.email=a@b", "-c", "user.name=a", "commit", "-qm", "x")
+    head = run("rev-parse", "HEAD").stdout.strip()
+    from dockertask.task import _version_cache, task_version
+
+    assert task_version(str(src), "") == head
+    src.write_text("def f():\n    return 2\n")
+    _version_cache.clear()
+    assert task_version(str(src), "") == head + "-dirty"
+
+
+def test_version_falls_back_to_source_hash(tmp_path: Path) -> None:
+    """Outside git the version is a hash of the function's source."""
+    from dockertask.task import task_version
+
+    a, b = task_version("", "def f(): return 1"), task_version("", "def f(): return 2")
+    assert a.startswith("src-") and a != b
+
+
+@pytest.mark.parametrize("kwargs,err,match", [
+    ({"task_config": object()}, TypeError, "not a registered plugin config"),
+    ({"timeout": -1}, ValueError, "timeout=-1"),
+    ({"timeout": "5m"}, TypeError, "timeout='5m'"),
+    ({"retries": -1}, ValueError, "retries=-1"),
+    ({"retries": 1.5}, TypeError, "retries=1.5"),
+    ({"requests": {"cpu": 1}}, TypeError, "requests="),
+    ({"environment": {"A": 1}}, TypeError, "environment"),
+    ({"secret_requests": ["db"]}, TypeError, "secret_requests"),
+    ({"container_image": 42}, TypeError, "container_image=42"),
+    ({"execution_mode": ExecutionBehavior.DYNAMIC}, ValueError, "DEFAULT only"),
+])
+def test_bad_decorator_arguments_raise_at_decoration(kwargs: dict, err: type, match: str) -> None:  # type: ignore[type-arg]
+    """Bad arguments fail when decorating, naming the parameter and value."""
+    with pytest.raises(err, match=match):
+        @task(**kwargs)
+        def f() -> None: ...
+
+
+def test_registered_plugin_config_is_accepted() -> None:
+    """A config type registered with plugins.register becomes valid task_config."""
+    from dockertask import plugins
+
+    class MyCfg:
+        pass
+
+    plugins.register(MyCfg, lambda c: plugins.ContainerOptions(environment={"FROM_PLUGIN": "1"}))
+
+    @task(task_config=MyCfg())
+    def f() -> None: ...
+
+    assert f.container_options.environment == {"FROM_PLUGIN": "1"}
+
+
+def test_public_api_is_curated() -> None:
+    """Every name in __all__ resolves, and the errors share one root."""
+    for name in dockertask.__all__:
+        assert getattr(dockertask, name) is not None
+    for name in dockertask.__all__:
+        obj = getattr(dockertask, name)
+        if isinstance(obj, type) and issubclass(obj, Exception):
+            assert issubclass(obj, dockertask.DockerTaskError)
+
+
+def test_unreachable_engine_says_how_to_start_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No engine: DockerUnavailableError that tells the user how to start one."""
+    from dockertask.backends.docker import DockerBackend
+
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    with pytest.raises(dockertask.DockerUnavailableError, match="dockerd|systemctl start docker"):
+        DockerBackend()

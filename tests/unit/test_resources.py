@@ -1,0 +1,66 @@
+"""Resources: parsing, validation naming the field, and the mapping to Docker HostConfig."""
+
+from __future__ import annotations
+
+import pytest
+
+from dockertask import Resources, ResourceSpecError, task
+from dockertask.resources import host_config_kwargs
+
+
+@pytest.mark.parametrize("value,cores", [("500m", 0.5), ("0.5", 0.5), (2, 2.0), ("2", 2.0), (0.25, 0.25)])
+def test_cpu_quantities(value: object, cores: float) -> None:
+    """CPU accepts millicores, decimal strings and numbers."""
+    assert Resources(cpu=value).cpu_cores == cores  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value,n", [("64Mi", 64 * 2**20), ("1Gi", 2**30), ("512M", 512 * 10**6),
+                                     ("1G", 10**9), (1024, 1024), ("1.5Gi", int(1.5 * 2**30))])
+def test_memory_quantities(value: object, n: int) -> None:
+    """Memory accepts binary and decimal suffixes, and plain bytes."""
+    assert Resources(mem=value).mem_bytes == n  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("field,value", [("cpu", "fast"), ("cpu", "-1"), ("cpu", True), ("cpu", "0"),
+                                         ("mem", "64XB"), ("mem", "lots"), ("mem", -5), ("mem", 1.5),
+                                         ("gpu", "one"), ("ephemeral_storage", "10 bananas")])
+def test_bad_values_raise_naming_the_field(field: str, value: object) -> None:
+    """A bad value raises ResourceSpecError (a ValueError) naming field, value and what was expected."""
+    with pytest.raises(ResourceSpecError, match=rf"Resources\.{field}=.*expected") as info:
+        Resources(**{field: value})  # type: ignore[arg-type]
+    assert isinstance(info.value, ValueError)
+    assert repr(value) in str(info.value)
+
+
+def test_mapping_to_host_config() -> None:
+    """Limits are hard (NanoCpus, Memory=MemorySwap); requests are weights and reservations."""
+    kw = host_config_kwargs(Resources(cpu="250m", mem="32Mi"), Resources(cpu="2", mem="1Gi", gpu=1))
+    assert kw["nano_cpus"] == 2_000_000_000
+    assert kw["mem_limit"] == kw["memswap_limit"] == 2**30
+    assert kw["cpu_shares"] == 256
+    assert kw["mem_reservation"] == 32 * 2**20
+    assert kw["device_requests"] == [{"Driver": "", "Count": 1, "Capabilities": [["gpu"]]}]
+
+
+def test_missing_limit_defaults_to_request() -> None:
+    """As in Kubernetes, a request without a limit is also its limit."""
+    kw = host_config_kwargs(Resources(cpu="1", mem="1Gi"), None)
+    assert kw["nano_cpus"] == 10**9 and kw["mem_limit"] == 2**30
+
+
+def test_interruptible_gets_lowest_priority() -> None:
+    """Interruptible containers get the lowest CPU weight and are first to be OOM-killed."""
+    kw = host_config_kwargs(Resources(cpu="2"), None, interruptible=True)
+    assert kw["cpu_shares"] == 2 and kw["oom_score_adj"] == 1000
+
+
+def test_ephemeral_storage_maps_to_storage_opt() -> None:
+    """ephemeral_storage becomes the StorageOpt size."""
+    assert host_config_kwargs(None, Resources(ephemeral_storage="1Gi"))["storage_opt"] == {"size": str(2**30)}
+
+
+def test_request_above_limit_raises_at_decoration() -> None:
+    """A request above its limit is refused when the task is decorated."""
+    with pytest.raises(ResourceSpecError, match="requests.mem='2Gi' is above limits.mem='1Gi'"):
+        @task(requests=Resources(mem="2Gi"), limits=Resources(mem="1Gi"))
+        def f() -> None: ...
