@@ -1,7 +1,9 @@
 """dockertask: flytekit's ``@task``, where each call runs in its own Docker container.
 
 Names are loaded on first use (PEP 562), so ``import dockertask`` costs almost nothing, on the
-host and inside containers, and never touches Docker.
+host and inside containers, and never touches Docker. No submodule may share an exported
+name: importing ``dockertask.X`` binds the module as the package attribute ``X``, which would
+shadow a lazily exported ``X`` (why the decorator lives in ``tasks.py``, not ``task.py``).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "task": "task", "Task": "task", "TaskSpec": "task", "ExecutionBehavior": "task",
+    "task": "tasks", "Task": "tasks", "TaskSpec": "tasks", "ExecutionBehavior": "tasks",
     "Resources": "resources",
     "Secret": "secrets",
     "ImageSpec": "imagespec",
@@ -37,7 +39,7 @@ if TYPE_CHECKING:
     from .plugins import Docker
     from .resources import Resources
     from .secrets import Secret
-    from .task import ExecutionBehavior, Task, TaskSpec, task
+    from .tasks import ExecutionBehavior, Task, TaskSpec, task
 
 
 def __getattr__(name: str) -> Any:

@@ -27,7 +27,7 @@ from .errors import (
     SecretNotFoundError,
     TaskInputError,
 )
-from .task import Task
+from .tasks import Task
 
 # Errors the user fixes by changing the command or configuration: no traceback, exit 2.
 USER_ERRORS = (TaskInputError, ImageResolutionError, SecretNotFoundError, ResourceSpecError)

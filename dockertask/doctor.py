@@ -18,7 +18,7 @@ def _line(ok: bool, what: str, fix: str = "") -> bool:
 
 
 def _image_python() -> str:
-    from .task import task
+    from .tasks import task
 
     @task
     def python_version() -> str:

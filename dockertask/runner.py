@@ -36,7 +36,7 @@ from .errors import (
 from .resources import describe_bytes, host_config_kwargs
 
 if TYPE_CHECKING:
-    from .task import Task
+    from .tasks import Task
 
 log = logging.getLogger("dockertask")
 # How many times an interruptible task may be preempted before it runs as a normal one.

@@ -13,7 +13,7 @@ import pytest
 import dockertask
 from dockertask import Docker, Resources, Secret, task
 from dockertask.backends import set_default_backend
-from dockertask.task import ExecutionBehavior
+from dockertask.tasks import ExecutionBehavior
 
 from ..fakes import ExplodingBackend
 
@@ -78,7 +78,7 @@ def test_version_is_the_git_commit_with_dirty_suffix(tmp_path: Path) -> None:
     run("-c", "user.email=a@b", "-c", "user.name=a", "add", ".")
     run("-c", "user.email=a@b", "-c", "user.name=a", "commit", "-qm", "x")
     head = run("rev-parse", "HEAD").stdout.strip()
-    from dockertask.task import _version_cache, task_version
+    from dockertask.tasks import _version_cache, task_version
 
     assert task_version(str(src), "") == head
     src.write_text("def f():\n    return 2\n")
@@ -88,7 +88,7 @@ def test_version_is_the_git_commit_with_dirty_suffix(tmp_path: Path) -> None:
 
 def test_version_falls_back_to_source_hash(tmp_path: Path) -> None:
     """Outside git the version is a hash of the function's source."""
-    from dockertask.task import task_version
+    from dockertask.tasks import task_version
 
     a, b = task_version("", "def f(): return 1"), task_version("", "def f(): return 2")
     assert a.startswith("src-") and a != b
