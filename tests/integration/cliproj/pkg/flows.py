@@ -1,0 +1,23 @@
+"""Tasks the CLI tests run as `dockertask run .../pkg/flows.py:TASK` (imports a sibling module)."""
+
+from __future__ import annotations
+
+from dockertask import task
+from pkg.helpers import Box, area
+
+
+@task
+def total(boxes: list[Box], scale: float = 1.0, labels: dict[str, int] | None = None) -> dict[str, float]:
+    """Sum the areas of some boxes."""
+    print("computing", len(boxes))
+    return {"area": sum(area(b) for b in boxes) * scale, "labels": float(len(labels or {}))}
+
+
+@task
+def explode(msg: str) -> None:
+    raise ValueError(msg)
+
+
+@task(cache=True, cache_version="7")
+def cached_square(x: int) -> int:
+    return x * x

@@ -1,0 +1,101 @@
+"""The `dockertask` console script, run as a user runs it: in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+FLOWS = Path(__file__).resolve().parent / "cliproj" / "pkg" / "flows.py"
+EXE = str(Path(sys.executable).parent / "dockertask")
+
+
+def dt(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([EXE, *args], capture_output=True, text=True, timeout=300, cwd=cwd, env=os.environ.copy())
+
+
+def test_help_lists_every_command() -> None:
+    """`dockertask --help` lists the contract's commands, and each has --help."""
+    out = dt("--help")
+    assert out.returncode == 0
+    for name in ("run", "inspect", "images", "cache", "gc", "doctor"):
+        assert name in out.stdout
+    for sub in (["run"], ["inspect"], ["images", "build"], ["images", "list"], ["cache", "list"],
+                ["cache", "clear"], ["gc"], ["doctor"]):
+        assert dt(*sub, "--help").returncode == 0, sub
+
+
+def test_run_parses_json_params_and_prints_json() -> None:
+    """Lists of dataclasses and dicts come as JSON; the result is JSON on stdout; task output streams."""
+    out = dt("run", f"{FLOWS}:total", "--boxes", '[{"w": 2, "h": 3}, {"w": 1, "h": 1}]', "--scale", "2",
+             "--labels", '{"a": 1}')
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert lines[0] == "computing 2"
+    assert json.loads(lines[-1]) == {"area": 14.0, "labels": 1.0}
+
+
+def test_task_help_lists_its_parameters() -> None:
+    """`run FILE:TASK --help` shows the task's own parameters and types."""
+    out = dt("run", f"{FLOWS}:total", "--help")
+    assert out.returncode == 0
+    assert "--boxes" in out.stdout and "--scale" in out.stdout and "Sum the areas" in out.stdout
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--boxes", "not json"], "--boxes"),
+    (["--boxes", "[]", "--scale", "big"], "--scale"),
+    (["--boxes", '[{"w": "x", "h": 1}]'], "boxes[0].w"),
+    ([], "boxes"),
+])
+def test_bad_input_is_one_line_without_traceback(args: list[str], needle: str) -> None:
+    """A user mistake prints `TaskInputError: ...` naming the parameter, exits 2, no host traceback."""
+    out = dt("run", f"{FLOWS}:total", *args)
+    assert out.returncode == 2
+    assert out.stderr.startswith("TaskInputError:") and needle in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_task_failure_shows_container_traceback_and_exits_1() -> None:
+    """A failing task prints the container's traceback and `ValueError: msg`, exit 1."""
+    out = dt("run", f"{FLOWS}:explode", "--msg", "kaput")
+    assert out.returncode == 1
+    assert "Traceback (most recent call last)" in out.stderr and "in explode" in out.stderr
+    assert out.stderr.strip().splitlines()[-1] == "ValueError: kaput"
+    assert "cli.py" not in out.stderr  # no host-side frames
+
+
+def test_unknown_task_is_named() -> None:
+    """A FILE:TASK that does not exist says which tasks do."""
+    out = dt("run", f"{FLOWS}:nope")
+    assert out.returncode == 2 and "nope" in out.stderr and "total" in out.stderr
+
+
+def test_inspect_prints_spec_with_image_and_constraints() -> None:
+    """inspect prints the spec as JSON with the resolved image and Docker constraints."""
+    out = dt("inspect", f"{FLOWS}:cached_square")
+    assert out.returncode == 0, out.stderr
+    spec = json.loads(out.stdout)
+    assert spec["name"] == "pkg.flows.cached_square" and spec["cache_version"] == "7"
+    assert spec["docker"]["image"].startswith("dockertask-runtime:")
+    assert spec["interface"]["inputs"] == {"x": {"type": "int"}}
+
+
+def test_cache_list_and_clear(tmp_path: Path) -> None:
+    """A cached run shows in `cache list`; `cache clear` empties it."""
+    assert dt("run", f"{FLOWS}:cached_square", "--x", "9").stdout.strip() == "81"
+    listed = dt("cache", "list")
+    assert "pkg.flows.cached_square" in listed.stdout and "\t7\t" in listed.stdout
+    assert "removed 1" in dt("cache", "clear").stdout
+    assert "pkg.flows.cached_square" not in dt("cache", "list").stdout
+
+
+def test_doctor_reports_a_healthy_setup() -> None:
+    """doctor checks engine, default image and Python versions, and exits 0 here."""
+    out = dt("doctor")
+    assert out.returncode == 0, out.stdout
+    assert "Docker engine" in out.stdout and "default image" in out.stdout and "Python 3." in out.stdout

@@ -1,0 +1,114 @@
+"""ImageSpec builds on a real engine: packages, apt, env, commands, copy; hashing; failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dockertask import ImageBuildError, ImageSpec, task
+from dockertask.backends import default_backend
+from dockertask.imagespec import build
+
+HERE = Path(__file__).resolve().parent
+EXE = str(Path(sys.executable).parent / "dockertask")
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("spec")
+    f = d / "model.txt"
+    f.write_text("weights v1\n")
+    return f
+
+
+def test_spec_on_default_image_with_pip_apt_env_commands_and_copy(data_file: Path) -> None:
+    """A task on an ImageSpec sees its pip and apt packages, env, command output and copied file."""
+    spec = ImageSpec(name="dockertask-test/full", packages=["six==1.16.0"], apt_packages=["jq"],
+                     env={"STAGE": "test"}, commands=["jq --version > /jq-version"], copy=[str(data_file)])
+
+    @task(container_image=spec)
+    def probe() -> dict[str, str]:
+        import six
+
+        dest = "/root/" + str(data_file).lstrip("/")
+        return {"six": six.__version__, "stage": os.environ["STAGE"], "jq": open("/jq-version").read().strip(),
+                "copied": open(dest).read()}
+
+    assert probe() == {"six": "1.16.0", "stage": "test", "jq": "jq-1.6", "copied": "weights v1\n"}
+    assert build(spec, default_backend()) is False  # an existing tag is never rebuilt
+
+
+def test_pip_settings_never_reach_the_final_image(api) -> None:  # type: ignore[no-untyped-def]
+    """The host's pip.conf and CA bundle stay in the discarded stage: not in history or the file system."""
+    spec = ImageSpec(name="dockertask-test/full-pip", packages=["six==1.16.0"])
+    build(spec, default_backend())
+    history = json.dumps(api.history(spec.image_name()))
+    assert "dockertask-pip" not in history and "ca.pem" not in history
+    c = api.create_container(spec.image_name(), ["python3", "-c", "import os; print(os.path.exists('/tmp/dockertask-pip'))"],
+                             labels={"dockertask.run-id": "test"})
+    try:
+        api.start(c)
+        api.wait(c)
+        assert api.logs(c).strip() == b"False"
+    finally:
+        api.remove_container(c, force=True)
+
+
+def test_bare_python_base_gets_pip_when_needed(api) -> None:  # type: ignore[no-untyped-def]
+    """On a base with only Python (no pip), packages still install."""
+    base = "dockertask-base:bookworm"
+    if not api.images(name=base):
+        pytest.skip(f"{base} exists only where the default image was bootstrapped without a registry")
+    spec = ImageSpec(name="dockertask-test/bare", base_image=base, packages=["six==1.16.0"])
+
+    @task(container_image=spec)
+    def six_version() -> str:
+        import six
+
+        return six.__version__
+
+    assert six_version() == "1.16.0"
+
+
+def test_image_name_is_stable_across_processes_and_changes_with_content(data_file: Path) -> None:
+    """Equal specs give equal tags in another process; a changed copied file gives a new one."""
+    spec = ImageSpec(name="dockertask-test/hash", packages=["a", "b"], copy=[str(data_file)])
+    code = (f"from dockertask import ImageSpec; print(ImageSpec(name='dockertask-test/hash', packages=['a', 'b'], "
+            f"copy=[{str(data_file)!r}]).image_name())")
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert other == spec.image_name()
+    before = spec.image_name()
+    data_file.write_text("weights v2\n")
+    try:
+        assert spec.image_name() != before
+    finally:
+        data_file.write_text("weights v1\n")
+
+
+def test_failed_build_raises_with_log_tail() -> None:
+    """A failing step raises ImageBuildError carrying the end of the build log."""
+    spec = ImageSpec(name="dockertask-test/broken", commands=["echo about-to-fail && exit 3"])
+    with pytest.raises(ImageBuildError) as info:
+        build(spec, default_backend())
+    assert "about-to-fail" in info.value.log_tail
+    assert "about-to-fail" in str(info.value)
+
+
+def test_images_cli_builds_and_lists(tmp_path: Path) -> None:
+    """`dockertask images build FILE.py` builds the file's specs; `images list` shows them."""
+    f = tmp_path / "flow.py"
+    f.write_text("from dockertask import ImageSpec, task\n"
+                 "spec = ImageSpec(name='dockertask-test/cli', env={'A': '1'})\n"
+                 "@task(container_image=spec)\n"
+                 "def t() -> int:\n    return 1\n")
+    out = subprocess.run([EXE, "images", "build", str(f)], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    ref = out.stdout.split()[0]
+    assert ref.startswith("dockertask-test/cli:")
+    listed = subprocess.run([EXE, "images", "list"], capture_output=True, text=True, timeout=60).stdout
+    assert ref in listed and "imagespec" in listed
