@@ -47,6 +47,13 @@ LABEL_RUN_ID = "dockertask.run-id"
 _LOG_TAIL_LINES = 50
 
 
+def _shutdown(sock: Any) -> None:
+    try:
+        getattr(sock, "_sock", sock).shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
 def _unavailable(exc: Exception) -> DockerUnavailableError:
     return DockerUnavailableError(f"no Docker engine is reachable ({exc}); {HOW_TO_START}")
 
@@ -206,12 +213,20 @@ class DockerBackend:
             pump = _Pump(sock, on_output)
             pump.start()
             self._start(cid, job)
-            self._send_stdin(sock, job.stdin_data)
+            # Send from a thread: a container that dies before reading its input (no python3)
+            # stops draining the socket, and a blocking sendall would hang here for minutes.
+            sender = threading.Thread(target=self._send_stdin, args=(sock, job.stdin_data),
+                                      name="dockertask-stdin", daemon=True)
+            sender.start()
             exit_code = self._wait(cid, job.timeout)
             timed_out = exit_code is None
             if timed_out:
                 self._kill(cid)
                 exit_code = self._wait(cid, 30)
+            sender.join(1.0)
+            if sender.is_alive():  # the container ended without reading its input: unblock both ends
+                _shutdown(sock)
+                sender.join(5)
             # The stream ends with the container; the result frame and the last lines are in it.
             pump.join(60)
             state: dict[str, Any] = {}
