@@ -47,6 +47,27 @@ LABEL_RUN_ID = "dockertask.run-id"
 _LOG_TAIL_LINES = 50
 
 
+def _refusal(exc: APIError, stage: str, job: ContainerJob) -> DockerTaskError:
+    """The engine's refusal to create or start a container, as the error a user can act on."""
+    text = str(exc.explanation or exc)
+    if "storage-opt" in text or "storage opt" in text.lower():
+        return UnsupportedResourceError(
+            f"ephemeral_storage cannot be enforced by this engine's storage driver ({text}); "
+            "it needs overlay2 on xfs with pquota, devicemapper, btrfs or zfs"
+        )
+    if "device driver" in text and "gpu" in text:
+        return UnsupportedResourceError(
+            f"gpu was requested but the engine has no GPU runtime ({text}); "
+            "install the NVIDIA container toolkit or drop gpu from Resources"
+        )
+    if "executable file not found" in text or "no such file or directory" in text:
+        return PythonVersionError(
+            f"image {job.image!r} has no Python: {job.command[0]!r} is not on its PATH; "
+            "dockertask needs the host's Python major.minor in the image"
+        )
+    return DockerTaskError(f"the engine could not {stage} the container: {text}")
+
+
 def _shutdown(sock: Any) -> None:
     try:
         getattr(sock, "_sock", sock).shutdown(socket.SHUT_RDWR)
@@ -150,18 +171,7 @@ class DockerBackend:
                 "build it, or fix container_image / [tool.dockertask.images]"
             ) from None
         except APIError as exc:
-            text = str(exc.explanation or exc)
-            if "storage-opt" in text or "storage opt" in text.lower():
-                raise UnsupportedResourceError(
-                    f"ephemeral_storage cannot be enforced by this engine's storage driver ({text}); "
-                    "it needs overlay2 on xfs with pquota, devicemapper, btrfs or zfs"
-                ) from None
-            if "device driver" in text and "gpu" in text:
-                raise UnsupportedResourceError(
-                    f"gpu was requested but the engine has no GPU runtime ({text}); "
-                    "install the NVIDIA container toolkit or drop gpu from Resources"
-                ) from None
-            raise DockerTaskError(f"the engine refused to create the container: {text}") from None
+            raise _refusal(exc, "create", job) from None
         return str(created["Id"])
 
     def _attach(self, cid: str) -> Any:
@@ -182,13 +192,7 @@ class DockerBackend:
         try:
             self.api.start(cid)
         except APIError as exc:
-            text = str(exc.explanation or exc)
-            if "executable file not found" in text or "no such file or directory" in text:
-                raise PythonVersionError(
-                    f"image {job.image!r} has no Python: {job.command[0]!r} is not on its PATH; "
-                    "dockertask needs the host's Python major.minor in the image"
-                ) from None
-            raise DockerTaskError(f"the engine could not start the container: {text}") from None
+            raise _refusal(exc, "start", job) from None
 
     def _wait(self, cid: str, timeout: float | None) -> int | None:
         """The exit code, or None when ``timeout`` passed first."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -321,3 +322,37 @@ def test_local_runs_in_process() -> None:
     """t.local(...) runs in this process with the same checks, no container."""
     assert where.local()["pid"] == os.getpid()
     assert add.local(1, y=2) == 3
+
+
+@task(limits=Resources(ephemeral_storage="1Gi"))
+def with_storage() -> int:
+    return 1
+
+
+def test_ephemeral_storage_is_enforced_or_clearly_refused(api) -> None:  # type: ignore[no-untyped-def]
+    """StorageOpt size works where the storage driver supports it; elsewhere a clear error, nothing left."""
+    from dockertask import UnsupportedResourceError
+
+    info = api.info()
+    backing = dict(info.get("DriverStatus") or []).get("Backing Filesystem", "")
+    if info.get("Driver") == "overlay2" and backing != "xfs":
+        with pytest.raises(UnsupportedResourceError, match="ephemeral_storage"):
+            with_storage()
+    else:
+        assert with_storage() == 1
+
+
+@task(limits=Resources(gpu=1))
+def with_gpu() -> int:
+    return 1
+
+
+def test_gpu_request_without_gpu_runtime_is_a_clear_error(api) -> None:  # type: ignore[no-untyped-def]
+    """gpu maps to a DeviceRequest; an engine with no GPU runtime refuses it with a clear error."""
+    from dockertask import UnsupportedResourceError
+
+    if "nvidia" in json.dumps(api.info().get("Runtimes", {})):
+        assert with_gpu() == 1
+    else:
+        with pytest.raises(UnsupportedResourceError, match="gpu"):
+            with_gpu()
