@@ -3,6 +3,7 @@
 #
 #   ./dev.sh example   run examples/hello.py: a real task in a container, on the default image
 #   ./dev.sh test      run the whole test suite (extra arguments go to pytest)
+#   ./dev.sh lint      ruff and mypy --strict over the package
 #
 # Both first make sure of what they need: a venv with dockertask installed (.venv), a reachable
 # Docker engine (installed with apt and started when none is reachable and we are root), and
@@ -82,8 +83,13 @@ case "$cmd" in
         fi
         exec "$VENV/bin/python" -m pytest "$@"
         ;;
+    lint)
+        ensure_venv
+        "$VENV/bin/ruff" check dockertask tests bench
+        exec "$VENV/bin/mypy" dockertask
+        ;;
     *)
-        sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
         [ "$cmd" = help ] || exit 2
         ;;
 esac

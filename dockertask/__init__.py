@@ -26,14 +26,52 @@ _EXPORTS = {
     "ImageNotFoundError": "errors", "ImageBuildError": "errors", "SecretNotFoundError": "errors",
     "ResourceSpecError": "errors", "UnsupportedResourceError": "errors", "DockerUnavailableError": "errors",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "Docker",
+    "DockerTaskError",
+    "DockerUnavailableError",
+    "ExecutionBehavior",
+    "ExecutionContext",
+    "ImageBuildError",
+    "ImageNotFoundError",
+    "ImageResolutionError",
+    "ImageSpec",
+    "PythonVersionError",
+    "ResourceSpecError",
+    "Resources",
+    "Secret",
+    "SecretNotFoundError",
+    "Task",
+    "TaskFailedError",
+    "TaskInputError",
+    "TaskInterruptedError",
+    "TaskOOMError",
+    "TaskOutputError",
+    "TaskSpec",
+    "TaskTimeoutError",
+    "UnsupportedResourceError",
+    "current_context",
+    "task",
+]
 
 if TYPE_CHECKING:
     from .context import ExecutionContext, current_context
     from .errors import (
-        DockerTaskError, DockerUnavailableError, ImageBuildError, ImageNotFoundError, ImageResolutionError,
-        PythonVersionError, ResourceSpecError, SecretNotFoundError, TaskFailedError, TaskInputError,
-        TaskInterruptedError, TaskOOMError, TaskOutputError, TaskTimeoutError, UnsupportedResourceError,
+        DockerTaskError,
+        DockerUnavailableError,
+        ImageBuildError,
+        ImageNotFoundError,
+        ImageResolutionError,
+        PythonVersionError,
+        ResourceSpecError,
+        SecretNotFoundError,
+        TaskFailedError,
+        TaskInputError,
+        TaskInterruptedError,
+        TaskOOMError,
+        TaskOutputError,
+        TaskTimeoutError,
+        UnsupportedResourceError,
     )
     from .imagespec import ImageSpec
     from .plugins import Docker

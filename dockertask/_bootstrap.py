@@ -32,7 +32,7 @@ SECRETS_DIR = "/etc/secrets"
 _HEAD = struct.Struct(">cQ")
 
 
-class Channel(object):
+class Channel:
     """Frames to the host over the original stdout; one writer at a time."""
 
     def __init__(self, fd):
@@ -120,6 +120,7 @@ def main(read_frame):
         install_secrets(secrets)
         del secrets
         import cloudpickle
+
         from dockertask import context
 
         context.enter_container(header)

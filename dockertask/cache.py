@@ -125,7 +125,7 @@ class Cache:
         pkl, meta, _ = self._paths(key)
         data = cloudpickle.dumps(value, protocol=5)
         info = {"task": task, "cache_version": cache_version,
-                "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "size": len(data)}
+                "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "size": len(data)}
         # Value first, each by rename: a reader sees a whole entry or none, never half a file.
         for path, payload in ((pkl, data), (meta, json.dumps(info).encode())):
             fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-")

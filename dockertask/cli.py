@@ -83,23 +83,24 @@ def from_json(value: Any, tp: Any) -> Any:
         return value
     if dataclasses.is_dataclass(tp) and isinstance(value, dict):
         hints = typing.get_type_hints(tp)
-        return tp(**{k: from_json(v, hints.get(k, Any)) for k, v in value.items()})
+        cls: Any = tp
+        return cls(**{k: from_json(v, hints.get(k, Any)) for k, v in value.items()})
     if isinstance(tp, type) and issubclass(tp, tuple) and hasattr(tp, "_fields"):
         hints = typing.get_type_hints(tp)
-        items = value.items() if isinstance(value, dict) else zip(tp._fields, value)
+        items = value.items() if isinstance(value, dict) else zip(tp._fields, value, strict=False)
         return tp(**{k: from_json(v, hints.get(k, Any)) for k, v in items})
     if origin in (list, set, frozenset) and isinstance(value, list):
         return origin(from_json(v, args[0] if args else Any) for v in value)
     if origin is tuple and isinstance(value, list):
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(from_json(v, args[0]) for v in value)
-        return tuple(from_json(v, a) for v, a in zip(value, args or [Any] * len(value)))
+        return tuple(from_json(v, a) for v, a in zip(value, args or [Any] * len(value), strict=False))
     if origin is dict and isinstance(value, dict):
         return {k: from_json(v, args[1] if args else Any) for k, v in value.items()}
     return value
 
 
-class JsonType(click.ParamType):
+class JsonType(click.ParamType):  # type: ignore[type-arg]  # generic only in newer click
     """A value given as JSON (lists, dicts, dataclasses...), shaped into its annotation."""
 
     name = "json"
@@ -123,7 +124,7 @@ class JsonType(click.ParamType):
             self.fail(f"{value!r} does not fit {self.annotation}: {exc}", param, ctx)
 
 
-def _click_type(annotation: Any) -> click.ParamType:
+def _click_type(annotation: Any) -> Any:
     if annotation is inspect.Parameter.empty:
         return JsonType(Any, fallback_to_str=True)
     args = [a for a in typing.get_args(annotation) if a is not type(None)]

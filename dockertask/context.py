@@ -7,9 +7,10 @@ Set by the in-container bootstrap (or by ``Task.local``) through a ContextVar, s
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from .errors import SecretNotFoundError
 
@@ -57,7 +58,10 @@ class ExecutionContext:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-_current: ContextVar[ExecutionContext] = ContextVar("dockertask_context", default=ExecutionContext())
+# The default is frozen (immutable), so sharing it is safe.
+_current: ContextVar[ExecutionContext] = ContextVar(
+    "dockertask_context", default=ExecutionContext()  # noqa: B039
+)
 
 
 def current_context() -> ExecutionContext:

@@ -29,7 +29,7 @@ from .errors import ImageBuildError, ImageNotFoundError, ImageResolutionError
 if TYPE_CHECKING:
     from .backends.base import Backend
 
-HOST_PYTHON = "%d.%d" % sys.version_info[:2]
+HOST_PYTHON = f"{sys.version_info[0]}.{sys.version_info[1]}"
 DEFAULT_TEMPLATE = "{{.image.default.fqn}}:{{.image.default.version}}"
 DEFAULT_REPO = "dockertask-runtime"
 BASE_REPO = "dockertask-base"
@@ -216,6 +216,6 @@ def _base_image(backend: Backend, progress: Progress) -> str:
             raise ImageBuildError(f"bootstrapping the base image {base} failed (exit {proc.returncode})",
                                   "\n".join(tail))
         progress(f"importing {base}")
-        backend.import_rootfs(rootfs, base, changes=['ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
-                                                     'CMD ["python3"]'])
+        path_env = "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        backend.import_rootfs(rootfs, base, changes=[path_env, 'CMD ["python3"]'])
     return base

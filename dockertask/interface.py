@@ -15,8 +15,9 @@ import dataclasses
 import inspect
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from .errors import TaskInputError, TaskOutputError
 
@@ -38,6 +39,10 @@ def _short(value: Any) -> str:
 
 def mismatch(value: Any, tp: Any, path: str = "") -> tuple[str, str, Any] | None:
     """None when ``value`` fits ``tp``; else (where, expected, the offending value)."""
+    return _mismatch(value, tp, path)
+
+
+def _mismatch(value: Any, tp: Any, path: str) -> tuple[str, str, Any] | None:
     if tp is Any or tp is _EMPTY or isinstance(tp, (typing.TypeVar, str)):
         return None
     if tp is None or tp is type(None):
@@ -63,6 +68,11 @@ def mismatch(value: Any, tp: Any, path: str = "") -> tuple[str, str, Any] | None
         return None if callable(value) else (path, type_name(tp), value)
     if not isinstance(origin, type) or not isinstance(value, origin):
         return (path, type_name(tp), value)
+    return _container(value, origin, args, tp, path)
+
+
+def _container(value: Any, origin: type, args: tuple[Any, ...], tp: Any, path: str) -> tuple[str, str, Any] | None:
+    """The elements of a tuple, mapping or other collection already known to be an ``origin``."""
     if origin is tuple:
         if len(args) == 2 and args[1] is Ellipsis:
             return _each(value, args[0], path)
@@ -70,7 +80,7 @@ def mismatch(value: Any, tp: Any, path: str = "") -> tuple[str, str, Any] | None
             args = ()
         if args and len(value) != len(args):
             return (path, f"{type_name(tp)} of length {len(args)}", value)
-        for i, (item, arm) in enumerate(zip(value, args)):
+        for i, (item, arm) in enumerate(zip(value, args, strict=True)):
             if (bad := mismatch(item, arm, f"{path}[{i}]")) is not None:
                 return bad
         return None

@@ -12,6 +12,7 @@ container exit, remove it, and give up without retrying. Handlers a user install
 
 from __future__ import annotations
 
+import functools
 import signal
 import threading
 from collections.abc import Callable
@@ -79,4 +80,4 @@ def install_signal_handlers() -> None:
             continue
         if previous is signal.default_int_handler or previous is signal.SIG_DFL or previous is None:
             previous = None
-        signal.signal(signum, lambda s, f, p=previous: _on_signal(p, s, f))
+        signal.signal(signum, functools.partial(_on_signal, previous))

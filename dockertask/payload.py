@@ -12,19 +12,20 @@ from __future__ import annotations
 import functools
 import io
 import json
-import struct
 import os
 import py_compile
 import site
+import struct
 import sys
 import sysconfig
 import tempfile
 import threading
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 import cloudpickle
 
@@ -46,7 +47,7 @@ LOADER = (
     "sys.exit(g['main'](f))\n"
 )
 COMMAND = ["python3", "-c", LOADER]
-HOST_PYTHON = "%d.%d" % sys.version_info[:2]
+HOST_PYTHON = f"{sys.version_info[0]}.{sys.version_info[1]}"
 
 
 def _installed_roots() -> tuple[str, ...]:

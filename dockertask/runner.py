@@ -24,7 +24,6 @@ from . import hostproc, images, lifecycle, payload, secrets
 from .backends import Backend, ContainerJob, ContainerOutcome, default_backend
 from .cache import Cache, NotHashable, cache_key
 from .errors import (
-    DockerTaskError,
     ImageNotFoundError,
     PythonVersionError,
     RemoteTraceback,
@@ -62,7 +61,7 @@ class AttemptFailed(Exception):
     preempted: bool = False
 
 
-def call(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], backend: Backend | None = None) -> Any:
+def call(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], backend: Backend | None = None) -> Any:
     spec = task.spec
     bound = task.interface.bind(args, kwargs)
     task.warn_if_deprecated()
@@ -94,7 +93,7 @@ def _ensure_image(backend: Backend, ref: str) -> None:
         _ensured.add(ref)
 
 
-def _attempts(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], backend: Backend) -> Any:
+def _attempts(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], backend: Backend) -> Any:
     spec = task.spec
     image = images.resolve(spec.container_image)
     secret_values = secrets.resolve(spec.secret_requests, spec.name)  # before any container
@@ -119,14 +118,14 @@ def _attempts(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], backend
             return value
         except AttemptFailed as failed:
             if lifecycle.interrupted():
-                raise _bare(failed.error)
+                raise _bare(failed.error)  # noqa: B904 - `from` would replace its RemoteTraceback cause
             if failed.preempted and interruptible:
                 preemptions += 1
                 log.warning("task %s attempt %d was preempted (%s); re-running it (%d/%d preemptions)",
                             spec.name, attempt, failed.error, preemptions, MAX_PREEMPTIONS)
                 continue
             if not failed.retryable or failures >= spec.retries:
-                raise _bare(failed.error)
+                raise _bare(failed.error)  # noqa: B904 - `from` would replace its RemoteTraceback cause
             failures += 1
             log.warning("task %s attempt %d failed: %s: %s; retrying in a fresh container (retry %d/%d)",
                         spec.name, attempt, type(failed.error).__name__, _first_line(failed.error),
@@ -153,7 +152,7 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [""])[0]
 
 
-def build_job(task: Task, image: str, envelope: payload.Envelope, secret_values: dict[secrets.Secret, str],
+def build_job(task: Task[Any, Any], image: str, envelope: payload.Envelope, secret_values: dict[secrets.Secret, str],
               run_id: str, attempt: int, interruptible: bool) -> ContainerJob:
     spec = task.spec
     header = {"task": spec.name, "attempt": attempt, "run_id": run_id}
@@ -181,7 +180,7 @@ def build_job(task: Task, image: str, envelope: payload.Envelope, secret_values:
     )
 
 
-def interpret(task: Task, outcome: ContainerOutcome) -> Any:
+def interpret(task: Task[Any, Any], outcome: ContainerOutcome) -> Any:
     """The value of a finished attempt, or AttemptFailed saying what went wrong."""
     spec = task.spec
     if outcome.cancelled:
@@ -189,7 +188,8 @@ def interpret(task: Task, outcome: ContainerOutcome) -> Any:
                                             "killed and removed", exit_code=outcome.exit_code), retryable=False)
     if outcome.timed_out:
         raise AttemptFailed(TaskTimeoutError(
-            f"task {spec.name} exceeded its timeout of {spec.timeout_seconds:g}s; its container was killed and removed"))
+            f"task {spec.name} exceeded its timeout of {spec.timeout_seconds:g}s; "
+            "its container was killed and removed"))
     if outcome.oom_killed:
         limit = spec.effective_mem_limit
         named = f"its memory limit of {describe_bytes(limit)}" if limit else "the memory available to it"

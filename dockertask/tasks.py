@@ -40,7 +40,7 @@ class ExecutionBehavior(enum.Enum):
     EAGER = 3
 
 
-def _timeout_seconds(timeout: dt.timedelta | int | float) -> float:
+def _timeout_seconds(timeout: dt.timedelta | float) -> float:
     if isinstance(timeout, dt.timedelta):
         seconds = timeout.total_seconds()
     elif isinstance(timeout, (int, float)) and not isinstance(timeout, bool):
@@ -267,7 +267,8 @@ def _make_task(
     except (OSError, TypeError):
         source_file, source_text = "", name
     spec = TaskSpec(
-        name=name, interface=Interface.from_function(fn, name), container_image=container_image or images.DEFAULT_TEMPLATE,
+        name=name, interface=Interface.from_function(fn, name),
+        container_image=container_image or images.DEFAULT_TEMPLATE,
         cache=bool(cache), cache_version=str(cache_version), retries=_check_int("retries", retries),
         interruptible=bool(interruptable), deprecated=str(deprecated or ""),
         timeout_seconds=_timeout_seconds(timeout), environment=_check_environment(environment),

@@ -6,8 +6,9 @@ the result comes back on its control channel, so a remote engine runs it as well
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 # Called from a pump thread with ("stdout" | "stderr", one line without its newline).
 OutputSink = Callable[[str, str], None]

@@ -19,7 +19,8 @@ import collections
 import io
 import socket
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import docker
 import requests
@@ -27,7 +28,6 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.utils.socket import frames_iter
 
 from .. import lifecycle
-from ..payload import FrameDecoder
 from ..errors import (
     DockerTaskError,
     DockerUnavailableError,
@@ -36,6 +36,7 @@ from ..errors import (
     PythonVersionError,
     UnsupportedResourceError,
 )
+from ..payload import FrameDecoder
 from .base import ContainerJob, ContainerOutcome, ImageInfo, OutputSink
 
 HOW_TO_START = (

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+
 def _leftovers() -> list[str]:
     import docker
 

@@ -49,8 +49,8 @@ def test_pip_settings_never_reach_the_final_image(api) -> None:  # type: ignore[
     build(spec, default_backend())
     history = json.dumps(api.history(spec.image_name()))
     assert "dockertask-pip" not in history and "ca.pem" not in history
-    c = api.create_container(spec.image_name(), ["python3", "-c", "import os; print(os.path.exists('/tmp/dockertask-pip'))"],
-                             labels={"dockertask.run-id": "test"})
+    check = "import os; print(os.path.exists('/tmp/dockertask-pip'))"
+    c = api.create_container(spec.image_name(), ["python3", "-c", check], labels={"dockertask.run-id": "test"})
     try:
         api.start(c)
         api.wait(c)

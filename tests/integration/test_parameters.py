@@ -25,9 +25,12 @@ def read_secrets() -> dict[str, object]:
 
     path = "/etc/secrets/db/password"
     st, dst = os.stat(path), os.stat("/etc/secrets/db")
-    mounts = open("/proc/mounts").read()
+    with open("/proc/mounts") as f:
+        mounts = f.read()
+    with open(path) as f:
+        content = f.read()
     return {
-        "file": open(path).read(),
+        "file": content,
         "ctx_file": current_context().secrets.get("db", "password"),
         "ctx_env": current_context().secrets.get("api", "token"),
         "env": os.environ.get("_FSEC_API_TOKEN"),
@@ -168,7 +171,8 @@ def container_options() -> dict[str, object]:
     import socket
 
     sv = os.statvfs("/dev/shm")
-    caps = [line for line in open("/proc/self/status") if line.startswith("CapEff")]
+    with open("/proc/self/status") as f:
+        caps = [line for line in f if line.startswith("CapEff")]
     try:
         socket.create_connection(("1.1.1.1", 53), timeout=1)
         online = True

@@ -73,7 +73,9 @@ def test_version_is_the_git_commit_with_dirty_suffix(tmp_path: Path) -> None:
     src = tmp_path / "proj" / "mod.py"
     src.parent.mkdir()
     src.write_text("def f():\n    return 1\n")
-    run = lambda *a: subprocess.run(["git", "-C", str(src.parent), *a], check=True, capture_output=True, text=True)  # noqa: E731
+    def run(*a: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["git", "-C", str(src.parent), *a], check=True, capture_output=True, text=True)
+
     run("init", "-q")
     run("-c", "user.email=a@b", "-c", "user.name=a", "add", ".")
     run("-c", "user.email=a@b", "-c", "user.name=a", "commit", "-qm", "x")

@@ -12,7 +12,7 @@ from dockertask.imagespec import build_context, host_pip_settings
 
 def test_equal_specs_equal_tags_and_any_change_a_new_one() -> None:
     """image_name() is name:<hash>; equal specs share it, each field changes it."""
-    base = dict(name="team/t", packages=["a==1"], apt_packages=["jq"], env={"A": "1"}, commands=["true"])
+    base = {"name": "team/t", "packages": ["a==1"], "apt_packages": ["jq"], "env": {"A": "1"}, "commands": ["true"]}
     tag = ImageSpec(**base).image_name()  # type: ignore[arg-type]
     assert tag.startswith("team/t:") and tag == ImageSpec(**base).image_name()  # type: ignore[arg-type]
     for change in ({"packages": ["a==2"]}, {"apt_packages": ["curl"]}, {"env": {"A": "2"}},

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import pytest
 
@@ -26,7 +26,7 @@ class Config:
 Vector = list[float]
 
 
-def f(x: int, y: float = 1.0, tags: Optional[list[str]] = None, pair: Pair | None = None,
+def f(x: int, y: float = 1.0, tags: list[str] | None = None, pair: Pair | None = None,
       cfg: Config | None = None, v: Vector | None = None, m: dict[str, tuple[int, ...]] | None = None,
       any_: typing.Any = None, raw=None) -> int:  # type: ignore[no-untyped-def]
     return x

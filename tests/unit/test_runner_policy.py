@@ -22,7 +22,7 @@ from dockertask import (
 from dockertask.errors import RemoteTraceback
 from dockertask.runner import MAX_PREEMPTIONS
 
-from ..fakes import FakeBackend, crashed, oom, ok, preempted, raised, timed_out
+from ..fakes import FakeBackend, crashed, ok, oom, preempted, raised, timed_out
 
 
 def _header(job) -> dict:  # type: ignore[no-untyped-def]
