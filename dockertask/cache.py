@@ -129,9 +129,13 @@ class Cache:
         # Value first, each by rename: a reader sees a whole entry or none, never half a file.
         for path, payload in ((pkl, data), (meta, json.dumps(info).encode())):
             fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-")
-            with os.fdopen(fd, "wb") as f:
-                f.write(payload)
-            os.replace(tmp, path)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(payload)
+                os.replace(tmp, path)
+            except BaseException:  # disk full, Ctrl-C: leave no half-written temp file behind
+                Path(tmp).unlink(missing_ok=True)
+                raise
 
     @contextmanager
     def locked(self, key: str) -> Iterator[None]:

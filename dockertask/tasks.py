@@ -152,7 +152,10 @@ def _pool() -> concurrent.futures.ThreadPoolExecutor:
     global _executor
     with _executor_lock:
         if _executor is None:
-            workers = int(os.environ.get("DOCKERTASK_MAX_PARALLEL", "16"))
+            raw = os.environ.get("DOCKERTASK_MAX_PARALLEL", "16")
+            if not raw.isdigit() or int(raw) < 1:
+                raise ValueError(f"DOCKERTASK_MAX_PARALLEL={raw!r}: expected a whole number >= 1")
+            workers = int(raw)
             _executor = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dockertask")
         return _executor
 
