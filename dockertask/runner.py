@@ -61,10 +61,13 @@ class AttemptFailed(Exception):
     preempted: bool = False
 
 
-def call(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], backend: Backend | None = None) -> Any:
+def call(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], backend: Backend | None = None,
+         *, warn: bool = True) -> Any:
+    """One call: ``warn=False`` when the caller already warned (submit, in the caller's thread)."""
     spec = task.spec
     bound = task.interface.bind(args, kwargs)
-    task.warn_if_deprecated()
+    if warn:
+        task.warn_if_deprecated(stacklevel=4)
     backend = backend or default_backend()
     key = None
     if spec.cache:

@@ -179,9 +179,11 @@ class Task(Generic[P, R]):
     def __repr__(self) -> str:
         return f"<dockertask.Task {self.spec.name}>"
 
-    def warn_if_deprecated(self) -> None:
+    def warn_if_deprecated(self, stacklevel: int) -> None:
+        """``stacklevel`` counts from this method up to the user's call."""
         if self.spec.deprecated:
-            warnings.warn(f"Task {self.spec.name} is deprecated: {self.spec.deprecated}", FutureWarning, stacklevel=4)
+            warnings.warn(f"Task {self.spec.name} is deprecated: {self.spec.deprecated}", FutureWarning,
+                          stacklevel=stacklevel)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run in a fresh container and return the value (or raise the task's exception)."""
@@ -192,16 +194,17 @@ class Task(Generic[P, R]):
 
     def submit(self, *args: P.args, **kwargs: P.kwargs) -> concurrent.futures.Future[R]:
         """Start in a container now; the Future holds the value or the exception."""
-        from . import lifecycle
+        from . import lifecycle, runner
 
         self.interface.bind(args, kwargs)  # bad input fails here, not inside the Future
+        self.warn_if_deprecated(stacklevel=3)  # in the caller's thread, where it can be seen
         lifecycle.install_signal_handlers()
-        return _pool().submit(self.__call__, *args, **kwargs)
+        return _pool().submit(runner.call, self, args, kwargs, warn=False)
 
     def local(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run in this process: same checks and secrets (from the host providers), no Docker."""
         bound = self.interface.bind(args, kwargs)
-        self.warn_if_deprecated()
+        self.warn_if_deprecated(stacklevel=3)
         secrets.resolve(self.spec.secret_requests, self.spec.name)
         requested = {(s.group, s.key) for s in self.spec.secret_requests}
 

@@ -158,11 +158,13 @@ def old() -> int:
 
 
 def test_deprecated_warns_on_every_call(fake: FakeBackend) -> None:
-    """Each call of a deprecated task warns FutureWarning with the task name and message."""
-    fake.outcomes = [ok(1), ok(1)]
-    for _ in range(2):
-        with pytest.warns(FutureWarning, match=r"Task tests\.unit\.test_runner_policy\.old is deprecated: use flaky"):
-            old()
+    """Each call, submit and local run of a deprecated task warns FutureWarning, pointing at the caller."""
+    fake.outcomes = [ok(1), ok(1), ok(1)]
+    match = r"Task tests\.unit\.test_runner_policy\.old is deprecated: use flaky"
+    for run in (old, old, lambda: old.submit().result(), old.local):
+        with pytest.warns(FutureWarning, match=match) as record:
+            run()
+        assert record[0].filename == __file__
 
 
 @task(secret_requests=[Secret("db", "password")])
