@@ -60,19 +60,22 @@ def test_pip_settings_never_reach_the_final_image(api) -> None:  # type: ignore[
 
 
 def test_bare_python_base_gets_pip_when_needed(api) -> None:  # type: ignore[no-untyped-def]
-    """On a base with only Python (no pip), packages still install."""
+    """On a base with only Python (no pip, empty apt lists), apt and pip packages still install."""
     base = "dockertask-base:bookworm"
     if not api.images(name=base):
         pytest.skip(f"{base} exists only where the default image was bootstrapped without a registry")
-    spec = ImageSpec(name="dockertask-test/bare", base_image=base, packages=["six==1.16.0"])
+    spec = ImageSpec(name="dockertask-test/bare", base_image=base, packages=["six==1.16.0"], apt_packages=["jq"])
 
     @task(container_image=spec)
-    def six_version() -> str:
+    def versions() -> tuple[str, str]:
+        import subprocess
+
         import six
 
-        return six.__version__
+        jq = subprocess.run(["jq", "--version"], capture_output=True, text=True, check=True).stdout.strip()
+        return six.__version__, jq
 
-    assert six_version() == "1.16.0"
+    assert versions() == ("1.16.0", "jq-1.6")
 
 
 def test_image_name_is_stable_across_processes_and_changes_with_content(data_file: Path) -> None:

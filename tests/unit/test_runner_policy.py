@@ -213,6 +213,26 @@ def test_failures_are_not_cached(fake: FakeBackend) -> None:
     assert len(fake.jobs) == 2
 
 
+def test_concurrent_identical_calls_run_once(fake: FakeBackend) -> None:
+    """Two threads making the same cached call at once start one container between them."""
+    import threading
+    import time as _time
+
+    def slow_ok(job):  # type: ignore[no-untyped-def]
+        _time.sleep(0.5)
+        return ok(49)
+
+    fake.outcomes = [slow_ok, slow_ok]
+    results: list[int] = []
+    threads = [threading.Thread(target=lambda: results.append(cached(7))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [49, 49]
+    assert len(fake.jobs) == 1
+
+
 def test_different_inputs_miss(fake: FakeBackend) -> None:
     """Different inputs (including 1 vs True-like values) are different keys."""
     fake.outcomes = [ok(1), ok(2)]
