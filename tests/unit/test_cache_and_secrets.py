@@ -95,3 +95,13 @@ def test_secret_names_cannot_escape_the_secrets_dir(group: str) -> None:
     """Group and key are plain names: no path traversal into the host or the container."""
     with pytest.raises(ValueError, match="Secret.group"):
         Secret(group, "k")
+
+
+def test_module_level_cache_api_uses_the_configured_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """dockertask.cache.list_entries()/clear() work on $DOCKERTASK_CACHE_DIR."""
+    from dockertask import cache
+
+    monkeypatch.setenv("DOCKERTASK_CACHE_DIR", str(tmp_path / "c"))
+    Cache().put("k", 1, "m.f", "v1")
+    assert [(e.task, e.cache_version) for e in cache.list_entries()] == [("m.f", "v1")]
+    assert cache.clear() == 1 and cache.list_entries() == []
