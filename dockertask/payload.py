@@ -29,8 +29,6 @@ from typing import Any
 
 import cloudpickle
 
-from . import _bootstrap
-
 # Runs in the container: read the bootstrap's source from stdin and hand it the frame reader.
 # Kept tiny and version-neutral: it runs before any Python version check.
 LOADER = (
@@ -99,8 +97,8 @@ def runtime_zip() -> bytes:
         for pkg in packages:
             for src in sorted(pkg.rglob("*.py")):
                 rel = src.relative_to(pkg.parent).as_posix()
-                if rel.startswith("dockertask/backends/") or rel == "dockertask/_bootstrap.py":
-                    continue  # never imported in a container
+                if rel == "dockertask/_bootstrap.py":
+                    continue  # sent on its own, ahead of everything
                 pyc = os.path.join(tmp, rel.replace("/", "_") + "c")
                 py_compile.compile(str(src), cfile=pyc, dfile=rel, doraise=True,
                                    invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
@@ -111,7 +109,7 @@ def runtime_zip() -> bytes:
 
 @functools.lru_cache(maxsize=1)
 def _bootstrap_source() -> bytes:
-    return Path(_bootstrap.__file__).read_bytes()
+    return (Path(__file__).parent / "_bootstrap.py").read_bytes()
 
 
 def frame(data: bytes) -> bytes:

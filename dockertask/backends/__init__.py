@@ -21,8 +21,15 @@ def default_backend() -> Backend:
     global _default
     with _lock:
         if _default is None:
-            from .docker import DockerBackend
+            try:
+                from .docker import DockerBackend
+            except ModuleNotFoundError as exc:
+                from ..context import current_context
+                from ..errors import DockerUnavailableError
 
+                where = ("inside a task's container: call the other task from the host, or use "
+                         "t.local(...)" if current_context().in_container else "here: pip install docker")
+                raise DockerUnavailableError(f"the docker SDK cannot be imported ({exc}) {where}") from None
             _default = DockerBackend()
         return _default
 

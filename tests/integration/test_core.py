@@ -356,3 +356,16 @@ def test_gpu_request_without_gpu_runtime_is_a_clear_error(api) -> None:  # type:
     else:
         with pytest.raises(UnsupportedResourceError, match="gpu"):
             with_gpu()
+
+
+@task
+def nested() -> int:
+    return add(1)
+
+
+def test_task_called_inside_a_task_says_why_it_cannot_run() -> None:
+    """Calling a task from inside a container is a clear DockerUnavailableError, not an ImportError."""
+    from dockertask import DockerUnavailableError
+
+    with pytest.raises(DockerUnavailableError, match="inside a task's container"):
+        nested()
