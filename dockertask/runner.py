@@ -68,7 +68,6 @@ def call(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], ba
     bound = task.interface.bind(args, kwargs)
     if warn:
         task.warn_if_deprecated(stacklevel=4)
-    backend = backend or default_backend()
     key = None
     if spec.cache:
         try:
@@ -76,7 +75,7 @@ def call(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], ba
         except NotHashable as exc:
             warnings.warn(f"task {spec.name}: {exc}; running without the cache", RuntimeWarning, stacklevel=3)
     if key is None:
-        return _attempts(task, bound.args, bound.kwargs, backend)
+        return _attempts(task, bound.args, bound.kwargs, backend or default_backend())
     store = Cache()
     hit, value = store.get(key)
     if hit:
@@ -85,7 +84,8 @@ def call(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], ba
         hit, value = store.get(key)  # an identical call may have finished while we waited
         if hit:
             return value
-        value = _attempts(task, bound.args, bound.kwargs, backend)
+        # The engine is reached only on a miss: a hit needs neither Docker nor its SDK.
+        value = _attempts(task, bound.args, bound.kwargs, backend or default_backend())
         store.put(key, value, spec.name, spec.cache_version)
         return value
 
