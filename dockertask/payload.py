@@ -135,12 +135,11 @@ class Envelope:
         ))
 
 
-def make_envelope(
-    func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], header: dict[str, Any]
-) -> Envelope:
+def make_envelope(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Envelope:
+    """Pickle the call once; each attempt adds its own header fields in ``stdin_bytes``."""
     register_user_modules()
     pickled = cloudpickle.dumps((func, args, kwargs), protocol=5)
-    return Envelope(header={"python": HOST_PYTHON, **header}, pickled_call=pickled)
+    return Envelope(header={"python": HOST_PYTHON}, pickled_call=pickled)
 
 
 @dataclass(frozen=True)

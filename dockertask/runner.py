@@ -106,7 +106,7 @@ def _attempts(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any
         build(task.image_spec, backend)
     _ensure_image(backend, image)
     lifecycle.install_signal_handlers()
-    envelope = payload.make_envelope(task.function, args, kwargs, {})
+    envelope = payload.make_envelope(task.function, args, kwargs)
     run_id = uuid.uuid4().hex[:16]
     failures = preemptions = 0
     attempt = 0

@@ -14,7 +14,7 @@ from dockertask.payload import FrameDecoder, parse_result
 
 
 def _run_locally(func: Any, *args: Any, python_override: str | None = None, **kwargs: Any) -> tuple[Any, bytes]:
-    env = payload.make_envelope(func, args, kwargs, {})
+    env = payload.make_envelope(func, args, kwargs)
     header = {"task": "t", "attempt": 2, "run_id": "r"}
     if python_override:
         header["python"] = python_override
