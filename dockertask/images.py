@@ -9,6 +9,7 @@ Debian base bootstrapped with debootstrap, no registry at all).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -19,7 +20,7 @@ import tarfile
 import tempfile
 import threading
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -133,7 +134,7 @@ def resolve(container_image: str | None, start: Path | None = None) -> str:
 
 # -- making sure an image exists -----------------------------------------------------------
 
-_ensure_lock = threading.Lock()
+_build_thread_lock = threading.Lock()
 Progress = Callable[[str], None]
 
 
@@ -155,20 +156,23 @@ def ensure_image(backend: Backend, ref: str, progress: Progress = _stderr_progre
         )
 
 
-def _lock_file() -> Path:
+@contextlib.contextmanager
+def build_lock() -> Iterator[None]:
+    """One image build at a time, across threads and processes. Not re-entrant: never call
+    a function that takes it (build_default_image) while holding it."""
+    import filelock
     import platformdirs
 
     directory = Path(platformdirs.user_cache_dir("dockertask"))
     directory.mkdir(parents=True, exist_ok=True)
-    return directory / "image-build.lock"
+    with _build_thread_lock, filelock.FileLock(str(directory / "image-build.lock")):
+        yield
 
 
 def build_default_image(backend: Backend, progress: Progress = _stderr_progress) -> str:
     """Build dockertask's runtime image once, even with several processes asking at once."""
-    import filelock
-
     ref = default_image_ref()
-    with _ensure_lock, filelock.FileLock(str(_lock_file())):
+    with build_lock():
         if backend.image_info(ref) is not None:
             return ref
         progress(f"building the default image {ref} (first use only)")

@@ -21,14 +21,21 @@ import re
 import subprocess
 import sys
 import tarfile
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import ImageBuildError
-from .images import HOST_PYTHON, MANAGED_LABEL, Progress, _stderr_progress, default_image_ref, ensure_image
+from .images import (
+    HOST_PYTHON,
+    MANAGED_LABEL,
+    Progress,
+    _stderr_progress,
+    build_lock,
+    default_image_ref,
+    ensure_image,
+)
 
 if TYPE_CHECKING:
     from .backends.base import Backend
@@ -212,26 +219,20 @@ def build_context(spec: ImageSpec) -> tuple[bytes, list[str]]:
     return buf.getvalue(), notes
 
 
-_build_lock = threading.Lock()
-
-
 def build(spec: ImageSpec, backend: Backend, progress: Progress = _stderr_progress) -> bool:
     """Build ``spec`` unless its tag exists; True when it was built now."""
-    import filelock
-
-    from .images import _lock_file
-
     ref = spec.image_name()
     if backend.image_info(ref) is not None:
         return False
-    with _build_lock, filelock.FileLock(str(_lock_file())):
+    # The base first, outside the build lock: building the default image takes that lock too.
+    if spec.base_image is None:
+        ensure_image(backend, spec.base, progress)
+    elif backend.image_info(spec.base) is None and not backend.pull(spec.base):
+        raise ImageBuildError(f"ImageSpec {spec.name}: base_image {spec.base!r} is not on the engine and "
+                              "cannot be pulled")
+    with build_lock():
         if backend.image_info(ref) is not None:
             return False
-        if spec.base_image is None:
-            ensure_image(backend, spec.base, progress)
-        elif backend.image_info(spec.base) is None and not backend.pull(spec.base):
-            raise ImageBuildError(f"ImageSpec {spec.name}: base_image {spec.base!r} is not on the engine and "
-                                  "cannot be pulled")
         progress(f"building {ref} (ImageSpec {spec.name})")
         context, notes = build_context(spec)
         for note in notes:

@@ -59,3 +59,30 @@ def test_host_pip_settings_carry_urls_and_ca_but_not_host_paths(tmp_path, monkey
     assert any("file:///opt/pypi/simple" in n for n in notes)
     context, _ = build_context(ImageSpec(name="x", packages=["six"]))
     assert b"pypi.internal" in context  # in the build context, for the discarded stage only
+
+
+def test_spec_on_default_base_builds_the_default_image_first(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """On a fresh engine, an ImageSpec on the default base builds the default image, then itself
+    (the two builds share one lock, which must not be taken twice)."""
+    from dockertask.images import HOST_PYTHON, default_image_ref
+    from dockertask.imagespec import build
+
+    from ..fakes import FakeBackend
+
+    monkeypatch.setattr("platformdirs.user_cache_dir", lambda *a, **k: str(tmp_path))
+
+    class Engine(FakeBackend):
+        def __init__(self) -> None:
+            super().__init__()
+            self.images_present = {f"python:{HOST_PYTHON}-slim"}  # a base to build the default on
+            self.built: list[str] = []
+
+        def build(self, context: bytes, tag: str, *a: object, **k: object) -> None:
+            self.built.append(tag)
+            assert self.images_present is not None
+            self.images_present.add(tag)
+
+    engine = Engine()
+    spec = ImageSpec(name="team/fresh", env={"A": "1"})
+    assert build(spec, engine, progress=lambda line: None) is True  # type: ignore[arg-type]
+    assert engine.built == [default_image_ref(), spec.image_name()]
