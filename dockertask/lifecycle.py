@@ -35,11 +35,6 @@ def discard(container_id: str) -> None:
         _live.pop(container_id, None)
 
 
-def live() -> list[str]:
-    with _lock:
-        return list(_live)
-
-
 def interrupted() -> bool:
     """True once the host received SIGINT or SIGTERM: attempts must not be retried."""
     return _interrupted.is_set()
