@@ -300,18 +300,30 @@ def cache_clear(task_name: str | None) -> None:
 def gc(all_hosts: bool) -> None:
     """Remove containers (and their volumes) left by a host process that died (kill -9).
 
-    Containers of processes still running are never touched.
+    Also removes the test networks of the pytest plugin (dockertask_network) left by such a
+    process, with every container attached to them. Those of processes still running are never
+    touched.
     """
     from .backends import default_backend
     from .hostproc import is_orphan
 
+    def orphan(labels: dict[str, str]) -> bool:
+        return is_orphan(labels, all_hosts=all_hosts)
+
     try:
-        removed = default_backend().gc(lambda labels: is_orphan(labels, all_hosts=all_hosts))
+        backend = default_backend()
+        removed = backend.gc(orphan)
+        # Test networks (pytest plugin) with the service containers on them: what Ryuk would reap.
+        networks = backend.gc_networks(orphan)
     except DockerTaskError as exc:
         _fail(exc, 1)
     for cid in removed:
         click.echo(f"removed {cid[:12]}", err=True)
+    for name in networks:
+        click.echo(f"removed network {name}", err=True)
     click.echo(f"removed {len(removed)} container(s)")
+    if networks:
+        click.echo(f"removed {len(networks)} network(s) with their containers")
 
 
 @main.command()

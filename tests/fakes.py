@@ -75,6 +75,12 @@ class FakeBackend:
     def gc(self, is_orphan: Any, dry_run: bool = False) -> list[str]:
         return []
 
+    def remove_network(self, name: str) -> None:
+        pass
+
+    def gc_networks(self, is_orphan: Any, dry_run: bool = False) -> list[str]:
+        return []
+
     def engine_info(self) -> dict[str, Any]:
         return {}
 

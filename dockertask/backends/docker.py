@@ -45,6 +45,7 @@ HOW_TO_START = (
     "`dockertask doctor` checks the setup"
 )
 LABEL_RUN_ID = "dockertask.run-id"
+NETWORK_LABEL = "dockertask.network"  # networks the pytest plugin makes (dockertask_network)
 _LOG_TAIL_LINES = 50
 
 
@@ -339,6 +340,33 @@ class DockerBackend:
                     removed.append(c["Id"])
         except requests.exceptions.ConnectionError as exc:
             raise _unavailable(exc) from None
+        return removed
+
+    def remove_network(self, name: str) -> None:
+        """Remove a network and every container attached to it, running or not (test services)."""
+        try:
+            for c in self.api.containers(all=True, filters={"network": name}):
+                self._remove(c["Id"])
+            self.api.remove_network(name)
+        except NotFound:
+            pass
+        except requests.exceptions.ConnectionError as exc:
+            raise _unavailable(exc) from None
+        except APIError as exc:
+            raise DockerTaskError(f"could not remove network {name}: {exc.explanation or exc}") from None
+
+    def gc_networks(self, is_orphan: Callable[[dict[str, str]], bool], dry_run: bool = False) -> list[str]:
+        """Remove networks dockertask made for tests (with their containers) whose labels ``is_orphan``."""
+        removed = []
+        try:
+            networks = self.api.networks(filters={"label": NETWORK_LABEL})
+        except requests.exceptions.ConnectionError as exc:
+            raise _unavailable(exc) from None
+        for n in networks:
+            if is_orphan(n.get("Labels") or {}):
+                if not dry_run:
+                    self.remove_network(n["Name"])
+                removed.append(str(n["Name"]))
         return removed
 
     def engine_info(self) -> dict[str, Any]:

@@ -1,0 +1,261 @@
+"""The ``dockertask`` pytest plugin: ``@pytest.mark.dockertask(**task_kwargs)`` runs a test body
+in a container. Registered through the ``pytest11`` entry point; it does nothing unless a test
+carries the marker or asks for one of its fixtures.
+
+How a marked test runs::
+
+    host (pytest)   fixtures run as usual → the test function (pytest's rewritten code) and the
+                    fixture values are pickled, project modules by reference (_testpayload)
+                    → a task of the marker's keywords runs _testbody.run_test(blob, sources, roots)
+    container       the project's sources are importable from a zip; pytest's assertion helpers
+                    come from the image, or from _assertrepr when it has no pytest
+    host            an exception comes back as its own type; its container traceback becomes host
+                    frames (_remote_tb), so pytest reports it like any local failure
+
+Options, markers and state follow pytest's own plugins: one ``pytest_addoption``, one
+``pytest_configure``, state on ``config.stash``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from . import hostproc
+from .errors import DockerTaskError
+
+MARKER = "dockertask"
+NETWORK_FIXTURE = "dockertask_network"
+NETWORK_LABEL = "dockertask.network"
+
+
+@dataclasses.dataclass
+class _State:
+    """Per-session state: the engine check and the project's sources, each computed once."""
+
+    image: str | None
+    engine_problem: str | None = None
+    engine_checked: bool = False
+    archive: bytes | None = None
+    roots: list[str] = dataclasses.field(default_factory=list)
+
+
+_STATE = pytest.StashKey[_State]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("dockertask", "dockertask: test bodies in containers")
+    group.addoption("--dockertask-image", metavar="REF", default=None,
+                    help="run every @pytest.mark.dockertask test on this image instead of its own "
+                         "(a reference or a {{.image.NAME...}} template): an image matrix in CI")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{MARKER}(**task_kwargs): run the test body in a container; takes @dockertask.task's keywords "
+        "(container_image, limits, requests, environment, secret_requests, timeout, retries, task_config...)")
+    config.stash[_STATE] = _State(image=config.getoption("dockertask_image"))
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    image = config.stash[_STATE].image
+    if image is None:
+        return None
+    from .images import resolve
+
+    try:
+        resolved = resolve(image)
+    except DockerTaskError as exc:
+        return f"dockertask: --dockertask-image={image}: {exc}"
+    shown = image if resolved == image else f"{image} = {resolved}"
+    return f"dockertask: every marked test runs on {shown} (--dockertask-image)"
+
+
+def _require_engine(config: pytest.Config) -> None:
+    """Skip (or, with DOCKERTASK_REQUIRE_ENGINE=1, fail) when no engine answers; checked once."""
+    state = config.stash[_STATE]
+    if not state.engine_checked:
+        state.engine_checked = True
+        from .backends import default_backend
+
+        try:
+            default_backend().engine_info()
+        except DockerTaskError as exc:
+            state.engine_problem = str(exc)
+    if state.engine_problem is not None:
+        reason = f"dockertask: no Docker engine: {state.engine_problem}"
+        if os.environ.get("DOCKERTASK_REQUIRE_ENGINE") == "1":
+            pytest.fail(reason + " (DOCKERTASK_REQUIRE_ENGINE=1)", pytrace=False)
+        pytest.skip(reason)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker(MARKER) is not None:
+        _require_engine(item.config)
+
+
+def _task_kwargs(item: pytest.Function) -> dict[str, Any]:
+    """The marker's keywords, nearer markers (the function's) over farther ones (class, module)."""
+    kwargs: dict[str, Any] = {}
+    for mark in reversed(list(item.iter_markers(MARKER))):
+        if mark.args:
+            raise DockerTaskError(f"{item.nodeid}: @pytest.mark.{MARKER} takes keyword arguments only "
+                                  f"(those of @dockertask.task), got positional {mark.args!r}")
+        kwargs.update(mark.kwargs)
+    state = item.config.stash[_STATE]
+    if state.image is not None:
+        kwargs["container_image"] = state.image
+    if NETWORK_FIXTURE in item.fixturenames:
+        network: Any = item.funcargs[NETWORK_FIXTURE]
+        kwargs["task_config"] = _on_network(kwargs.get("task_config"), network.name, item.nodeid)
+    return kwargs
+
+
+def _on_network(task_config: Any, network: str, nodeid: str) -> Any:
+    from .plugins import Docker
+
+    if task_config is None:
+        return Docker(network=network)
+    if isinstance(task_config, Docker):
+        if task_config.network not in (None, network):
+            raise DockerTaskError(f"{nodeid}: uses {NETWORK_FIXTURE} but its task_config asks for network "
+                                  f"{task_config.network!r}; drop one of the two")
+        return dataclasses.replace(task_config, network=network)
+    raise DockerTaskError(f"{nodeid}: uses {NETWORK_FIXTURE}, which needs task_config=Docker(...) or none, "
+                          f"not {type(task_config).__qualname__}")
+
+
+def _make_task(item: pytest.Function, kwargs: dict[str, Any]) -> Any:
+    from . import _testbody, tasks
+
+    try:
+        made = tasks.task(**kwargs)(_testbody.run_test)
+    except TypeError as exc:
+        if "unexpected keyword" in str(exc):
+            raise DockerTaskError(f"{item.nodeid}: @pytest.mark.{MARKER}: {exc}; it takes @dockertask.task's "
+                                  "keywords") from None
+        raise
+    # Named after the test, so labels, errors and output say which test a container belongs to.
+    function = item.obj
+    name = f"{function.__module__}.{getattr(function, '__qualname__', item.name)}"
+    return tasks.Task(made.function, dataclasses.replace(made.spec, name=name), made.container_options,
+                      made.image_spec)
+
+
+def _project(config: pytest.Config) -> tuple[bytes, list[str]]:
+    state = config.stash[_STATE]
+    if state.archive is None:
+        from ._testpayload import project_archive, project_roots
+
+        rootdir = Path(os.path.realpath(config.rootpath))
+        state.roots = project_roots(rootdir)
+        state.archive = project_archive(rootdir)
+    return state.archive, state.roots
+
+
+def _source_files(item: pytest.Function, rootdir: Path) -> list[str]:
+    """Host files the container's by-value code can come from: the test's own first, then the project's."""
+    import sys
+
+    first = os.path.realpath(str(item.path))
+    files = [first]
+    prefix = str(rootdir) + os.sep
+    for module in list(sys.modules.values()):
+        file = getattr(module, "__file__", None)
+        if file and file.endswith(".py"):
+            real = os.path.realpath(file)
+            if real.startswith(prefix) and real not in files:
+                files.append(real)
+    return files
+
+
+def run_in_container(item: pytest.Function) -> None:
+    """Run ``item``'s body in a container; its failure is raised with the container's frames."""
+    __tracebackhide__ = True
+    from ._remote_tb import relocate
+    from ._testpayload import pack_test
+    from .errors import RemoteTraceback
+
+    rootdir = Path(os.path.realpath(item.config.rootpath))
+    try:
+        test_task = _make_task(item, _task_kwargs(item))
+        archive, roots = _project(item.config)
+        fixtures = {arg: item.funcargs[arg] for arg in item._fixtureinfo.argnames}
+        blob = pack_test(item.obj, fixtures, rootdir, roots, item.nodeid)
+        test_task(blob, archive, roots)
+    except DockerTaskError as exc:  # timeout, OOM, image, engine, bad marker: dockertask's word, no frames of ours
+        raise exc.with_traceback(None)  # noqa: B904 - its own message is the whole story
+    except Exception as exc:
+        if not isinstance(exc.__cause__, RemoteTraceback):
+            raise  # not the test's failure: a fault of ours, shown with every frame
+        if not relocate(exc, rootdir, _source_files(item, rootdir)):
+            # Nothing of the project's in its traceback: the container's text (its __cause__) is the story.
+            exc.with_traceback(None)
+        raise exc from exc.__cause__
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    if pyfuncitem.get_closest_marker(MARKER) is None:
+        return None
+    __tracebackhide__ = True
+    run_in_container(pyfuncitem)
+    return True
+
+
+# -- fixtures ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def dockertask_network(pytestconfig: pytest.Config) -> Iterator[Any]:
+    """A throw-away ``testcontainers`` Network for this session (one per xdist worker).
+
+    Join service containers to it (``.with_network(net).with_network_aliases("db")``): marked tests
+    that use this fixture, and tasks run with ``task_config=Docker(network=net.name)``, reach them by
+    alias. On teardown every container still attached is removed with the network; after a kill -9,
+    ``dockertask gc`` does the same. Ryuk is turned off when its image is not on the engine.
+    """
+    _require_engine(pytestconfig)
+    try:
+        from testcontainers.core.config import testcontainers_config
+        from testcontainers.core.network import Network
+    except ModuleNotFoundError:
+        pytest.fail(f"{NETWORK_FIXTURE} needs testcontainers: pip install 'dockertask[testing]'", pytrace=False)
+    from .backends import default_backend
+
+    backend = default_backend()
+    ryuk_image = testcontainers_config.ryuk_image
+    if "TESTCONTAINERS_RYUK_DISABLED" not in os.environ and backend.image_info(ryuk_image) is None:
+        # Its reaper cannot be pulled here; our label-based cleanup stands in for it (see docstring).
+        testcontainers_config.ryuk_disabled = True
+    network = Network(docker_network_kw={"labels": {NETWORK_LABEL: "pytest", **hostproc.owner_labels()}})
+    network.create()
+    try:
+        yield network
+    finally:
+        backend.remove_network(network.name)
+
+
+@pytest.fixture
+def dockertask_local() -> Iterator[None]:
+    """Every task called during the test runs in-process (``t.local``): no Docker needed."""
+    from .testing import run_locally
+
+    with run_locally():
+        yield
+
+
+@pytest.fixture
+def dockertask_secrets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Secrets for the test only: ``dockertask_secrets.set("db", "password", "pw")``; the host's real
+    secrets directory and ``DOCKERTASK_SECRET_*`` variables are out of reach meanwhile."""
+    from .testing import test_secrets
+
+    with test_secrets(tmp_path_factory.mktemp("dockertask-secrets")) as secrets:
+        yield secrets
