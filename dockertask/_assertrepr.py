@@ -2,9 +2,9 @@
 
 pytest rewrites every ``assert`` of a test module into code that calls helpers of the module it
 binds as the global ``@pytest_ar``. A test body that runs in a container carries that rewritten
-code (cloudpickle ships the code object as the host compiled it), so the helpers must be
-importable there under pytest's module name; the container side (``_testbody``) installs this
-module in ``sys.modules`` when the image has no pytest of its own.
+code (cloudpickle ships the code object as the host compiled it), so the helpers must exist
+there too: the plugin's pickler sends the ``@pytest_ar`` reference as this module, which the
+runtime zip always carries, whether or not the image has a pytest of its own.
 
 Each helper mirrors pytest's own (pytest 7-9), with stdlib only, so a failing ``assert 2 == 3``
 reads the same as it would on the host: the compared values, and ``where`` lines for calls.

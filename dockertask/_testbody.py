@@ -7,35 +7,19 @@ The plugin sends three things as the task's arguments:
 - ``roots``: where the host imports that code from, relative to the rootdir (``""``, ``"src"``,
   ``"tests"``...), in the host's ``sys.path`` order: each becomes ``<zip>/<root>`` on ours;
 - ``blob``: the test function (with pytest's rewritten asserts) and its fixture values, pickled
-  on the host with project modules *by reference*, so they resolve to the archive's copies.
+  on the host with project modules *by reference*, so they resolve to the archive's copies, and
+  pytest's assertion helpers as ``dockertask._assertrepr`` (see ``_testpayload``).
 
 Only the stdlib and cloudpickle are used here: the image needs neither pytest nor dockertask.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 import tempfile
 import types
 from typing import Any
-
-_REWRITE = "_pytest.assertion.rewrite"
-
-
-def install_assert_helpers() -> None:
-    """Make ``_pytest.assertion.rewrite`` importable when the image has no pytest of its own."""
-    if _REWRITE in sys.modules or importlib.util.find_spec("_pytest") is not None:
-        return
-    from dockertask import _assertrepr
-
-    # cloudpickle resolves a module with __import__(name), which imports each parent first.
-    for name in ("_pytest", "_pytest.assertion"):
-        parent = types.ModuleType(name)
-        parent.__path__ = []
-        sys.modules[name] = parent
-    sys.modules[_REWRITE] = _assertrepr
 
 
 def mount_project(archive: bytes, roots: list[str]) -> None:
@@ -51,7 +35,6 @@ def mount_project(archive: bytes, roots: list[str]) -> None:
 def run_test(blob: bytes, archive: bytes, roots: list[str]) -> None:
     """Run the test function with its fixture values; its exceptions go back to the host as they are."""
     mount_project(archive, roots)
-    install_assert_helpers()
     import cloudpickle
 
     function, kwargs = cloudpickle.loads(blob)

@@ -9,7 +9,9 @@ entries, and the roots that imported project modules imply) become paths inside 
 Project modules are then pickled *by reference* (they resolve to the zip's copies, so a class
 from a fixture value and the same class imported in the body are one class), except the test's
 own module, which travels *by value*: its code is pytest's rewritten code, with the assertion
-introspection the container must reproduce.
+introspection the container must reproduce. The helpers that code calls (``@pytest_ar``, i.e.
+``_pytest.assertion.rewrite``) are sent as a reference to ``dockertask._assertrepr``, their
+stdlib-only copy, so an image needs no pytest and nothing is faked in its ``sys.modules``.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from .errors import DockerTaskError, TaskInputError
 _PRUNE = {"__pycache__", "node_modules", "site-packages", ".git"}
 _PRUNE_TOP = {"build", "dist"}
 MAX_ARCHIVE_BYTES = 64 * 1024 * 1024
+_PYTEST_ASSERT_HELPERS = "_pytest.assertion.rewrite"
 
 
 def _is_env_dir(path: Path) -> bool:
@@ -148,6 +151,9 @@ class _TestPickler(cloudpickle.Pickler):  # type: ignore[misc]
         self._by_ref = by_ref
 
     def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, types.ModuleType) and obj.__name__ == _PYTEST_ASSERT_HELPERS:
+            # What rewritten asserts call as @pytest_ar: our stdlib copy, whatever the image has.
+            return importlib.import_module, ("dockertask._assertrepr",)
         if isinstance(obj, types.ModuleType) and obj.__name__ in self._by_ref:
             return importlib.import_module, (obj.__name__,)
         if (isinstance(obj, (type, types.FunctionType)) and getattr(obj, "__module__", None) in self._by_ref

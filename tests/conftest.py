@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# pytest running pytest: how the dockertask pytest plugin is tested, as its users use it.
+pytest_plugins = ["pytester"]
 
 
 def _engine_problem() -> str | None:
