@@ -16,6 +16,7 @@ stdlib-only copy, so an image needs no pytest and nothing is faked in its ``sys.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import io
 import os
@@ -111,14 +112,20 @@ def project_archive(rootdir: Path) -> bytes:
     return buf.getvalue()
 
 
+@functools.lru_cache(maxsize=8192)
+def _real(path: str) -> str:
+    """realpath, remembered: every test asks again about the same few hundred module files."""
+    return os.path.realpath(path)
+
+
 def _importable_from(module: types.ModuleType, rootdir: Path, roots: list[str]) -> bool:
     """True when ``module`` is the file that ``import <its name>`` finds in one of ``roots``."""
     file = getattr(module, "__file__", None)
     if not file:
         return False
-    real = os.path.realpath(file)
+    real = _real(file)
     tail = module.__name__.replace(".", "/") + ("/__init__.py" if real.endswith("__init__.py") else ".py")
-    return any(os.path.realpath(rootdir / root / tail) == real for root in roots)
+    return any(_real(str(rootdir / root / tail)) == real for root in roots)
 
 
 def by_reference(rootdir: Path, roots: list[str], exclude: set[str]) -> set[str]:
@@ -128,7 +135,7 @@ def by_reference(rootdir: Path, roots: list[str], exclude: set[str]) -> set[str]
     for name, module in list(sys.modules.items()):
         file = getattr(module, "__file__", None) if isinstance(module, types.ModuleType) else None
         if (not file or name in exclude or name.split(".")[0] in ("dockertask", "cloudpickle")
-                or not os.path.realpath(file).startswith(prefix)):
+                or not _real(file).startswith(prefix)):
             continue
         if _importable_from(module, rootdir, roots):
             out.add(name)
