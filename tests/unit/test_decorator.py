@@ -147,3 +147,41 @@ def test_unreachable_engine_says_how_to_start_one(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
     with pytest.raises(dockertask.DockerUnavailableError, match="dockerd|systemctl start docker"):
         DockerBackend()
+
+
+def test_async_def_is_refused_at_decoration_with_what_to_do() -> None:
+    """An async def task would fail on every call: refuse it when decorated, saying how to wrap it."""
+
+    async def fetch(x: int) -> int:
+        return x
+
+    with pytest.raises(TypeError, match=r"async def.*asyncio\.run"):
+        task(fetch)
+    with pytest.raises(TypeError, match="async def"):
+        task(retries=1)(fetch)
+
+
+def test_the_package_ships_type_information_for_users_type_checkers(tmp_path: Path) -> None:
+    """mypy on a user file sees a task's real signature and types (py.typed is shipped), not Any."""
+    import subprocess
+    import sys
+
+    user = tmp_path / "flow.py"
+    user.write_text(
+        "from dockertask import task\n"
+        "@task\n"
+        "def add(x: int, y: int = 1) -> int:\n"
+        "    return x + y\n"
+        "reveal_type(add(1))\n"
+        "reveal_type(add.submit(1))\n"
+        "reveal_type(add.local(1, y=2))\n"
+        "add('one')\n")
+    out = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--no-incremental", str(user)],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    import re
+
+    revealed = re.findall(r'Revealed type is "([^"]+)"', out.stdout)
+    assert [r.replace("builtins.", "") for r in revealed] == [
+        "int", "concurrent.futures._base.Future[int]", "int"], out.stdout
+    assert 'Argument 1 to "__call__" of "Task" has incompatible type "str"; expected "int"' in out.stdout, out.stdout
+    assert "Untyped decorator" not in out.stdout and "import-untyped" not in out.stdout, out.stdout
