@@ -264,6 +264,9 @@ def _make_task(
     if not callable(fn):
         raise TypeError(f"@task expects a function, got {fn!r}")
     name = f"{fn.__module__}.{fn.__qualname__}"
+    if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+        raise TypeError(f"@task {name}: async def functions cannot be tasks (each call would return an unawaited "
+                        "coroutine); make a plain def that runs it: `return asyncio.run(the_coroutine(...))`")
     for label, res in (("requests", requests), ("limits", limits)):
         if res is not None and not isinstance(res, Resources):
             raise TypeError(f"{label}={res!r}: expected dockertask.Resources(cpu=..., mem=...)")
