@@ -236,6 +236,14 @@ def _user_exception(name: str, raw: payload.RawResult) -> Any:
             exc = payload.loads(raw.payload)
         except Exception:
             exc = None
+    if isinstance(exc, BaseException) and not isinstance(exc, Exception):
+        # SystemExit / KeyboardInterrupt re-raised here would end (or seem to interrupt) the caller's
+        # own program: the task ended, so say that.
+        code = getattr(exc, "code", None)
+        how = f"called sys.exit({code!r})" if isinstance(exc, SystemExit) else f"raised {type(exc).__name__}"
+        exc = TaskFailedError(f"task {name} {how} ({type(exc).__name__}) in its container",
+                              type_name=type(exc).__name__, remote_traceback=tb,
+                              exit_code=code if isinstance(code, int) else None)
     if not isinstance(exc, BaseException):
         exc = TaskFailedError(f"task {name} raised {meta.get('type')}: {meta.get('message')}\n{tb}",
                               type_name=str(meta.get("type", "")), remote_traceback=tb)

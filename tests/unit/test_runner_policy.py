@@ -238,3 +238,19 @@ def test_different_inputs_miss(fake: FakeBackend) -> None:
     fake.outcomes = [ok(1), ok(2)]
     assert cached(1) == 1
     assert cached(2) == 2
+
+
+@task
+def exits() -> None:
+    raise SystemExit(3)
+
+
+@pytest.mark.parametrize("exc", [SystemExit(3), KeyboardInterrupt()], ids=["sys.exit", "KeyboardInterrupt"])
+def test_a_task_that_exits_fails_with_task_failed_error_not_ending_the_host(fake: FakeBackend,
+                                                                          exc: BaseException) -> None:
+    """sys.exit(3) (or a KeyboardInterrupt raised) inside a task is a TaskFailedError, never the host's own exit."""
+    fake.outcomes.append(raised(exc))
+    with pytest.raises(TaskFailedError, match=type(exc).__name__) as info:
+        exits()
+    if isinstance(exc, SystemExit):
+        assert info.value.exit_code == 3 and "sys.exit(3)" in str(info.value)
