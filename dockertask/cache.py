@@ -76,7 +76,10 @@ def _sort_key(item: Any) -> str:
 
 
 def hash_inputs(inputs: Mapping[str, Any]) -> str:
-    text = json.dumps(canonical(dict(inputs)), sort_keys=True, separators=(",", ":"))
+    try:
+        text = json.dumps(canonical(dict(inputs)), sort_keys=True, separators=(",", ":"))
+    except RecursionError:
+        raise NotHashable("an input is nested too deeply to hash for the cache") from None
     return hashlib.sha256(text.encode()).hexdigest()
 
 

@@ -104,10 +104,40 @@ def configured_images(start: Path | None = None) -> dict[str, str]:
     return images
 
 
+# Docker's reference grammar (distribution/reference): [host[:port]/]path[:tag][@digest].
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_HOST = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?/)"
+_REFERENCE = re.compile(rf"^{_HOST}?{_COMPONENT}(?:/{_COMPONENT})*(?::[\w][\w.-]{{0,127}})?"
+                        r"(?:@sha256:[a-f0-9]{64})?$")
+
+
+def check_reference(container_image: str) -> None:
+    """Refuse what no engine would take as an image reference; templates are checked once resolved."""
+    if not isinstance(container_image, str):
+        raise ImageResolutionError(f"container_image={container_image!r}: expected a reference, a template or "
+                                   "an ImageSpec")
+    if "{" in container_image or "}" in container_image:
+        rest = _TEMPLATE.sub("x", container_image)
+        if "{" in rest or "}" in rest:
+            raise ImageResolutionError(
+                f"container_image={_clip(container_image)}: cannot understand its braces; "
+                "expected {{.image.NAME.fqn}} or {{.image.NAME.version}}")
+        return
+    if len(container_image) > 512 or not _REFERENCE.match(container_image):
+        raise ImageResolutionError(
+            f"container_image={_clip(container_image)}: not an image reference; expected e.g. 'python:3.11-slim', "
+            "'registry:5000/team/app:1.2' or '...@sha256:<64 hex>' (lower-case name, no spaces)")
+
+
+def _clip(value: str) -> str:
+    return repr(value) if len(value) <= 120 else repr(value[:100]) + f"... ({len(value)} characters)"
+
+
 def resolve(container_image: str | None, start: Path | None = None) -> str:
     """A template or reference → a concrete image reference (no engine needed)."""
     template = container_image or DEFAULT_TEMPLATE
     if "{{" not in template:
+        check_reference(template)
         return template
     images = configured_images(start)
 
@@ -129,6 +159,9 @@ def resolve(container_image: str | None, start: Path | None = None) -> str:
             f"container_image={container_image!r}: cannot understand {leftover.group(0)!r}; "
             "expected {{.image.NAME.fqn}} or {{.image.NAME.version}}"
         )
+    if not _REFERENCE.match(resolved):
+        raise ImageResolutionError(f"container_image={container_image!r} resolves to {_clip(resolved)}, which is "
+                                   "not an image reference (check [tool.dockertask.images] / DOCKERTASK_IMAGE_*)")
     return resolved
 
 

@@ -135,11 +135,33 @@ class Envelope:
         ))
 
 
-def make_envelope(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Envelope:
-    """Pickle the call once; each attempt adds its own header fields in ``stdin_bytes``."""
+def make_envelope(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                  task_name: str = "") -> Envelope:
+    """Pickle the call once; each attempt adds its own header fields in ``stdin_bytes``.
+
+    What cannot be pickled (a lock, a 10,000-deep structure) is a TaskInputError naming the
+    argument, raised before any container starts."""
     register_user_modules()
-    pickled = cloudpickle.dumps((func, args, kwargs), protocol=5)
+    try:
+        pickled = cloudpickle.dumps((func, args, kwargs), protocol=5)
+    except Exception as exc:  # PicklingError, TypeError, RecursionError...: whatever pickle says
+        raise _unpicklable(func, args, kwargs, task_name or getattr(func, "__qualname__", "?"), exc) from None
     return Envelope(header={"python": HOST_PYTHON}, pickled_call=pickled)
+
+
+def _unpicklable(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], task_name: str,
+                 exc: Exception) -> Exception:
+    from .errors import DockerTaskError, TaskInputError
+
+    named = [(f"argument {i}", v) for i, v in enumerate(args)] + [(f"parameter {k!r}", v) for k, v in kwargs.items()]
+    for where, value in named:
+        try:
+            cloudpickle.dumps(value, protocol=5)
+        except Exception as arg_exc:
+            return TaskInputError(f"task {task_name}: {where} ({type(value).__qualname__}) cannot be sent to the "
+                                  f"container: {type(arg_exc).__name__}: {arg_exc}")
+    return DockerTaskError(f"task {task_name}: the function cannot be sent to the container "
+                           f"(it, or a global it uses, cannot be pickled): {type(exc).__name__}: {exc}")
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,11 @@ class ContainerOptions:
     environment: Mapping[str, str] = field(default_factory=dict)
 
 
+# Processes + threads per task container unless Docker(pids_limit=...) says otherwise: room for
+# data loaders and BLAS thread pools, not for a runaway fork or thread loop (3,000 processes and
+# 10,000 threads were seen from one task before there was a limit).
+DEFAULT_PIDS_LIMIT = 4096
+
 Handler = Callable[[Any], ContainerOptions]
 _handlers: dict[type, Handler] = {}
 _lock = threading.Lock()
@@ -53,6 +58,8 @@ def options_for(task_config: Any) -> ContainerOptions:
 class Docker:
     """Extra options for the task's container, as ``docker run`` would take them.
 
+    ``pids_limit``: how many processes and threads the task may run at once (default
+    ``DEFAULT_PIDS_LIMIT``, 0 for no limit): a fork bomb or a thread leak stops there.
     ``volumes``: ``{"/host/path": "/container/path"}``, ``{"/host": {"bind": "/c", "mode": "ro"}}``
     or ``["/host:/container:ro"]``; ``devices``: ``["/dev/fuse"]`` or ``"/dev/x:/dev/y:rwm"``.
     """
@@ -64,8 +71,13 @@ class Docker:
     devices: Sequence[str] | None = None
     cap_add: Sequence[str] | None = None
     platform: str | None = None
+    pids_limit: int | None = None  # processes + threads; None: DEFAULT_PIDS_LIMIT, 0: no limit
 
     def __post_init__(self) -> None:
+        if self.pids_limit is not None and (isinstance(self.pids_limit, bool) or not isinstance(self.pids_limit, int)
+                                            or self.pids_limit < 0):
+            raise ValueError(f"Docker(pids_limit={self.pids_limit!r}): expected a whole number of processes and "
+                             "threads >= 1, or 0 for no limit")
         for name in ("devices", "cap_add"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, str) or not all(isinstance(v, str) for v in value)):
@@ -91,6 +103,8 @@ def _docker_options(cfg: Docker) -> ContainerOptions:
         create["user"] = cfg.user
     if cfg.platform is not None:
         create["platform"] = cfg.platform
+    if cfg.pids_limit is not None:
+        host["pids_limit"] = cfg.pids_limit or -1  # the engine's "unlimited"
     return ContainerOptions(host_config=host, create=create)
 
 

@@ -22,6 +22,12 @@ _MEM_SUFFIXES = {
 _QUANTITY = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*$")
 _EXPECTED_MEM = "bytes as an int, or a string like '64Mi', '1Gi', '512M' or '1G'"
 _EXPECTED_CPU = "a number of cores like 2, '0.5' or '500m'"
+MIN_CPU = Decimal("0.001")
+MAX_CPU = Decimal(1_000_000)
+MAX_BYTES = 2**63 - 1
+# What Docker itself refuses below (it checks at create, after the task was already accepted).
+MIN_CPU_LIMIT = 0.01
+MIN_MEM_LIMIT = 6 * 2**20
 
 
 def parse_cpu(fieldname: str, value: object) -> float:
@@ -35,6 +41,10 @@ def parse_cpu(fieldname: str, value: object) -> float:
         raise ResourceSpecError(f"Resources.{fieldname}={value!r}: expected {_EXPECTED_CPU}") from None
     if not cores.is_finite() or cores <= 0:
         raise ResourceSpecError(f"Resources.{fieldname}={value!r}: expected a positive number of cores")
+    if cores < MIN_CPU or cores > MAX_CPU:
+        # Below 1m rounds to nothing (NanoCpus=0 would mean *no* limit); above, no machine has it.
+        raise ResourceSpecError(f"Resources.{fieldname}={value!r}: expected between 1m (0.001) and "
+                                f"{MAX_CPU:,} cores")
     return float(cores)
 
 
@@ -50,12 +60,16 @@ def parse_bytes(fieldname: str, value: object) -> int:
         raise ResourceSpecError(f"Resources.{fieldname}={value!r}: expected {_EXPECTED_MEM}")
     if amount <= 0:
         raise ResourceSpecError(f"Resources.{fieldname}={value!r}: expected a positive amount")
+    if amount > MAX_BYTES:
+        raise ResourceSpecError(f"Resources.{fieldname}={value!r}: expected at most 8Ei (the engine's int64)")
     return amount
 
 
 def parse_gpu(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).isdigit():
         raise ResourceSpecError(f"Resources.gpu={value!r}: expected a whole number of GPUs like 1")
+    if int(value) > 1024:
+        raise ResourceSpecError(f"Resources.gpu={value!r}: expected at most 1024 GPUs")
     return int(value)
 
 
@@ -100,8 +114,27 @@ class Resources:
 LOWEST_CPU_SHARES = 2
 
 
+def check_enforceable(requests: Resources | None, limits: Resources | None) -> None:
+    """Limits the engine would refuse at every call (or silently not apply): refuse them when decorated."""
+    for label, res in (("limits", limits), ("requests", requests)):
+        if res is None or (label == "requests" and limits is not None and limits.cpu_cores is not None):
+            continue
+        # A missing limit defaults to the request, so a request can become a limit.
+        if res.cpu_cores is not None and res.cpu_cores < MIN_CPU_LIMIT and (label == "limits" or limits is None
+                                                                             or limits.cpu_cores is None):
+            raise ResourceSpecError(f"{label}.cpu={res.cpu!r}: a CPU limit must be at least 0.01 cores (10m); "
+                                    "Docker cannot enforce less")
+    for label, res in (("limits", limits), ("requests", requests)):
+        if res is None or (label == "requests" and limits is not None and limits.mem_bytes is not None):
+            continue
+        if res.mem_bytes is not None and res.mem_bytes < MIN_MEM_LIMIT:
+            raise ResourceSpecError(f"{label}.mem={res.mem!r}: a memory limit must be at least 6Mi; "
+                                    "Docker refuses less")
+
+
 def check_request_within_limit(requests: Resources | None, limits: Resources | None) -> None:
     """A request above its limit cannot be scheduled anywhere; say so at decoration time."""
+    check_enforceable(requests, limits)
     if requests is None or limits is None:
         return
     pairs = (("cpu", requests.cpu_cores, limits.cpu_cores), ("mem", requests.mem_bytes, limits.mem_bytes),

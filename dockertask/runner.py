@@ -32,6 +32,7 @@ from .errors import (
     TaskOOMError,
     TaskTimeoutError,
 )
+from .plugins import DEFAULT_PIDS_LIMIT
 from .resources import describe_bytes, host_config_kwargs
 
 if TYPE_CHECKING:
@@ -106,7 +107,7 @@ def _attempts(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any
         build(task.image_spec, backend)
     _ensure_image(backend, image)
     lifecycle.install_signal_handlers()
-    envelope = payload.make_envelope(task.function, args, kwargs)
+    envelope = payload.make_envelope(task.function, args, kwargs, spec.name)
     run_id = uuid.uuid4().hex[:16]
     failures = preemptions = 0
     attempt = 0
@@ -164,6 +165,7 @@ def build_job(task: Task[Any, Any], image: str, envelope: payload.Envelope, secr
         "init": True,  # an init as PID 1: `docker stop` (preemption) then ends the task at once
         **host_config_kwargs(spec.requests, spec.limits, interruptible=interruptible),
     }
+    host_config["pids_limit"] = DEFAULT_PIDS_LIMIT
     host_config.update(task.container_options.host_config)
     if secret_values:
         host_config["tmpfs"] = dict(secrets.SECRETS_TMPFS)

@@ -12,6 +12,7 @@ import enum
 import functools
 import hashlib
 import inspect
+import math
 import os
 import subprocess
 import threading
@@ -30,6 +31,8 @@ from .secrets import Secret
 
 P = ParamSpec("P")
 R = TypeVar("R")
+# A year: longer is a mistake (timedelta.max, 1e300) that would overflow the engine's wait.
+MAX_TIMEOUT_SECONDS = 366 * 86400
 
 
 class ExecutionBehavior(enum.Enum):
@@ -47,8 +50,9 @@ def _timeout_seconds(timeout: dt.timedelta | float) -> float:
         seconds = float(timeout)
     else:
         raise TypeError(f"timeout={timeout!r}: expected int seconds or a datetime.timedelta (0 = no timeout)")
-    if seconds < 0:
-        raise ValueError(f"timeout={timeout!r}: expected a duration >= 0 (0 = no timeout)")
+    if not math.isfinite(seconds) or seconds < 0 or seconds > MAX_TIMEOUT_SECONDS:
+        raise ValueError(f"timeout={timeout!r}: expected a finite duration from 0 (no timeout) to "
+                         f"{MAX_TIMEOUT_SECONDS // 86400} days")
     return seconds
 
 
@@ -244,6 +248,8 @@ def _check_environment(environment: Mapping[str, str] | None) -> dict[str, str]:
     for k, v in env.items():
         if not isinstance(k, str) or not k or "=" in k or not isinstance(v, str):
             raise TypeError(f"environment[{k!r}]={v!r}: expected str names (no '=') mapped to str values")
+        if "\x00" in k or "\x00" in v:
+            raise ValueError(f"environment[{k!r}]: a NUL character cannot be in an environment variable")
     return env
 
 
@@ -263,6 +269,9 @@ def _make_task(
 ) -> Task[P, R]:
     if not callable(fn):
         raise TypeError(f"@task expects a function, got {fn!r}")
+    if isinstance(fn, Task):
+        raise TypeError(f"@task got {fn!r}, which is already a task: decorate its function ({fn.name}.function) "
+                        "to make a task with other settings")
     name = f"{fn.__module__}.{fn.__qualname__}"
     if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
         raise TypeError(f"@task {name}: async def functions cannot be tasks (each call would return an unawaited "
@@ -280,6 +289,8 @@ def _make_task(
             raise TypeError(f"container_image={container_image!r}: expected a reference, a template or an ImageSpec")
         image_spec = container_image
         container_image = image_spec.image_name()
+    elif container_image is not None:
+        images.check_reference(container_image)
     try:
         source_file = inspect.getsourcefile(fn) or ""
         source_text = inspect.getsource(fn)

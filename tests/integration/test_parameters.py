@@ -190,3 +190,36 @@ def test_docker_plugin_options_apply() -> None:
     assert got["shm"] == 128 * 1024 * 1024
     assert got["uid"] == 1234
     assert got["online"] is False and got["ifaces"] == ["lo"]
+
+
+def _pids_max() -> str:
+    with open("/sys/fs/cgroup/pids/pids.max") as f:
+        return f.read().strip()
+
+
+pids_max = task(_pids_max)
+
+
+def _spawn_threads(n: int) -> int:
+    import threading as th
+
+    started, stop = 0, th.Event()
+    try:
+        for _ in range(n):
+            th.Thread(target=stop.wait, daemon=True).start()
+            started += 1
+    except RuntimeError:  # "can't start new thread": the limit held
+        pass
+    stop.set()
+    return started
+
+
+def test_a_default_process_limit_applies_and_docker_pids_limit_changes_it() -> None:
+    """Every task container has a pids limit (4096 by default); Docker(pids_limit=N) stops a thread flood at N."""
+    from dockertask.plugins import DEFAULT_PIDS_LIMIT
+
+    assert pids_max() == str(DEFAULT_PIDS_LIMIT)
+    limited = task(task_config=Docker(pids_limit=64))(_spawn_threads)
+    assert limited(500) < 64
+    unlimited = task(task_config=Docker(pids_limit=0))(_pids_max)
+    assert unlimited() == "max"

@@ -7,11 +7,12 @@ import json
 import subprocess
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import dockertask
-from dockertask import Docker, Resources, Secret, task
+from dockertask import Docker, Resources, Secret, TaskInputError, task
 from dockertask.backends import set_default_backend
 from dockertask.tasks import ExecutionBehavior
 
@@ -185,3 +186,52 @@ def test_the_package_ships_type_information_for_users_type_checkers(tmp_path: Pa
         "int", "concurrent.futures._base.Future[int]", "int"], out.stdout
     assert 'Argument 1 to "__call__" of "Task" has incompatible type "str"; expected "int"' in out.stdout, out.stdout
     assert "Untyped decorator" not in out.stdout and "import-untyped" not in out.stdout, out.stdout
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"timeout": float("nan")}, "timeout=nan: expected a finite duration"),
+    ({"timeout": float("inf")}, "timeout=inf"),
+    ({"timeout": 1e300}, "timeout=1e\\+300"),
+    ({"timeout": __import__("datetime").timedelta.max}, "timeout=datetime.timedelta"),
+    ({"environment": {"A": "b\x00c"}}, "NUL"),
+    ({"container_image": "Bad Image"}, "not an image reference"),
+    ({"container_image": "../../etc"}, "not an image reference"),
+    ({"container_image": "x" * 10_000}, "10000 characters"),
+    ({"container_image": "{{.image.default.fqn}"}, "braces"),
+    ({"container_image": "app@sha256:abc"}, "not an image reference"),
+])
+def test_values_that_cannot_work_are_refused_at_decoration(kwargs: dict[str, Any], match: str) -> None:
+    """Numbers, images and environment that would fail every call raise a ValueError naming them when decorated."""
+    with pytest.raises(ValueError, match=match):
+        task(**kwargs)(lambda x: x)
+
+
+@pytest.mark.parametrize("ref", ["python:3.11-slim", "localhost:5000/team/app:1.2", "a/b/c",
+                                 "registry.example.com/x@sha256:" + "0" * 64,
+                                 "{{ .image.default.fqn }}:{{.image.default.version}}"])
+def test_real_image_references_and_templates_are_accepted(ref: str) -> None:
+    """What Docker accepts as a reference (or a well-formed template) decorates fine."""
+    assert task(container_image=ref)(lambda x: x).spec.container_image == ref
+
+
+def test_an_argument_that_cannot_be_pickled_is_a_task_input_error_naming_it(fake: Any) -> None:
+    """A lock or a 10,000-deep list: TaskInputError naming the argument, and no container started."""
+    import threading
+
+    deep: list[Any] = []
+    cur = deep
+    for _ in range(10_000):
+        cur.append([])
+        cur = cur[0]
+    unchecked = task(lambda x: x)
+    for value, kind in ((threading.Lock(), "lock"), (deep, "list")):
+        with pytest.raises(TaskInputError, match=rf"argument 0 \({kind}\) cannot be sent"):
+            unchecked(value)
+    assert fake.jobs == []
+
+
+def test_decorating_a_task_again_is_refused() -> None:
+    """@task on a Task would silently keep the inner task's settings: refuse it and say what to decorate."""
+    inner = task(lambda x: x)
+    with pytest.raises(TypeError, match="already a task"):
+        task(timeout=5)(inner)

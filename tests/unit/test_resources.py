@@ -64,3 +64,24 @@ def test_request_above_limit_raises_at_decoration() -> None:
     with pytest.raises(ResourceSpecError, match="requests.mem='2Gi' is above limits.mem='1Gi'"):
         @task(requests=Resources(mem="2Gi"), limits=Resources(mem="1Gi"))
         def f() -> None: ...
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("cpu", "1e309", "between 1m"), ("cpu", "1e-12", "between 1m"), ("cpu", 10**7, "between 1m"),
+    ("mem", 10**30, "at most 8Ei"), ("gpu", 10**6, "at most 1024"),
+])
+def test_numbers_that_cannot_work_are_refused_when_constructed(field: str, value: object, match: str) -> None:
+    """Overflowing or vanishing quantities are a ResourceSpecError naming the field, never a late OverflowError."""
+    with pytest.raises(ResourceSpecError, match=rf"Resources\.{field}=.*{match}"):
+        Resources(**{field: value})
+
+
+def test_limits_docker_cannot_enforce_are_refused_at_decoration() -> None:
+    """A CPU limit under 10m (NanoCpus would round to 0: no limit at all) or memory under 6Mi fails at decoration."""
+    from dockertask import task
+
+    with pytest.raises(ResourceSpecError, match="at least 0.01 cores"):
+        task(limits=Resources(cpu="5m"))(lambda: None)
+    with pytest.raises(ResourceSpecError, match="at least 6Mi"):
+        task(requests=Resources(mem="1Mi"))(lambda: None)
+    task(requests=Resources(cpu="5m"), limits=Resources(cpu="1"))(lambda: None)  # a tiny request is a fine weight
