@@ -15,8 +15,11 @@ import hashlib
 import json
 import math
 import os
+import sys
 import tempfile
+import types
 import uuid
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -83,9 +86,65 @@ def hash_inputs(inputs: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def cache_key(task_name: str, cache_version: str, interface_fingerprint: str, inputs: Mapping[str, Any]) -> str:
-    parts = [task_name, cache_version, interface_fingerprint, hash_inputs(inputs)]
+def cache_key(task_name: str, cache_version: str, interface_fingerprint: str, inputs: Mapping[str, Any],
+              code_fingerprint: str = "") -> str:
+    parts = [task_name, cache_version, interface_fingerprint, code_fingerprint, hash_inputs(inputs)]
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
+
+
+def code_fingerprint(function: Any, source_text: str) -> str:
+    """What the code is: the function's source, and the content of every project module it reaches.
+
+    The task's ``version`` cannot serve: in a git checkout it stays ``<sha>-dirty`` whatever the
+    edit. Modules are found by walking the function's globals, closures and nested code (and,
+    through them, the project functions, classes and modules they use); the standard library and
+    installed packages are left out, as they are when the call is pickled.
+    """
+    from .payload import is_user_module
+
+    files: dict[str, str] = {}
+    seen: set[int] = set()
+
+    def visit_code(code: types.CodeType, namespace: Mapping[str, Any]) -> None:
+        for name in code.co_names:
+            if name in namespace:
+                visit(namespace[name])
+        for const in code.co_consts:
+            if isinstance(const, types.CodeType):
+                visit_code(const, namespace)
+
+    def visit(obj: Any) -> None:
+        if id(obj) in seen:
+            return
+        seen.add(id(obj))
+        module = obj if isinstance(obj, types.ModuleType) else sys.modules.get(getattr(obj, "__module__", "") or "")
+        if module is None or not (is_user_module(module) or module.__name__ == "__main__"):
+            return
+        path = getattr(module, "__file__", None)
+        if path and module.__name__ not in files:
+            try:
+                files[module.__name__] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+            except OSError:
+                files[module.__name__] = "unreadable"
+        if isinstance(obj, types.FunctionType):
+            visit_code(obj.__code__, obj.__globals__)
+            for cell in obj.__closure__ or ():
+                try:
+                    visit(cell.cell_contents)
+                except ValueError:  # an empty cell
+                    pass
+        elif isinstance(obj, type):
+            for value in vars(obj).values():
+                visit(getattr(value, "__func__", value))
+        elif isinstance(obj, types.ModuleType):
+            for value in list(vars(obj).values()):
+                visit(value)
+
+    visit(function)
+    digest = hashlib.sha256(source_text.encode())
+    for name in sorted(files):
+        digest.update(f"\x00{name}\x00{files[name]}".encode())
+    return digest.hexdigest()
 
 
 def cache_dir() -> Path:
@@ -116,12 +175,21 @@ class Cache:
         return self.directory / f"{key}.pkl", self.directory / f"{key}.json", self.directory / f"{key}.lock"
 
     def get(self, key: str) -> tuple[bool, Any]:
+        """(True, value) on a hit; a missing or damaged entry is a miss (a damaged one with a warning)."""
         pkl, _, _ = self._paths(key)
         try:
             data = pkl.read_bytes()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return False, None
-        return True, cloudpickle.loads(data)
+        except OSError as exc:
+            warnings.warn(f"cache entry {pkl} cannot be read ({exc}); running the task", RuntimeWarning, stacklevel=3)
+            return False, None
+        try:
+            return True, cloudpickle.loads(data)
+        except Exception as exc:  # truncated, empty, garbage, or a class that no longer exists
+            warnings.warn(f"cache entry {pkl} is damaged ({type(exc).__name__}: {exc}); treating it as a miss, "
+                          "the task's result will replace it", RuntimeWarning, stacklevel=3)
+            return False, None
 
     def put(self, key: str, value: Any, task: str, cache_version: str) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -131,7 +199,8 @@ class Cache:
                 "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "size": len(data)}
         # Value first, each by rename: a reader sees a whole entry or none, never half a file.
         for path, payload in ((pkl, data), (meta, json.dumps(info).encode())):
-            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-")
+            # The writer's pid in the name: a sweep can tell a dead writer's leftover from a live write.
+            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".tmp-{os.getpid()}-")
             try:
                 with os.fdopen(fd, "wb") as f:
                     f.write(payload)
@@ -149,7 +218,25 @@ class Cache:
         with filelock.FileLock(str(self._paths(key)[2])):
             yield
 
+    def sweep_temps(self) -> int:
+        """Remove temp files of writes that were killed half-way (their writer is gone); how many."""
+        removed = 0
+        for tmp in self.directory.glob(".tmp-*"):
+            writer = tmp.name.split("-")[1]
+            if writer.isdigit():
+                gone = not _alive(int(writer))
+            else:  # written before temp names carried the pid: stale once an hour old
+                try:
+                    gone = tmp.stat().st_mtime < dt.datetime.now().timestamp() - 3600
+                except OSError:
+                    continue
+            if gone:
+                tmp.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
     def entries(self) -> list[Entry]:
+        self.sweep_temps()
         out = []
         for meta in sorted(self.directory.glob("*.json")):
             try:
@@ -170,6 +257,16 @@ class Cache:
                 path.unlink(missing_ok=True)
             removed += 1
         return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def list_entries() -> list[Entry]:

@@ -63,7 +63,8 @@ _BY_VALUE_DECIDED: dict[str, bool] = {}
 _REGISTER_LOCK = threading.Lock()
 
 
-def _is_user_module(module: ModuleType) -> bool:
+def is_user_module(module: ModuleType) -> bool:
+    """True for the user's own code: not the standard library, site-packages, dockertask or cloudpickle."""
     path = getattr(module, "__file__", None)
     name = module.__name__
     if not path or name == "__main__" or name.split(".")[0] in ("dockertask", "cloudpickle"):
@@ -82,7 +83,7 @@ def register_user_modules() -> None:
         for name, module in list(sys.modules.items()):
             if name in _BY_VALUE_DECIDED or module is None:
                 continue
-            by_value = _is_user_module(module)
+            by_value = is_user_module(module)
             _BY_VALUE_DECIDED[name] = by_value
             if by_value:
                 cloudpickle.register_pickle_by_value(module)

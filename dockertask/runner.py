@@ -72,7 +72,7 @@ def call(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], ba
     key = None
     if spec.cache:
         try:
-            key = cache_key(spec.name, spec.cache_version, task.interface.fingerprint(), bound.arguments)
+            key = key_for(task, bound.arguments)
         except NotHashable as exc:
             warnings.warn(f"task {spec.name}: {exc}; running without the cache", RuntimeWarning, stacklevel=3)
     if key is None:
@@ -89,6 +89,12 @@ def call(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], ba
         value = _attempts(task, bound.args, bound.kwargs, backend or default_backend())
         store.put(key, value, spec.name, spec.cache_version)
         return value
+
+
+def key_for(task: Task[Any, Any], arguments: dict[str, Any]) -> str:
+    """The cache key of a call: name, cache_version, interface, code (see cache.code_fingerprint), inputs."""
+    spec = task.spec
+    return cache_key(spec.name, spec.cache_version, task.interface.fingerprint(), arguments, task.code_fingerprint)
 
 
 def _ensure_image(backend: Backend, ref: str) -> None:

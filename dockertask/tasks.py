@@ -180,6 +180,14 @@ class Task(Generic[P, R]):
     def name(self) -> str:
         return self.spec.name
 
+    @functools.cached_property
+    def code_fingerprint(self) -> str:
+        """A hash of the code this task runs (its source and the project modules it uses), for the cache key.
+        Computed once per process: the code a process runs does not change under it."""
+        from .cache import code_fingerprint
+
+        return code_fingerprint(self.function, self.spec.source_text)
+
     def __repr__(self) -> str:
         return f"<dockertask.Task {self.spec.name}>"
 

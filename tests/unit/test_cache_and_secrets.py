@@ -105,3 +105,66 @@ def test_module_level_cache_api_uses_the_configured_dir(tmp_path: Path, monkeypa
     Cache().put("k", 1, "m.f", "v1")
     assert [(e.task, e.cache_version) for e in cache.list_entries()] == [("m.f", "v1")]
     assert cache.clear() == 1 and cache.list_entries() == []
+
+
+KEY_SCRIPT = """
+import sys
+sys.path.insert(0, {root!r})
+import flows
+from dockertask import runner
+print(runner.key_for(flows.bump, {{"x": 1}}))
+"""
+
+
+def _key_in_fresh_process(root: Path) -> str:
+    out = subprocess.run([sys.executable, "-c", KEY_SCRIPT.format(root=str(root))], capture_output=True, text=True,
+                         cwd=root, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_cache_key_changes_with_the_code_in_a_git_checkout_and_out_of_one(tmp_path: Path) -> None:
+    """An edit to the task or to a project module it uses gives a new key, even while the version stays '-dirty'."""
+    (tmp_path / "helpers.py").write_text("def step():\n    return 1\n")
+    (tmp_path / "flows.py").write_text("from dockertask import task\nimport helpers\n\n"
+                                       "@task(cache=True)\ndef bump(x: int) -> int:\n    return x + helpers.step()\n")
+    first = _key_in_fresh_process(tmp_path)
+    assert _key_in_fresh_process(tmp_path) == first  # same code, another process: same key
+    for git in (["init", "-q"], ["add", "."], ["-c", "user.email=a@b", "-c", "user.name=a", "commit", "-qm", "x"]):
+        subprocess.run(["git", *git], cwd=tmp_path, check=True)
+    committed = _key_in_fresh_process(tmp_path)
+    (tmp_path / "flows.py").write_text((tmp_path / "flows.py").read_text().replace("helpers.step()", "100"))
+    edited_task = _key_in_fresh_process(tmp_path)
+    (tmp_path / "flows.py").write_text((tmp_path / "flows.py").read_text().replace("100", "helpers.step()"))
+    assert _key_in_fresh_process(tmp_path) == committed
+    (tmp_path / "helpers.py").write_text("def step():\n    return 2\n")
+    edited_helper = _key_in_fresh_process(tmp_path)
+    assert len({committed, edited_task, edited_helper}) == 3
+
+
+@pytest.mark.parametrize("damage", [b"", b"garbage\x00\x01", b"\x80\x05\x95"], ids=["empty", "garbage", "truncated"])
+def test_a_damaged_entry_is_a_miss_with_a_warning_and_is_replaced(tmp_path: Path, damage: bytes) -> None:
+    """A damaged value file reads as a miss (RuntimeWarning), never an error; the next put replaces it."""
+    store = Cache(tmp_path)
+    store.put("k", {"v": 1}, "t", "1")
+    (tmp_path / "k.pkl").write_bytes(damage)
+    with pytest.warns(RuntimeWarning, match="damaged"):
+        assert store.get("k") == (False, None)
+    store.put("k", {"v": 2}, "t", "1")
+    assert store.get("k") == (True, {"v": 2})
+
+
+def test_temp_files_of_a_killed_cache_write_are_swept(tmp_path: Path) -> None:
+    """A .tmp-* file whose writer died is removed by list and clear; a live writer's is left alone."""
+    import os
+
+    store = Cache(tmp_path)
+    store.put("k", 1, "t", "1")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    (tmp_path / f".tmp-{dead}-abc").write_bytes(b"x" * 1000)
+    (tmp_path / f".tmp-{os.getpid()}-def").write_bytes(b"y")
+    (tmp_path / ".tmp-oldstyle").write_bytes(b"z")
+    os.utime(tmp_path / ".tmp-oldstyle", (0, 0))
+    assert [e.key for e in store.entries()] == ["k"]
+    assert sorted(p.name for p in tmp_path.glob(".tmp-*")) == [f".tmp-{os.getpid()}-def"]
