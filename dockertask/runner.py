@@ -46,10 +46,12 @@ _ensured: set[str] = set()
 
 
 def print_line(stream: str, line: str) -> None:
-    """The default output sink: the task's lines on the host's stdout/stderr, whole lines only."""
+    """The default output sink: the task's lines on the host's stdout/stderr.
+
+    A line ending in ``\r`` is a progress update: written as it is, so the terminal redraws it."""
     target = sys.stdout if stream == "stdout" else sys.stderr
     with _print_lock:
-        target.write(line + "\n")
+        target.write(line if line.endswith("\r") else line + "\n")
         target.flush()
 
 

@@ -1,0 +1,82 @@
+"""Fault injection on a real engine: output floods, hostile tasks, results the host cannot load.
+
+Every test here names a fault a user met (issue #7) and pins what they get instead: a typed
+dockertask error (or their own exception), bounded time and memory, and nothing left behind.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from dockertask import runner, task
+
+MiB = 1024 * 1024
+
+
+class Sink:
+    """Stands in for the terminal: counts what arrives, when, and the longest piece."""
+
+    def __init__(self) -> None:
+        self.bytes = 0
+        self.longest = 0
+        self.pieces: list[tuple[float, str, str]] = []
+
+    def __call__(self, stream: str, line: str) -> None:
+        self.bytes += len(line)
+        self.longest = max(self.longest, len(line))
+        if len(self.pieces) < 1000:
+            self.pieces.append((time.monotonic(), stream, line[:40]))
+
+
+@pytest.fixture
+def sink(monkeypatch: pytest.MonkeyPatch) -> Sink:
+    s = Sink()
+    monkeypatch.setattr(runner, "print_line", s)
+    return s
+
+
+@task
+def flood(mib: int, stream: str) -> int:
+    import sys
+
+    out = sys.stdout if stream == "stdout" else sys.stderr
+    chunk = "x" * MiB
+    for _ in range(mib):
+        out.write(chunk)
+    out.flush()
+    return mib
+
+
+@pytest.mark.parametrize("stream", ["stdout", "stderr"])
+def test_output_without_newlines_takes_linear_time_and_bounded_pieces(sink: Sink, stream: str) -> None:
+    """50 MiB written without a newline arrives whole, in bounded pieces, in seconds (it was 27 s, quadratic)."""
+    start = time.monotonic()
+    assert flood(50, stream) == 50
+    elapsed = time.monotonic() - start
+    assert sink.bytes == 50 * MiB
+    assert sink.longest <= 64 * 1024
+    assert elapsed < 12, f"{elapsed:.1f} s for 50 MiB"
+
+
+@task
+def progress_bar() -> str:
+    import sys
+    import time as t
+
+    for pct in (10, 50, 90):
+        sys.stderr.write(f"{pct}%\r")
+        sys.stderr.flush()
+        t.sleep(0.8)
+    sys.stderr.write("done\n")
+    return "ok"
+
+
+def test_carriage_return_updates_are_shown_live(sink: Sink) -> None:
+    """A \\r progress bar's updates reach the host as they are written, not when the task ends."""
+    assert progress_bar() == "ok"
+    ended = time.monotonic()
+    updates = [(at, line) for at, _, line in sink.pieces if line.endswith("\r")]
+    assert [line for _, line in updates] == ["10%\r", "50%\r", "90%\r"]
+    assert ended - updates[0][0] > 1.5, "the first update arrived only at the end"
