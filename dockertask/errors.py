@@ -34,7 +34,13 @@ class TaskInputError(DockerTaskError, TypeError):
 
 
 class TaskOutputError(DockerTaskError, TypeError):
-    """The task returned a value that does not match its return annotation."""
+    """The task returned a value that does not match its return annotation, or one this host
+    cannot load (its class exists only in the image): then ``raw_result`` holds the pickled value,
+    so it can be loaded once the missing package is installed, without running the task again."""
+
+    def __init__(self, message: str, *, raw_result: bytes | None = None) -> None:
+        super().__init__(message)
+        self.raw_result = raw_result
 
 
 class TaskTimeoutError(DockerTaskError, TimeoutError):

@@ -13,6 +13,7 @@ fresh container; host-side validation (inputs, images, secrets, outputs) is neve
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import threading
 import uuid
@@ -30,6 +31,7 @@ from .errors import (
     TaskFailedError,
     TaskInterruptedError,
     TaskOOMError,
+    TaskOutputError,
     TaskTimeoutError,
 )
 from .plugins import DEFAULT_PIDS_LIMIT
@@ -223,21 +225,50 @@ def interpret(task: Task[Any, Any], outcome: ContainerOutcome) -> Any:
             exit_code=outcome.exit_code, logs_tail=outcome.logs_tail))
     meta = raw.meta
     if raw.status == "ok":
-        return payload.loads(raw.payload)
+        return _load_result(spec.name, outcome.image, raw.payload)
     if raw.status == "python_version":
         raise AttemptFailed(PythonVersionError(
             f"task {spec.name}: the image has Python {meta.get('image_python')} but the host has Python "
             f"{meta.get('host_python')}; dockertask needs the same major.minor on both (pickles are not "
             "portable across versions)"), retryable=False)
     if raw.status == "load_error":
+        missing = _missing_module(str(meta.get("message", ""))) if "ModuleNotFoundError" in str(meta.get("type")) \
+            else None
+        hint = (_image_hint(outcome.image, missing) if missing
+                else "a package the task imports may be missing from the image")
         raise AttemptFailed(TaskFailedError(
             f"task {spec.name}: could not load the task in the container: {meta.get('type')}: "
-            f"{meta.get('message')} (a package the task imports may be missing from the image)",
+            f"{meta.get('message')} ({hint})",
             type_name=str(meta.get("type", "")), remote_traceback=str(meta.get("traceback", ""))), retryable=False)
-    return _user_exception(spec.name, raw)
+    return _user_exception(spec.name, raw, outcome.image)
 
 
-def _user_exception(name: str, raw: payload.RawResult) -> Any:
+def _missing_module(message: str) -> str | None:
+    """'pandas' from "No module named 'pandas.core'" (the package to install is the top level)."""
+    m = re.search(r"No module named '([^']+)'", message)
+    return m.group(1).split(".")[0] if m else None
+
+
+def _image_hint(image: str, module: str) -> str:
+    return (f"image {image} has no module {module!r}: run the task on an image that has it, e.g. "
+            f"container_image=ImageSpec(name=..., packages=[{module!r}])")
+
+
+def _load_result(name: str, image: str, data: bytes) -> Any:
+    """The returned value; one this host cannot load is a TaskOutputError that keeps the bytes."""
+    try:
+        return payload.loads(data)
+    except Exception as exc:
+        missing = getattr(exc, "name", None) if isinstance(exc, ImportError) else None
+        what = (f"its class comes from module {missing!r}, which is in image {image} but not installed here: "
+                f"install it on the host (pip install ...)" if missing else f"{type(exc).__name__}: {exc}")
+        raise AttemptFailed(TaskOutputError(
+            f"task {name} succeeded, but its result cannot be loaded on this host: {what}. The pickled result is "
+            "kept in this error's raw_result: pickle.loads(err.raw_result) once that is fixed, without running "
+            "the task again", raw_result=data), retryable=False) from None
+
+
+def _user_exception(name: str, raw: payload.RawResult, image: str = "") -> Any:
     meta = raw.meta
     tb = str(meta.get("traceback", ""))
     exc: BaseException | None = None
@@ -257,6 +288,8 @@ def _user_exception(name: str, raw: payload.RawResult) -> Any:
     if not isinstance(exc, BaseException):
         exc = TaskFailedError(f"task {name} raised {meta.get('type')}: {meta.get('message')}\n{tb}",
                               type_name=str(meta.get("type", "")), remote_traceback=tb)
+    if isinstance(exc, ModuleNotFoundError) and (missing := exc.name or _missing_module(str(exc))):
+        exc.add_note(f"dockertask: {_image_hint(image, missing.split('.')[0])}")
     exc.__cause__ = RemoteTraceback(tb)
     raise AttemptFailed(exc)
 

@@ -7,6 +7,7 @@ dockertask error (or their own exception), bounded time and memory, and nothing 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 
@@ -80,3 +81,50 @@ def test_carriage_return_updates_are_shown_live(sink: Sink) -> None:
     updates = [(at, line) for at, _, line in sink.pieces if line.endswith("\r")]
     assert [line for _, line in updates] == ["10%\r", "50%\r", "90%\r"]
     assert ended - updates[0][0] > 1.5, "the first update arrived only at the end"
+
+
+FRAME_MODULE = "class Frame:\n    def __init__(self, rows):\n        self.rows = rows\n"
+
+
+@task
+def returns_image_only_object() -> object:
+    import os
+    import sys
+
+    os.makedirs("/tmp/imgonly", exist_ok=True)
+    with open("/tmp/imgonly/dt_image_only_mod.py", "w") as f:
+        f.write(FRAME_MODULE)
+    sys.path.insert(0, "/tmp/imgonly")
+    import dt_image_only_mod  # type: ignore[import-not-found]
+
+    return dt_image_only_mod.Frame([1, 2, 3])
+
+
+def test_a_result_the_host_cannot_load_is_a_task_output_error_that_keeps_the_bytes(tmp_path: Any,
+                                                                                    monkeypatch: Any) -> None:
+    """A result whose class exists only in the image: TaskOutputError naming the module, with the raw result kept."""
+    import pickle
+
+    from dockertask import TaskOutputError
+
+    with pytest.raises(TaskOutputError, match="dt_image_only_mod") as info:
+        returns_image_only_object()
+    assert "install" in str(info.value)
+    (tmp_path / "dt_image_only_mod.py").write_text(FRAME_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert pickle.loads(info.value.raw_result).rows == [1, 2, 3]  # the long task need not run again
+
+
+@task
+def needs_pandas() -> int:
+    import pandas  # type: ignore[import-not-found]  # noqa: F401
+
+    return 1
+
+
+def test_a_module_missing_in_the_image_names_the_image_and_the_fix() -> None:
+    """ModuleNotFoundError inside the container comes back as itself, with a note naming the image and ImageSpec."""
+    with pytest.raises(ModuleNotFoundError) as info:
+        needs_pandas()
+    notes = "\n".join(getattr(info.value, "__notes__", []))
+    assert "dockertask-runtime" in notes and "ImageSpec(" in notes and "packages=['pandas']" in notes
