@@ -80,9 +80,15 @@ def install_secrets(secrets):
         if not os.path.isdir(group_dir):
             os.makedirs(group_dir, 0o700)
         path = os.path.join(group_dir, item["key"] or item["group"])
+        if "value_b64" in item:  # a binary secret
+            import base64
+
+            data = base64.b64decode(item["value_b64"])
+        else:
+            data = item["value"].encode("utf-8")
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o400)
-        with os.fdopen(fd, "w") as f:
-            f.write(item["value"])
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
 
 
 def format_exc():

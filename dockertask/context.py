@@ -27,23 +27,34 @@ def env_var_name(prefix: str, group: str, key: str | None) -> str:
 class SecretsReader:
     """Reads secrets the way the container received them: env var first, then file."""
 
-    lookup: Callable[[str, str | None], str | None] | None = None
+    lookup: Callable[[str, str | None], str | bytes | None] | None = None
 
     def get(self, group: str, key: str | None = None) -> str:
+        """The secret as text; a binary one (not UTF-8) says to use ``get_bytes``."""
+        value = self.get_bytes(group, key)
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise SecretNotFoundError(f"secret group={group!r} key={key!r} is binary, not UTF-8 text: read it with "
+                                      "current_context().secrets.get_bytes(group, key)") from None
+
+    def get_bytes(self, group: str, key: str | None = None) -> bytes:
+        """The secret's exact bytes (for keystores, keys and other binary secrets)."""
+        value: str | bytes | None
         if self.lookup is not None:  # local runs: ask the host provider chain
             value = self.lookup(group, key)
         else:
             value = os.environ.get(env_var_name("_FSEC_", group, key))
             path = os.path.join(SECRETS_DIR, group, key or group)
             if value is None and os.path.exists(path):
-                with open(path) as f:
+                with open(path, "rb") as f:
                     value = f.read()
         if value is None:
             raise SecretNotFoundError(
                 f"secret group={group!r} key={key!r} was not requested by this task "
                 "(add it to secret_requests=[Secret(group, key)])"
             )
-        return value
+        return value.encode("utf-8") if isinstance(value, str) else value
 
 
 @dataclass(frozen=True)

@@ -166,7 +166,8 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [""])[0]
 
 
-def build_job(task: Task[Any, Any], image: str, envelope: payload.Envelope, secret_values: dict[secrets.Secret, str],
+def build_job(task: Task[Any, Any], image: str, envelope: payload.Envelope,
+              secret_values: dict[secrets.Secret, secrets.SecretValue],
               run_id: str, attempt: int, interruptible: bool) -> ContainerJob:
     spec = task.spec
     header = {"task": spec.name, "attempt": attempt, "run_id": run_id}
@@ -178,7 +179,7 @@ def build_job(task: Task[Any, Any], image: str, envelope: payload.Envelope, secr
     host_config["pids_limit"] = DEFAULT_PIDS_LIMIT
     host_config.update(task.container_options.host_config)
     if secret_values:
-        host_config["tmpfs"] = dict(secrets.SECRETS_TMPFS)
+        host_config["tmpfs"] = secrets.tmpfs_for(secret_values)
     labels = {
         "dockertask.run-id": run_id,
         "dockertask.task": spec.name,

@@ -9,6 +9,7 @@ an image layer, or the log stream. The bootstrap writes FILE secrets to a tmpfs.
 
 from __future__ import annotations
 
+import base64
 import enum
 import json
 import os
@@ -25,6 +26,9 @@ SECRETS_MOUNT = "/etc/secrets"
 # tmpfs options: world-writable root (sticky) so a non-root USER can create its group dir,
 # which the bootstrap makes 0700 with files 0400: readable by the task's user only.
 SECRETS_TMPFS = {SECRETS_MOUNT: "rw,noexec,nosuid,nodev,size=4m,mode=1777"}
+# What one call's secrets may weigh: they travel on stdin and sit in a tmpfs (RAM) in the container.
+MAX_SECRETS_BYTES = 64 * 2**20
+SecretValue = str | bytes  # bytes when the value is not UTF-8 text (a keystore, a key file)
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 
@@ -67,8 +71,8 @@ class Secret:
 
 
 class SecretProvider(Protocol):
-    def get(self, group: str, key: str | None) -> str | None:
-        """The value, or None when this provider does not have it."""
+    def get(self, group: str, key: str | None) -> SecretValue | None:
+        """The value (str, or bytes for binary secrets), or None when this provider does not have it."""
         ...
 
 
@@ -90,12 +94,22 @@ class DirectoryProvider:
         d = self._directory or os.environ.get("DOCKERTASK_SECRETS_DIR") or Path.home() / ".dockertask" / "secrets"
         return Path(d)
 
-    def get(self, group: str, key: str | None) -> str | None:
+    def get(self, group: str, key: str | None) -> SecretValue | None:
         path = self.directory / group / (key or group)
         try:
-            return path.read_text()
+            data = path.read_bytes()
         except (FileNotFoundError, NotADirectoryError):
             return None
+        except IsADirectoryError:
+            raise SecretNotFoundError(f"secret group={group!r} key={key!r}: {path} is a directory; expected a "
+                                      "file holding the value") from None
+        except OSError as exc:
+            raise SecretNotFoundError(f"secret group={group!r} key={key!r}: {path} cannot be read: "
+                                      f"{exc.strerror or exc}") from None
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            return data  # a binary secret: the task reads it with secrets.get_bytes or from its file
 
 
 _providers: list[SecretProvider] = [EnvProvider(), DirectoryProvider()]
@@ -108,7 +122,7 @@ def register_provider(provider: SecretProvider, *, first: bool = True) -> None:
         _providers.insert(0, provider) if first else _providers.append(provider)
 
 
-def lookup(group: str, key: str | None) -> str | None:
+def lookup(group: str, key: str | None) -> SecretValue | None:
     with _providers_lock:
         chain = list(_providers)
     for provider in chain:
@@ -118,9 +132,9 @@ def lookup(group: str, key: str | None) -> str | None:
     return None
 
 
-def resolve(requests: tuple[Secret, ...], task_name: str) -> dict[Secret, str]:
-    """Every requested value, or SecretNotFoundError before anything starts."""
-    values = {}
+def resolve(requests: tuple[Secret, ...], task_name: str) -> dict[Secret, SecretValue]:
+    """Every requested value, or SecretNotFoundError (naming group and key) before anything starts."""
+    values: dict[Secret, SecretValue] = {}
     for s in requests:
         value = lookup(s.group, s.key)
         if value is None:
@@ -129,14 +143,42 @@ def resolve(requests: tuple[Secret, ...], task_name: str) -> dict[Secret, str]:
                 f"set {env_var_name('DOCKERTASK_SECRET_', s.group, s.key)} or write it to "
                 f"{DirectoryProvider().directory / s.group / (s.key or s.group)}"
             )
+        if s.mount_requirement is MountType.ENV_VAR and (isinstance(value, bytes) or "\x00" in value):
+            raise SecretNotFoundError(
+                f"task {task_name}: secret group={s.group!r} key={s.key!r} is binary (or holds a NUL) and cannot be "
+                "an environment variable; request it as a FILE secret (the default) and read it with "
+                "current_context().secrets.get_bytes(...)")
         values[s] = value
+    total = sum(_size(v) for v in values.values())
+    if total > MAX_SECRETS_BYTES:
+        biggest = max(values, key=lambda k: _size(values[k]))
+        raise SecretNotFoundError(
+            f"task {task_name}: its secrets are too large for the container ({total:,} bytes, the limit is "
+            f"{MAX_SECRETS_BYTES >> 20} MiB); the largest is group={biggest.group!r} key={biggest.key!r} "
+            f"({_size(values[biggest]):,} bytes): pass data that big as an argument instead")
     return values
 
 
-def to_json(values: dict[Secret, str]) -> bytes:
-    """The secrets frame the bootstrap reads from stdin."""
-    return json.dumps([
-        {"group": s.group, "key": s.key, "value": v, "env_name": s.env_name,
-         "mount": "env" if s.mount_requirement is MountType.ENV_VAR else "file"}
-        for s, v in values.items()
-    ]).encode()
+def _size(value: SecretValue) -> int:
+    return len(value) if isinstance(value, bytes) else len(value.encode())
+
+
+def tmpfs_for(values: dict[Secret, SecretValue]) -> dict[str, str]:
+    """The secrets tmpfs, sized to hold these values (4 MiB at least)."""
+    need = sum(_size(v) + 4096 for v in values.values())  # a block per file, for the metadata
+    mib = max(4, -(-need // 2**20) + 1)
+    return {SECRETS_MOUNT: f"rw,noexec,nosuid,nodev,size={mib}m,mode=1777"}
+
+
+def to_json(values: dict[Secret, SecretValue]) -> bytes:
+    """The secrets frame the bootstrap reads from stdin (binary values as base64)."""
+    items = []
+    for s, v in values.items():
+        item: dict[str, Any] = {"group": s.group, "key": s.key, "env_name": s.env_name,
+                                "mount": "env" if s.mount_requirement is MountType.ENV_VAR else "file"}
+        if isinstance(v, bytes):
+            item["value_b64"] = base64.b64encode(v).decode()
+        else:
+            item["value"] = v
+        items.append(item)
+    return json.dumps(items).encode()

@@ -230,7 +230,7 @@ class Task(Generic[P, R]):
         secrets.resolve(self.spec.secret_requests, self.spec.name)
         requested = {(s.group, s.key) for s in self.spec.secret_requests}
 
-        def lookup(group: str, key: str | None) -> str | None:
+        def lookup(group: str, key: str | None) -> str | bytes | None:
             return secrets.lookup(group, key) if (group, key) in requested else None
 
         token = enter_local(ExecutionContext(task_name=self.spec.name, attempt=1,

@@ -223,3 +223,22 @@ def test_a_default_process_limit_applies_and_docker_pids_limit_changes_it() -> N
     assert limited(500) < 64
     unlimited = task(task_config=Docker(pids_limit=0))(_pids_max)
     assert unlimited() == "max"
+
+
+@task(secret_requests=[Secret("tls", "p12"), Secret("big", "blob")])
+def read_binary_secrets() -> tuple[bytes, bytes, int]:
+    with open("/etc/secrets/tls/p12", "rb") as f:
+        from_file = f.read()
+    secrets = current_context().secrets
+    return from_file, secrets.get_bytes("tls", "p12"), len(secrets.get("big", "blob"))
+
+
+def test_binary_and_large_secrets_reach_the_task_byte_exact(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A non-UTF-8 secret arrives byte for byte (file and get_bytes); a 6 MiB one fits (the tmpfs is sized to it)."""
+    binary = bytes(range(256)) * 4
+    (tmp_path / "tls").mkdir()
+    (tmp_path / "tls" / "p12").write_bytes(binary)
+    (tmp_path / "big").mkdir()
+    (tmp_path / "big" / "blob").write_text("k" * (6 << 20))
+    monkeypatch.setenv("DOCKERTASK_SECRETS_DIR", str(tmp_path))
+    assert read_binary_secrets() == (binary, binary, 6 << 20)

@@ -168,3 +168,42 @@ def test_temp_files_of_a_killed_cache_write_are_swept(tmp_path: Path) -> None:
     os.utime(tmp_path / ".tmp-oldstyle", (0, 0))
     assert [e.key for e in store.entries()] == ["k"]
     assert sorted(p.name for p in tmp_path.glob(".tmp-*")) == [f".tmp-{os.getpid()}-def"]
+
+
+def test_a_binary_secret_file_is_bytes_not_a_decode_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A secret file that is not UTF-8 (a keystore, a key) resolves to bytes; a text one stays str."""
+    monkeypatch.setenv("DOCKERTASK_SECRETS_DIR", str(tmp_path))
+    (tmp_path / "tls").mkdir()
+    (tmp_path / "tls" / "p12").write_bytes(b"\x00\xff\xfe binary")
+    (tmp_path / "tls" / "pem").write_text("-----BEGIN-----")
+    p12, pem = Secret("tls", "p12"), Secret("tls", "pem")
+    assert secrets_mod.resolve((p12, pem), "t") == {p12: b"\x00\xff\xfe binary", pem: "-----BEGIN-----"}
+
+
+def test_a_binary_secret_cannot_be_an_env_var(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ENV_VAR secrets must be text without NUL: said on the host, naming the secret."""
+    monkeypatch.setenv("DOCKERTASK_SECRETS_DIR", str(tmp_path))
+    (tmp_path / "tls").mkdir()
+    (tmp_path / "tls" / "p12").write_bytes(b"\x00\xff")
+    with pytest.raises(SecretNotFoundError, match=r"group='tls' key='p12'.*FILE"):
+        secrets_mod.resolve((Secret("tls", "p12", Secret.MountType.ENV_VAR),), "t")
+
+
+def test_a_directory_where_the_secret_should_be_is_a_clear_error(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A directory at the secret's path names group, key and path, instead of a bare IsADirectoryError."""
+    monkeypatch.setenv("DOCKERTASK_SECRETS_DIR", str(tmp_path))
+    (tmp_path / "db" / "password").mkdir(parents=True)
+    with pytest.raises(SecretNotFoundError, match=r"group='db' key='password'.*is a directory"):
+        secrets_mod.resolve((Secret("db", "password"),), "t")
+
+
+def test_secrets_too_large_for_the_container_are_refused_on_the_host(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Secrets over the in-container limit fail before any container, naming the secret and the limit."""
+    monkeypatch.setenv("DOCKERTASK_SECRETS_DIR", str(tmp_path))
+    (tmp_path / "big").mkdir()
+    (tmp_path / "big" / "blob").write_bytes(b"x" * (secrets_mod.MAX_SECRETS_BYTES + 1))
+    with pytest.raises(SecretNotFoundError, match=r"too large.*group='big' key='blob'"):
+        secrets_mod.resolve((Secret("big", "blob"),), "t")
+    assert secrets_mod.tmpfs_for({Secret("a", "b"): "x" * (6 << 20)})[secrets_mod.SECRETS_MOUNT].count("size=8m")
