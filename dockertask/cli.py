@@ -12,6 +12,7 @@ import importlib
 import inspect
 import json
 import sys
+import types
 import typing
 from pathlib import Path
 from typing import Any, NoReturn
@@ -128,8 +129,8 @@ def _click_type(annotation: Any) -> Any:
     if annotation is inspect.Parameter.empty:
         return JsonType(Any, fallback_to_str=True)
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    if typing.get_origin(annotation) is typing.Union and len(args) == 1:
-        annotation = args[0]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
+        annotation = args[0]  # Optional[X] and X | None take what X takes: a bare string for str
     simple = {int: click.INT, float: click.FLOAT, str: click.STRING, bool: click.BOOL}
     return simple.get(annotation) or JsonType(annotation)
 
@@ -141,17 +142,23 @@ def task_command(t: Task[Any, Any]) -> click.Command:
     for p in t.interface.params:
         if p.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
             continue
-        flags = [f"--{p.name}"] + ([f"--{p.name.replace('_', '-')}"] if "_" in p.name else [])
+        names = [p.name] + ([p.name.replace("_", "-")] if "_" in p.name else [])
         kind = "any (JSON or text)" if p.annotation is inspect.Parameter.empty else type_name(p.annotation)
+        shown = "" if p.required else f" [default: {p.default!r}]"
+        if p.annotation is bool:  # --flag / --no-flag, as a shell user expects of a boolean
+            params.append(click.Option(
+                [p.name, *(f"--{n}/--no-{n}" for n in names)], required=p.required, default=None,
+                help=f"bool{shown}"))
+            continue
         params.append(click.Option(
-            [p.name, *flags], type=_click_type(p.annotation), required=p.required, default=None,
-            help=f"{kind}" + ("" if p.required else f" [default: {p.default!r}]"),
+            [p.name, *(f"--{n}" for n in names)], type=_click_type(p.annotation), required=p.required, default=None,
+            help=f"{kind}{shown}",
         ))
     return click.Command(t.name, params=params, callback=lambda **kw: kw,
                          help=(t.function.__doc__ or "").strip() or f"Run task {t.name} in a container.")
 
 
-def _print_result(value: Any) -> None:
+def _result_text(value: Any) -> str:
     def default(o: Any) -> Any:
         if dataclasses.is_dataclass(o) and not isinstance(o, type):
             return dataclasses.asdict(o)
@@ -161,10 +168,9 @@ def _print_result(value: Any) -> None:
             return o.decode("utf-8", errors="replace")
         raise TypeError
     try:
-        text = json.dumps(value, default=default)
+        return json.dumps(value, default=default)
     except (TypeError, ValueError):
-        text = repr(value)
-    click.echo(text)
+        return repr(value)
 
 
 # -- commands ------------------------------------------------------------------------------
@@ -176,15 +182,22 @@ def main() -> None:
 
 
 @main.command(context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True})
+@click.option("--output", "-o", "output", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Write the result (JSON) to this file instead of stdout.")
 @click.argument("target", metavar="FILE.py:TASK")
 @click.argument("task_args", nargs=-1, type=click.UNPROCESSED)
-def run(target: str, task_args: tuple[str, ...]) -> None:
+def run(target: str, task_args: tuple[str, ...], output: str | None) -> None:
     """Run TASK from FILE.py in a container; --PARAM VALUE for each task parameter.
 
     Values are parsed from the annotations: numbers and text as given, lists, dicts and
-    dataclasses as JSON. The result is printed on stdout as JSON when it can be.
-    `dockertask run FILE.py:TASK --help` lists the task's parameters.
+    dataclasses as JSON, booleans as --flag/--no-flag. The result is printed on stdout as JSON
+    when it can be, and nothing else is: what the task prints goes to stderr, so
+    `x=$(dockertask run ...)` captures the result alone. `dockertask run FILE.py:TASK --help`
+    lists the task's parameters.
     """
+    from . import runner
+
+    runner.task_stdout_to_stderr()
     t = load_task(target)
     try:
         values = task_command(t).main(list(task_args), prog_name=f"dockertask run {target}", standalone_mode=False)
@@ -206,7 +219,11 @@ def run(target: str, task_args: tuple[str, ...]) -> None:
         if isinstance(cause, RemoteTraceback):
             click.echo(cause.tb.rstrip(), err=True)
         _fail(exc, 1)
-    _print_result(result)
+    text = _result_text(result)
+    if output is None:
+        click.echo(text)
+    else:
+        Path(output).write_text(text + "\n")
 
 
 @main.command(name="inspect")
@@ -255,7 +272,8 @@ def images_build(file: str) -> None:
 
 
 @images.command(name="list")
-def images_list() -> None:
+@click.option("--json", "as_json", is_flag=True, help="A JSON array (ref, kind, size, id, created).")
+def images_list(as_json: bool) -> None:
     """List the images dockertask built (default runtime and ImageSpecs)."""
     from .backends import default_backend
     from .images import MANAGED_LABEL
@@ -264,9 +282,15 @@ def images_list() -> None:
         found = default_backend().images(f"{MANAGED_LABEL}=true")
     except DockerTaskError as exc:
         _fail(exc, 1)
-    for img in sorted(found, key=lambda i: i.ref):
-        for ref in img.tags or (img.ref,):
-            click.echo(f"{ref}\t{img.labels.get('dockertask.kind', '')}\t{img.size / 1e6:.0f} MB")
+    rows: list[dict[str, Any]] = [
+        {"ref": ref, "kind": img.labels.get("dockertask.kind", ""), "size": img.size, "id": img.id,
+         "created": img.created}
+        for img in sorted(found, key=lambda i: i.ref) for ref in img.tags or (img.ref,)]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        click.echo(f"{row['ref']}\t{row['kind']}\t{int(row['size']) / 1e6:.0f} MB")
 
 
 @main.group()
@@ -275,12 +299,16 @@ def cache() -> None:
 
 
 @cache.command(name="list")
-def cache_list() -> None:
+@click.option("--json", "as_json", is_flag=True, help="A JSON array (key, task, cache_version, created, size).")
+def cache_list(as_json: bool) -> None:
     """List cached results: key, task, cache_version, created, size."""
     from .cache import Cache
 
     store = Cache()
     entries = store.entries()
+    if as_json:
+        click.echo(json.dumps([dataclasses.asdict(e) for e in entries], indent=2))
+        return
     for e in entries:
         click.echo(f"{e.key[:16]}\t{e.task}\t{e.cache_version or '-'}\t{e.created}\t{e.size} B")
     click.echo(f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'} in {store.directory}", err=True)

@@ -47,11 +47,21 @@ _print_lock = threading.Lock()
 _ensured: set[str] = set()
 
 
+# The command line sends a task's stdout to stderr, so that its own stdout is the result alone.
+_task_stdout_to_stderr = False
+
+
+def task_stdout_to_stderr(enabled: bool = True) -> None:
+    """Show what tasks print on stdout on the host's stderr instead (``dockertask run`` does)."""
+    global _task_stdout_to_stderr
+    _task_stdout_to_stderr = enabled
+
+
 def print_line(stream: str, line: str) -> None:
     """The default output sink: the task's lines on the host's stdout/stderr.
 
     A line ending in ``\r`` is a progress update: written as it is, so the terminal redraws it."""
-    target = sys.stdout if stream == "stdout" else sys.stderr
+    target = sys.stdout if stream == "stdout" and not _task_stdout_to_stderr else sys.stderr
     with _print_lock:
         target.write(line if line.endswith("\r") else line + "\n")
         target.flush()

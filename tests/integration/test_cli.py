@@ -34,9 +34,8 @@ def test_run_parses_json_params_and_prints_json() -> None:
     out = dt("run", f"{FLOWS}:total", "--boxes", '[{"w": 2, "h": 3}, {"w": 1, "h": 1}]', "--scale", "2",
              "--labels", '{"a": 1}')
     assert out.returncode == 0, out.stderr
-    lines = out.stdout.strip().splitlines()
-    assert lines[0] == "computing 2"
-    assert json.loads(lines[-1]) == {"area": 14.0, "labels": 1.0}
+    assert json.loads(out.stdout) == {"area": 14.0, "labels": 1.0}  # stdout is the result alone: scriptable
+    assert "computing 2" in out.stderr.splitlines()  # the task's own prints go to stderr
 
 
 def test_task_help_lists_its_parameters() -> None:
@@ -99,3 +98,35 @@ def test_doctor_reports_a_healthy_setup() -> None:
     out = dt("doctor")
     assert out.returncode == 0, out.stdout
     assert "Docker engine" in out.stdout and "default image" in out.stdout and "Python 3." in out.stdout
+
+
+def test_run_writes_the_result_to_a_file_with_output(tmp_path: Path) -> None:
+    """--output FILE puts the JSON result in FILE instead of stdout."""
+    target = tmp_path / "result.json"
+    out = dt("run", "--output", str(target), f"{FLOWS}:cached_square", "--x", "5")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(target.read_text()) == 25 and out.stdout == ""
+
+
+def test_booleans_take_flag_and_no_flag_and_optional_strings_take_bare_text() -> None:
+    """A bool parameter is --flag/--no-flag; an Optional[str] one takes plain text, not JSON."""
+    out = dt("run", f"{FLOWS}:describe", "--loud", "--name", "ada")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == "ADA"
+    assert json.loads(dt("run", f"{FLOWS}:describe", "--no-loud", "--name", "ada").stdout) == "ada"
+    assert json.loads(dt("run", f"{FLOWS}:describe", "--no-loud").stdout) == "nobody"
+
+
+def test_list_commands_speak_json_with_json() -> None:
+    """`cache list --json` and `images list --json` print a JSON array a script can read."""
+    assert dt("run", f"{FLOWS}:cached_square", "--x", "3").returncode == 0
+    entries = json.loads(dt("cache", "list", "--json").stdout)
+    assert [e["task"] for e in entries] == ["pkg.flows.cached_square"] and entries[0]["size"] > 0
+    images = json.loads(dt("images", "list", "--json").stdout)
+    assert any(i["kind"] == "default" and i["ref"].startswith("dockertask-runtime:") for i in images)
+
+
+def test_python_dash_m_dockertask_is_the_cli() -> None:
+    """`python -m dockertask` works where the console script is not on PATH."""
+    out = subprocess.run([sys.executable, "-m", "dockertask", "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "Usage:" in out.stdout and "run" in out.stdout

@@ -21,3 +21,9 @@ def explode(msg: str) -> None:
 @task(cache=True, cache_version="7")
 def cached_square(x: int) -> int:
     return x * x
+
+
+@task
+def describe(loud: bool = False, name: str | None = None) -> str:
+    text = name or "nobody"
+    return text.upper() if loud else text
