@@ -40,7 +40,9 @@ def run_checks(fix: bool = False) -> int:
     except DockerTaskError as exc:
         _line(False, "Docker engine reachable", str(exc))
         return 1
-    _line(True, f"Docker engine {info.get('ServerVersion')} reachable ({info.get('Driver')}, "
+    where = getattr(backend, "location", None)
+    at = f" at {where.base_url} (found through {where.how})" if where is not None else ""
+    _line(True, f"Docker engine {info.get('ServerVersion')} reachable{at} ({info.get('Driver')}, "
                 f"cgroup v{info.get('CgroupVersion', '1')})")
     ref = default_image_ref()
     present = backend.image_info(ref) is not None

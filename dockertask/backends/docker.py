@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import io
+import os
 import re
 import socket
 import threading
@@ -38,6 +39,7 @@ from ..errors import (
     UnsupportedResourceError,
 )
 from ..payload import FrameDecoder
+from . import discovery
 from .base import ContainerJob, ContainerOutcome, ImageInfo, OutputSink
 
 HOW_TO_START = (
@@ -78,8 +80,25 @@ def _shutdown(sock: Any) -> None:
         pass
 
 
-def _unavailable(exc: Exception) -> DockerUnavailableError:
-    return DockerUnavailableError(f"no Docker engine is reachable ({exc}); {HOW_TO_START}")
+def _unavailable(exc: Exception, where: discovery.EngineLocation | None = None) -> DockerUnavailableError:
+    at = f" at {where.base_url} (found through {where.how})" if where is not None else ""
+    return DockerUnavailableError(f"no Docker engine is reachable{at} ({exc}); {HOW_TO_START}")
+
+
+# Create, start, inspect, kill, remove: a busy engine on 2 cores takes seconds, never a minute.
+# (wait is bounded by the task's own timeout; builds and imports by theirs.)
+CALL_TIMEOUT = 60
+
+
+def _first_contact_timeout() -> float:
+    raw = os.environ.get("DOCKERTASK_ENGINE_TIMEOUT", "10")
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 3600:
+        raise DockerUnavailableError(f"DOCKERTASK_ENGINE_TIMEOUT={raw!r}: expected seconds between 0 and 3600")
+    return value
 
 
 _BREAK = re.compile(rb"\r\n|\n|\r")
@@ -195,12 +214,17 @@ class DockerBackend:
     """Runs jobs on the engine named by the environment (DOCKER_HOST, or the local socket)."""
 
     def __init__(self, client: docker.APIClient | None = None) -> None:
+        self.location = discovery.EngineLocation(getattr(client, "base_url", ""), "given") if client else None
         if client is None:
+            self.location = discovery.locate()
             try:
-                env = docker.utils.kwargs_from_env()
-                client = docker.APIClient(version="auto", timeout=120, **env)
+                # The first contact (API version) is bounded tightly: an engine that accepts connections
+                # but never answers is reported in seconds, not after requests' 120 s.
+                client = docker.APIClient(version="auto", timeout=_first_contact_timeout(),
+                                          **self.location.client_kwargs)
             except DockerException as exc:
-                raise _unavailable(exc) from None
+                raise _unavailable(exc, self.location) from None
+            client.timeout = CALL_TIMEOUT
         self.api = client
 
     # -- running -------------------------------------------------------------------------

@@ -98,6 +98,7 @@ def test_doctor_reports_a_healthy_setup() -> None:
     out = dt("doctor")
     assert out.returncode == 0, out.stdout
     assert "Docker engine" in out.stdout and "default image" in out.stdout and "Python 3." in out.stdout
+    assert "found through" in out.stdout
 
 
 def test_run_writes_the_result_to_a_file_with_output(tmp_path: Path) -> None:

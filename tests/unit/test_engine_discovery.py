@@ -1,0 +1,100 @@
+"""Finding the engine as the docker CLI does, and failing fast when it does not answer (no engine needed)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dockertask import DockerUnavailableError
+from dockertask.backends import discovery
+
+
+def test_docker_host_comes_first() -> None:
+    """DOCKER_HOST wins over everything else, and says so."""
+    found = discovery.locate({"DOCKER_HOST": "tcp://127.0.0.1:2375"})
+    assert (found.base_url, found.how) == ("tcp://127.0.0.1:2375", "DOCKER_HOST")
+
+
+def _context(config_dir: Path, name: str, host: str) -> None:
+    meta = config_dir / "contexts" / "meta" / hashlib.sha256(name.encode()).hexdigest()
+    meta.mkdir(parents=True)
+    (meta / "meta.json").write_text(json.dumps({"Name": name, "Metadata": {},
+                                                "Endpoints": {"docker": {"Host": host, "SkipTLSVerify": False}}}))
+
+
+def test_the_active_docker_context_is_honoured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without DOCKER_HOST, the current `docker context` (config or DOCKER_CONTEXT) names the engine."""
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    (tmp_path / "config.json").write_text(json.dumps({"currentContext": "remote"}))
+    _context(tmp_path, "remote", "tcp://127.0.0.2:2375")
+    _context(tmp_path, "other", "tcp://127.0.0.3:2375")
+    found = discovery.locate({})
+    assert (found.base_url, found.how) == ("tcp://127.0.0.2:2375", "docker context 'remote'")
+    assert discovery.locate({"DOCKER_CONTEXT": "other"}).base_url == "tcp://127.0.0.3:2375"
+    with pytest.raises(DockerUnavailableError, match="docker context 'gone' .*DOCKER_CONTEXT"):
+        discovery.locate({"DOCKER_CONTEXT": "gone"})
+
+
+def test_the_rootless_socket_is_found_when_there_is_no_system_socket(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """No DOCKER_HOST, no context, no /var/run/docker.sock: $XDG_RUNTIME_DIR/docker.sock, the rootless engine's."""
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "none"))
+    (tmp_path / "docker.sock").touch()
+    found = discovery.locate({"XDG_RUNTIME_DIR": str(tmp_path)}, system_socket=str(tmp_path / "no-such.sock"))
+    assert (found.base_url, found.how) == (f"unix://{tmp_path}/docker.sock", "the rootless engine's socket")
+
+
+def test_an_ssh_engine_without_paramiko_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DOCKER_HOST=ssh://... needs paramiko: the error says `pip install 'dockertask[ssh]'`."""
+    monkeypatch.setitem(sys.modules, "paramiko", None)  # as if it were not installed
+    with pytest.raises(DockerUnavailableError, match=r"ssh://.*dockertask\[ssh\]"):
+        discovery.locate({"DOCKER_HOST": "ssh://ci@build-host"})
+
+
+@pytest.fixture
+def silent_engine(tmp_path: Path) -> Iterator[str]:
+    """A unix socket that accepts connections and never answers (a hung engine)."""
+    path = str(tmp_path / "silent.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(8)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield path
+    stop.set()
+    thread.join(2)
+    for conn in held:
+        conn.close()
+    server.close()
+
+
+def test_an_engine_that_never_answers_is_reported_in_seconds(silent_engine: str,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hung engine costs the first-contact bound (DOCKERTASK_ENGINE_TIMEOUT), not requests' 120 s."""
+    from dockertask.backends.docker import DockerBackend
+
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{silent_engine}")
+    monkeypatch.setenv("DOCKERTASK_ENGINE_TIMEOUT", "1.5")
+    start = time.monotonic()
+    with pytest.raises(DockerUnavailableError, match="found through DOCKER_HOST"):
+        DockerBackend()
+    assert time.monotonic() - start < 6
