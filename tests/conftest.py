@@ -55,10 +55,11 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 @pytest.fixture(autouse=True)
 def _isolated_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Each test gets its own cache and secrets dirs, and never the developer's real ones."""
+    """Each test gets its own cache, secrets and state dirs, and never the developer's real ones."""
     base = tmp_path_factory.mktemp("dt")
     monkeypatch.setenv("DOCKERTASK_CACHE_DIR", str(base / "cache"))
     monkeypatch.setenv("DOCKERTASK_SECRETS_DIR", str(base / "secrets"))
+    monkeypatch.setenv("DOCKERTASK_STATE_DIR", str(base / "state"))
     for key in list(os.environ):
         if key.startswith(("DOCKERTASK_SECRET_", "DOCKERTASK_IMAGE_")):
             monkeypatch.delenv(key)

@@ -29,7 +29,7 @@ import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.utils.socket import frames_iter
 
-from .. import lifecycle
+from .. import abandoned, lifecycle
 from ..errors import (
     DockerTaskError,
     DockerUnavailableError,
@@ -279,14 +279,37 @@ class DockerBackend:
         except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError) as exc:
             if timeout is not None and "timed out" in str(exc).lower():
                 return None
-            raise _unavailable(exc) from None
+            raise  # the engine is gone: run() says so, naming the task
         return int(status.get("StatusCode", -1))
 
+    def _engine(self) -> str:
+        return self.location.base_url if self.location is not None else str(self.api.base_url)
+
+    def _lost(self, exc: Exception, job: ContainerJob, cid: str | None) -> DockerUnavailableError:
+        task = job.labels.get("dockertask.task", "?")
+        left = (f"; its container {cid[:12]} is removed once the engine is back (by the next task run, "
+                "or `dockertask gc`)" if cid else "")
+        return DockerUnavailableError(f"task {task}: lost the Docker engine at {self._engine()} while running it "
+                                      f"({type(exc).__name__}: {exc}){left}")
+
+    def sweep_abandoned(self) -> list[str]:
+        """Remove containers whose removal failed when the engine was lost (see ``abandoned``)."""
+        removed = []
+        for cid in abandoned.pending(self._engine()):
+            try:
+                self._remove(cid)
+            except (requests.exceptions.RequestException, DockerException):
+                break  # still unreachable: try again next time
+            abandoned.done(cid)
+            removed.append(cid)
+        return removed
+
     def run(self, job: ContainerJob, on_output: OutputSink) -> ContainerOutcome:
+        self.sweep_abandoned()
         try:
             cid = self._create(job)
-        except requests.exceptions.ConnectionError as exc:
-            raise _unavailable(exc) from None
+        except requests.exceptions.RequestException as exc:
+            raise self._lost(exc, job, None) from None
         lifecycle.add(cid, self.kill_all)
         sock: Any = None
         try:
@@ -319,10 +342,14 @@ class DockerBackend:
                 timed_out=timed_out, cancelled=lifecycle.interrupted(),
                 result=None if timed_out else pump.control.result, logs_tail="\n".join(pump.tail),
             )
-        except requests.exceptions.ConnectionError as exc:
-            raise _unavailable(exc) from None
+        except requests.exceptions.RequestException as exc:  # ConnectionError, ChunkedEncodingError, timeouts
+            raise self._lost(exc, job, cid) from None
         finally:
-            self._remove(cid)
+            try:
+                self._remove(cid)
+            except (requests.exceptions.RequestException, DockerException):
+                # Never let this replace the error on its way up: record it, remove it when the engine is back.
+                abandoned.record(cid, self._engine())
             lifecycle.discard(cid)
             if sock is not None:
                 try:
@@ -334,6 +361,8 @@ class DockerBackend:
         try:
             self.api.kill(cid)
         except (NotFound, APIError):  # already exited: nothing to kill
+            pass
+        except requests.exceptions.RequestException:  # the engine is gone: removal will say so, or be recorded
             pass
 
     def _remove(self, cid: str) -> None:
@@ -408,6 +437,8 @@ class DockerBackend:
 
     def gc(self, is_orphan: Callable[[dict[str, str]], bool], dry_run: bool = False) -> list[str]:
         removed = []
+        if not dry_run:  # lost-engine leftovers go whoever started them: their own removal already failed
+            removed += self.sweep_abandoned()
         try:
             for c in self.api.containers(all=True, filters={"label": LABEL_RUN_ID}):
                 if is_orphan(c.get("Labels") or {}):

@@ -128,3 +128,84 @@ def test_a_module_missing_in_the_image_names_the_image_and_the_fix() -> None:
         needs_pandas()
     notes = "\n".join(getattr(info.value, "__notes__", []))
     assert "dockertask-runtime" in notes and "ImageSpec(" in notes and "packages=['pandas']" in notes
+
+
+@pytest.fixture
+def relay(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The engine behind a relay the test can cut (engine lost) and restore (engine back)."""
+    from dockertask.backends import set_default_backend
+
+    from ..relay import Relay
+
+    r = Relay(tmp_path / "engine.sock")
+    monkeypatch.setenv("DOCKER_HOST", r.url)
+    set_default_backend(None)  # the next call connects through the relay
+    yield r
+    r.close()
+    set_default_backend(None)
+
+
+@task
+def sleeps_after_start(tag: str) -> str:
+    import time as t
+
+    print("started", flush=True)
+    t.sleep(60)
+    return tag
+
+
+class CutWhenStarted(Sink):
+    def __init__(self, relay: Any) -> None:
+        super().__init__()
+        self.relay = relay
+
+    def __call__(self, stream: str, line: str) -> None:
+        super().__call__(stream, line)
+        if line == "started":
+            self.relay.cut()
+
+
+def _ours(api: Any) -> list[dict[str, Any]]:
+    name = f"{sleeps_after_start.__module__}.sleeps_after_start"
+    return api.containers(all=True, filters={"label": f"dockertask.task={name}"})
+
+
+def _lose_engine_mid_task(relay: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dockertask import DockerUnavailableError
+
+    monkeypatch.setattr(runner, "print_line", CutWhenStarted(relay))
+    start = time.monotonic()
+    with pytest.raises(DockerUnavailableError, match=r"task .*sleeps_after_start: lost the Docker engine") as info:
+        sleeps_after_start("x")
+    assert time.monotonic() - start < 20, "the lost engine was noticed only when the task would have ended"
+    assert "removed once the engine is back" in str(info.value)
+    assert info.value.__suppress_context__  # the requests error underneath is not shown to the user
+
+
+def test_engine_lost_mid_task_is_docker_unavailable_and_the_next_call_removes_the_container(
+        relay: Any, api: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Engine gone mid-task: DockerUnavailableError naming the task (no requests error); once it is back,
+    the next call removes the container the failed removal left."""
+    _lose_engine_mid_task(relay, monkeypatch)
+    assert len(_ours(api)) == 1  # the real engine still has it: our removal could not reach it
+    relay.restore()
+    monkeypatch.setattr(runner, "print_line", Sink())
+    assert flood(0, "stdout") == 0  # any call on that engine, from any process
+    assert _ours(api) == []
+
+
+def test_gc_removes_a_lost_engines_container_while_its_host_process_lives(
+        relay: Any, api: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After the engine is back, `dockertask gc` removes what the lost engine left, though this process lives."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    _lose_engine_mid_task(relay, monkeypatch)
+    relay.restore()
+    gc = subprocess.run([str(Path(sys.executable).parent / "dockertask"), "gc"], capture_output=True, text=True,
+                        timeout=60, env=os.environ)
+    assert gc.returncode == 0, gc.stderr
+    assert "removed 1 container(s)" in gc.stdout
+    assert _ours(api) == []
