@@ -3,6 +3,7 @@
 ::
 
     DockerTaskError                      root: ``except DockerTaskError`` catches them all
+    ├── TaskDefinitionError (ValueError, TypeError)  a declaration that cannot work (at decoration)
     ├── TaskInputError (TypeError)       an argument does not match the task's annotations
     ├── TaskOutputError (TypeError)      the return value does not match the annotation
     ├── TaskTimeoutError (TimeoutError)  the container ran past ``timeout`` and was killed
@@ -27,6 +28,12 @@ from __future__ import annotations
 
 class DockerTaskError(Exception):
     """Root of every dockertask error."""
+
+
+class TaskDefinitionError(DockerTaskError, ValueError, TypeError):
+    """A task, or an object it is declared with (Secret, Docker, ImageSpec...), is declared with a
+    value that cannot work: raised at decoration or construction, before anything runs. It is both a
+    ValueError and a TypeError, as a wrong value and a wrong type are in plain Python."""
 
 
 class TaskInputError(DockerTaskError, TypeError):

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import ImageBuildError
+from .errors import ImageBuildError, TaskDefinitionError
 from .images import (
     HOST_PYTHON,
     MANAGED_LABEL,
@@ -47,7 +47,7 @@ _NAME = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[.
 
 def _strings(owner: str, value: Any) -> tuple[str, ...]:
     if isinstance(value, str) or not isinstance(value, Sequence) or not all(isinstance(v, str) for v in value):
-        raise TypeError(f"ImageSpec({owner}={value!r}): expected a list of strings")
+        raise TaskDefinitionError(f"ImageSpec({owner}={value!r}): expected a list of strings")
     return tuple(value)
 
 
@@ -66,20 +66,21 @@ class ImageSpec:
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME.match(self.name):
-            raise ValueError(f"ImageSpec(name={self.name!r}): expected a lower-case image repository name "
+            raise TaskDefinitionError(f"ImageSpec(name={self.name!r}): expected a lower-case image repository name "
                              "like 'team/trainer' (no tag: dockertask adds one)")
         for label in ("packages", "apt_packages", "commands", "copy"):
             object.__setattr__(self, label, _strings(label, getattr(self, label)))
         if not isinstance(self.env, Mapping) or not all(isinstance(k, str) and isinstance(v, str)
                                                        for k, v in self.env.items()):
-            raise TypeError(f"ImageSpec(env={self.env!r}): expected a dict of str to str")
+            raise TaskDefinitionError(f"ImageSpec(env={self.env!r}): expected a dict of str to str")
         object.__setattr__(self, "env", dict(self.env))
         if self.python_version is not None and self.python_version != HOST_PYTHON:
-            raise ValueError(f"ImageSpec(python_version={self.python_version!r}): tasks run with the host's "
+            raise TaskDefinitionError(f"ImageSpec(python_version={self.python_version!r}): tasks run with the host's "
                              f"Python, {HOST_PYTHON}; pickles do not cross major.minor versions")
         for path in self.copy:
             if not Path(path).exists():
-                raise ValueError(f"ImageSpec(copy=[{path!r}]): no such file or directory (relative to {Path.cwd()})")
+                raise TaskDefinitionError(f"ImageSpec(copy=[{path!r}]): no such file or directory "
+                                          f"(relative to {Path.cwd()})")
 
     @property
     def base(self) -> str:

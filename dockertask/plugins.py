@@ -11,6 +11,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import TaskDefinitionError
+
 
 @dataclass(frozen=True)
 class ContainerOptions:
@@ -34,7 +36,7 @@ _lock = threading.Lock()
 def register(config_type: type, handler: Handler) -> None:
     """Make ``task_config=config_type(...)`` valid; ``handler(config)`` gives its container options."""
     if not isinstance(config_type, type):
-        raise TypeError(f"register(config_type={config_type!r}): expected a class")
+        raise TaskDefinitionError(f"register(config_type={config_type!r}): expected a class")
     with _lock:
         _handlers[config_type] = handler
 
@@ -47,7 +49,7 @@ def options_for(task_config: Any) -> ContainerOptions:
         handler = next((h for t, h in _handlers.items() if isinstance(task_config, t)), None)
         known = ", ".join(sorted(t.__qualname__ for t in _handlers))
     if handler is None:
-        raise TypeError(
+        raise TaskDefinitionError(
             f"task_config={task_config!r}: {type(task_config).__qualname__} is not a registered plugin config; "
             f"known: {known}; register one with dockertask.plugins.register(ConfigType, handler)"
         )
@@ -76,14 +78,15 @@ class Docker:
     def __post_init__(self) -> None:
         if self.pids_limit is not None and (isinstance(self.pids_limit, bool) or not isinstance(self.pids_limit, int)
                                             or self.pids_limit < 0):
-            raise ValueError(f"Docker(pids_limit={self.pids_limit!r}): expected a whole number of processes and "
-                             "threads >= 1, or 0 for no limit")
+            raise TaskDefinitionError(f"Docker(pids_limit={self.pids_limit!r}): expected a whole number of "
+                                      "processes and threads >= 1, or 0 for no limit")
         for name in ("devices", "cap_add"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, str) or not all(isinstance(v, str) for v in value)):
-                raise TypeError(f"Docker({name}={value!r}): expected a list of strings")
+                raise TaskDefinitionError(f"Docker({name}={value!r}): expected a list of strings")
         if self.volumes is not None and not isinstance(self.volumes, (Mapping, list, tuple)):
-            raise TypeError(f"Docker(volumes={self.volumes!r}): expected a dict or a list of 'host:container[:mode]'")
+            raise TaskDefinitionError(f"Docker(volumes={self.volumes!r}): expected a dict or a list of "
+                                      "'host:container[:mode]'")
 
 
 def _docker_options(cfg: Docker) -> ContainerOptions:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from .context import env_var_name
-from .errors import SecretNotFoundError
+from .errors import SecretNotFoundError, TaskDefinitionError
 
 SECRETS_MOUNT = "/etc/secrets"
 # tmpfs options: world-writable root (sticky) so a non-root USER can create its group dir,
@@ -52,9 +52,10 @@ class Secret:
             if value is None and field_name == "key":
                 continue
             if not isinstance(value, str) or not _NAME.match(value) or value in (".", ".."):
-                raise ValueError(f"Secret.{field_name}={value!r}: expected letters, digits, '_', '-' or '.'")
+                raise TaskDefinitionError(f"Secret.{field_name}={value!r}: expected letters, digits, '_', '-' or '.'")
         if not isinstance(self.mount_requirement, MountType):
-            raise ValueError(f"Secret.mount_requirement={self.mount_requirement!r}: expected a Secret.MountType")
+            raise TaskDefinitionError(f"Secret.mount_requirement={self.mount_requirement!r}: "
+                                      "expected a Secret.MountType")
 
     @property
     def env_name(self) -> str:

@@ -24,6 +24,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from . import images, plugins, secrets
 from .context import ExecutionContext, SecretsReader, enter_local, leave_local
+from .errors import TaskDefinitionError
 from .interface import Interface
 from .plugins import ContainerOptions
 from .resources import Resources, check_request_within_limit, host_config_kwargs
@@ -49,9 +50,9 @@ def _timeout_seconds(timeout: dt.timedelta | float) -> float:
     elif isinstance(timeout, (int, float)) and not isinstance(timeout, bool):
         seconds = float(timeout)
     else:
-        raise TypeError(f"timeout={timeout!r}: expected int seconds or a datetime.timedelta (0 = no timeout)")
+        raise TaskDefinitionError(f"timeout={timeout!r}: expected int seconds or a datetime.timedelta (0 = no timeout)")
     if not math.isfinite(seconds) or seconds < 0 or seconds > MAX_TIMEOUT_SECONDS:
-        raise ValueError(f"timeout={timeout!r}: expected a finite duration from 0 (no timeout) to "
+        raise TaskDefinitionError(f"timeout={timeout!r}: expected a finite duration from 0 (no timeout) to "
                          f"{MAX_TIMEOUT_SECONDS // 86400} days")
     return seconds
 
@@ -158,7 +159,7 @@ def _pool() -> concurrent.futures.ThreadPoolExecutor:
         if _executor is None:
             raw = os.environ.get("DOCKERTASK_MAX_PARALLEL", "16")
             if not raw.isdigit() or int(raw) < 1:
-                raise ValueError(f"DOCKERTASK_MAX_PARALLEL={raw!r}: expected a whole number >= 1")
+                raise TaskDefinitionError(f"DOCKERTASK_MAX_PARALLEL={raw!r}: expected a whole number >= 1")
             workers = int(raw)
             _executor = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dockertask")
         return _executor
@@ -245,27 +246,32 @@ class Task(Generic[P, R]):
 
 def _check_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name}={value!r}: expected a whole number >= 0")
+        raise TaskDefinitionError(f"{name}={value!r}: expected a whole number >= 0")
     if value < 0:
-        raise ValueError(f"{name}={value!r}: expected a whole number >= 0")
+        raise TaskDefinitionError(f"{name}={value!r}: expected a whole number >= 0")
     return value
 
 
 def _check_environment(environment: Mapping[str, str] | None) -> dict[str, str]:
+    if environment is not None and not isinstance(environment, Mapping):
+        raise TaskDefinitionError(f"environment={environment!r}: expected a dict of str names to str values")
     env = dict(environment or {})
     for k, v in env.items():
         if not isinstance(k, str) or not k or "=" in k or not isinstance(v, str):
-            raise TypeError(f"environment[{k!r}]={v!r}: expected str names (no '=') mapped to str values")
+            raise TaskDefinitionError(f"environment[{k!r}]={v!r}: expected str names (no '=') mapped to str values")
         if "\x00" in k or "\x00" in v:
-            raise ValueError(f"environment[{k!r}]: a NUL character cannot be in an environment variable")
+            raise TaskDefinitionError(f"environment[{k!r}]: a NUL character cannot be in an environment variable")
     return env
 
 
 def _check_secrets(secret_requests: Sequence[Secret] | None) -> tuple[Secret, ...]:
+    if secret_requests is not None and (isinstance(secret_requests, (str, bytes, Secret))
+                                        or not isinstance(secret_requests, (list, tuple))):
+        raise TaskDefinitionError(f"secret_requests={secret_requests!r}: expected a list of dockertask.Secret")
     out = tuple(secret_requests or ())
     for s in out:
         if not isinstance(s, Secret):
-            raise TypeError(f"secret_requests contains {s!r}: expected dockertask.Secret(group, key)")
+            raise TaskDefinitionError(f"secret_requests contains {s!r}: expected dockertask.Secret(group, key)")
     return out
 
 
@@ -276,17 +282,18 @@ def _make_task(
     execution_mode: ExecutionBehavior,
 ) -> Task[P, R]:
     if not callable(fn):
-        raise TypeError(f"@task expects a function, got {fn!r}")
+        raise TaskDefinitionError(f"@task expects a function, got {fn!r}")
     if isinstance(fn, Task):
-        raise TypeError(f"@task got {fn!r}, which is already a task: decorate its function ({fn.name}.function) "
-                        "to make a task with other settings")
+        raise TaskDefinitionError(f"@task got {fn!r}, which is already a task: decorate its function "
+                                  f"({fn.name}.function) to make a task with other settings")
     name = f"{fn.__module__}.{fn.__qualname__}"
     if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
-        raise TypeError(f"@task {name}: async def functions cannot be tasks (each call would return an unawaited "
-                        "coroutine); make a plain def that runs it: `return asyncio.run(the_coroutine(...))`")
+        raise TaskDefinitionError(f"@task {name}: async def functions cannot be tasks (each call would return an "
+                                  "unawaited coroutine); make a plain def that runs it: "
+                                  "`return asyncio.run(the_coroutine(...))`")
     for label, res in (("requests", requests), ("limits", limits)):
         if res is not None and not isinstance(res, Resources):
-            raise TypeError(f"{label}={res!r}: expected dockertask.Resources(cpu=..., mem=...)")
+            raise TaskDefinitionError(f"{label}={res!r}: expected dockertask.Resources(cpu=..., mem=...)")
     check_request_within_limit(requests, limits)
     options = plugins.options_for(task_config)
     image_spec = None
@@ -294,7 +301,8 @@ def _make_task(
         from .imagespec import ImageSpec
 
         if not isinstance(container_image, ImageSpec):
-            raise TypeError(f"container_image={container_image!r}: expected a reference, a template or an ImageSpec")
+            raise TaskDefinitionError(f"container_image={container_image!r}: expected a reference, a template or "
+                                      "an ImageSpec")
         image_spec = container_image
         container_image = image_spec.image_name()
     elif container_image is not None:
@@ -343,9 +351,9 @@ def task(
     ``interruptible=`` is accepted as a spelling of ``interruptable=``.
     """
     if not isinstance(execution_mode, ExecutionBehavior):
-        raise TypeError(f"execution_mode={execution_mode!r}: expected a dockertask.ExecutionBehavior")
+        raise TaskDefinitionError(f"execution_mode={execution_mode!r}: expected a dockertask.ExecutionBehavior")
     if execution_mode is not ExecutionBehavior.DEFAULT:
-        raise ValueError(f"execution_mode={execution_mode!r}: dockertask runs tasks with DEFAULT only")
+        raise TaskDefinitionError(f"execution_mode={execution_mode!r}: dockertask runs tasks with DEFAULT only")
 
     def decorate(fn: Callable[P, R]) -> Task[P, R]:
         return _make_task(

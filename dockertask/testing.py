@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .context import env_var_name
+from .errors import TaskDefinitionError
 from .secrets import Secret
 
 _local = 0
@@ -53,7 +54,7 @@ class TestSecrets:
         """Give ``Secret(group, key)`` a value for tasks started while these secrets are active."""
         Secret(group, key)  # the same name rules as a real request
         if not isinstance(value, str):
-            raise TypeError(f"TestSecrets.set({group!r}, {key!r}, value={value!r}): expected a str value")
+            raise TaskDefinitionError(f"TestSecrets.set({group!r}, {key!r}, value={value!r}): expected a str value")
         path = self.directory / group / (key or group)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         path.write_text(value)
