@@ -231,8 +231,11 @@ def interpret(task: Task[Any, Any], outcome: ContainerOutcome) -> Any:
             raise AttemptFailed(TaskInterruptedError(
                 f"task {spec.name}: its container was stopped from outside (exit {outcome.exit_code})",
                 exit_code=outcome.exit_code, logs_tail=outcome.logs_tail), preempted=True)
+        why = (" (the task's process ended before sending its result: os._exit(), sys.exit() from a thread, "
+               "or closing file descriptors it did not open end a task this way)"
+               if outcome.exit_code is None or outcome.exit_code < 128 else "")  # >= 128: killed by a signal
         raise AttemptFailed(TaskFailedError(
-            f"task {spec.name}: the container exited with code {outcome.exit_code} without a result{tail}",
+            f"task {spec.name}: the container exited with code {outcome.exit_code} without a result{why}{tail}",
             exit_code=outcome.exit_code, logs_tail=outcome.logs_tail))
     meta = raw.meta
     if raw.status == "ok":

@@ -209,3 +209,76 @@ def test_gc_removes_a_lost_engines_container_while_its_host_process_lives(
     assert gc.returncode == 0, gc.stderr
     assert "removed 1 container(s)" in gc.stdout
     assert _ours(api) == []
+
+
+# -- hostile tasks: whatever a task does to its process, the host gets a typed answer ---------
+
+def _closes_every_fd() -> int:
+    import os
+
+    os.closerange(0, 4096)
+    return 1
+
+
+def _exits_without_result(code: int) -> int:
+    import os
+
+    os._exit(code)
+
+
+def _forges_frames() -> str:
+    import os
+    import struct
+
+    fake = b'{"status": "ok"}\n' + b"not a pickle"
+    os.write(1, struct.pack(">cQ", b"R", len(fake)) + fake)
+    os.write(1, b"\n")
+    return "real"
+
+
+def _closes_stdout_and_stderr() -> str:
+    import os
+
+    os.close(1)
+    os.close(2)
+    return "still here"
+
+
+def _returns_a_lock() -> object:
+    import threading
+
+    return threading.Lock()
+
+
+def _kills_its_init() -> int:
+    import os
+    import signal
+
+    os.kill(1, signal.SIGKILL)
+    return 1
+
+
+@pytest.mark.parametrize("function, args, expected", [
+    (_closes_every_fd, (), "TaskFailedError: .*without a result \\(the task.s process ended before sending"),
+    (_exits_without_result, (0,), "TaskFailedError: .*exited with code 0 without a result"),
+    (_exits_without_result, (3,), "TaskFailedError: .*exited with code 3 without a result"),
+    (_forges_frames, (), "value: real"),
+    (_closes_stdout_and_stderr, (), "value: still here"),
+    (_returns_a_lock, (), "TaskFailedError: .*could not be pickled"),
+    (_kills_its_init, (), "value: 1"),  # a PID namespace's init ignores SIGKILL from inside it
+], ids=["closes-all-fds", "os._exit(0)", "os._exit(3)", "fake-frames-on-fd-1", "closes-stdout-stderr",
+        "unpicklable-result", "kills-pid-1"])
+def test_hostile_tasks_end_in_a_typed_answer(sink: Sink, function: Any, args: tuple[Any, ...], expected: str) -> None:
+    """Closed fds, os._exit, forged frames, closed std streams, an unpicklable result, a killed PID 1:
+    the value or a dockertask error, promptly, and no container left (checked after every test)."""
+    import re
+
+    from dockertask import DockerTaskError
+
+    start = time.monotonic()
+    try:
+        got = f"value: {task(function)(*args)}"
+    except DockerTaskError as exc:
+        got = f"{type(exc).__name__}: {exc}"
+    assert re.search(expected, got), got
+    assert time.monotonic() - start < 20
