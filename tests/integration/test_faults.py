@@ -146,10 +146,12 @@ def relay(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 @task
-def sleeps_after_start(tag: str) -> str:
+def sleeps_after_start(tag: str) -> str | bytes:
     import time as t
 
     print("started", flush=True)
+    if tag == "50MB":  # the engine goes while the result is on its way back
+        return b"r" * (50 * MiB)
     t.sleep(60)
     return tag
 
@@ -170,23 +172,24 @@ def _ours(api: Any) -> list[dict[str, Any]]:
     return api.containers(all=True, filters={"label": f"dockertask.task={name}"})
 
 
-def _lose_engine_mid_task(relay: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def _lose_engine_mid_task(relay: Any, monkeypatch: pytest.MonkeyPatch, tag: str = "sleep") -> None:
     from dockertask import DockerUnavailableError
 
     monkeypatch.setattr(runner, "print_line", CutWhenStarted(relay))
     start = time.monotonic()
     with pytest.raises(DockerUnavailableError, match=r"task .*sleeps_after_start: lost the Docker engine") as info:
-        sleeps_after_start("x")
+        sleeps_after_start(tag)
     assert time.monotonic() - start < 20, "the lost engine was noticed only when the task would have ended"
     assert "removed once the engine is back" in str(info.value)
     assert info.value.__suppress_context__  # the requests error underneath is not shown to the user
 
 
+@pytest.mark.parametrize("tag", ["sleep", "50MB"], ids=["while-running", "during-a-50MB-result"])
 def test_engine_lost_mid_task_is_docker_unavailable_and_the_next_call_removes_the_container(
-        relay: Any, api: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Engine gone mid-task: DockerUnavailableError naming the task (no requests error); once it is back,
-    the next call removes the container the failed removal left."""
-    _lose_engine_mid_task(relay, monkeypatch)
+        relay: Any, api: Any, monkeypatch: pytest.MonkeyPatch, tag: str) -> None:
+    """Engine gone mid-task or mid-result: DockerUnavailableError naming the task (no requests error); once it
+    is back, the next call removes the container the failed removal left."""
+    _lose_engine_mid_task(relay, monkeypatch, tag)
     assert len(_ours(api)) == 1  # the real engine still has it: our removal could not reach it
     relay.restore()
     monkeypatch.setattr(runner, "print_line", Sink())
