@@ -20,6 +20,7 @@ _EXPORTS = {
     "ImageSpec": "imagespec",
     "current_context": "context", "ExecutionContext": "context",
     "Docker": "plugins",
+    "map_task": "fanout", "MapTaskError": "errors",
     "DockerTaskError": "errors", "TaskDefinitionError": "errors", "TaskInputError": "errors",
     "TaskOutputError": "errors",
     "TaskTimeoutError": "errors", "TaskOOMError": "errors", "TaskFailedError": "errors",
@@ -37,6 +38,7 @@ __all__ = [
     "ImageNotFoundError",
     "ImageResolutionError",
     "ImageSpec",
+    "MapTaskError",
     "PythonVersionError",
     "ResourceSpecError",
     "Resources",
@@ -53,6 +55,7 @@ __all__ = [
     "TaskTimeoutError",
     "UnsupportedResourceError",
     "current_context",
+    "map_task",
     "task",
 ]
 
@@ -64,6 +67,7 @@ if TYPE_CHECKING:
         ImageBuildError,
         ImageNotFoundError,
         ImageResolutionError,
+        MapTaskError,
         PythonVersionError,
         ResourceSpecError,
         SecretNotFoundError,
@@ -76,6 +80,7 @@ if TYPE_CHECKING:
         TaskTimeoutError,
         UnsupportedResourceError,
     )
+    from .fanout import map_task
     from .imagespec import ImageSpec
     from .plugins import Docker
     from .resources import Resources

@@ -18,7 +18,8 @@
     ├── SecretNotFoundError (KeyError)   a requested secret has no value on the host
     ├── ResourceSpecError (ValueError)   a ``Resources`` field cannot be parsed
     ├── UnsupportedResourceError         the engine cannot enforce a requested resource
-    └── DockerUnavailableError           no Docker engine is reachable
+    ├── DockerUnavailableError           no Docker engine is reachable (or it was lost mid-task)
+    └── MapTaskError                     too few items of a map_task succeeded (.failures, .results)
 
 This module imports nothing so that every other module (and the in-container runtime) can use it.
 """
@@ -122,6 +123,18 @@ class UnsupportedResourceError(DockerTaskError):
 
 class DockerUnavailableError(DockerTaskError):
     """No Docker engine could be reached."""
+
+
+class MapTaskError(DockerTaskError):
+    """Fewer items of a ``map_task`` succeeded than its ``min_success_ratio`` asks.
+
+    ``failures`` maps each failed item's index to its exception; ``results`` is the list in input
+    order, with ``None`` where an item failed."""
+
+    def __init__(self, message: str, *, failures: dict[int, BaseException], results: list[object]) -> None:
+        super().__init__(message)
+        self.failures = failures
+        self.results = results
 
 
 class RemoteTraceback(Exception):

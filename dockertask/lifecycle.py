@@ -21,7 +21,7 @@ from typing import Any
 
 _live: dict[str, Callable[[list[str]], None]] = {}
 _lock = threading.Lock()
-_interrupted = threading.Event()
+_generation = 0  # how many times SIGINT/SIGTERM arrived: work made before the latest one stops
 _installed = False
 
 
@@ -35,9 +35,22 @@ def discard(container_id: str) -> None:
         _live.pop(container_id, None)
 
 
-def interrupted() -> bool:
-    """True once the host received SIGINT or SIGTERM: attempts must not be retried."""
-    return _interrupted.is_set()
+def generation() -> int:
+    """The interrupt count now: a call, submit or map records it when it is made."""
+    return _generation
+
+
+def interrupted(since: int = 0) -> bool:
+    """True when SIGINT or SIGTERM arrived after generation ``since``: the work made then must not start
+    (or retry). Work made after a Ctrl-C that the program caught runs normally (a notebook goes on)."""
+    return _generation > since
+
+
+def note_interrupt() -> None:
+    """Record an interrupt and kill every live container (what the signal handler does)."""
+    global _generation
+    _generation += 1
+    threading.Thread(target=kill_live, name="dockertask-kill", daemon=False).start()
 
 
 def kill_live() -> None:
@@ -51,8 +64,7 @@ def kill_live() -> None:
 
 
 def _on_signal(previous: Any, signum: int, frame: FrameType | None) -> None:
-    _interrupted.set()
-    threading.Thread(target=kill_live, name="dockertask-kill", daemon=False).start()
+    note_interrupt()
     if callable(previous):
         previous(signum, frame)
     elif signum == signal.SIGINT:

@@ -12,17 +12,18 @@ fresh container; host-side validation (inputs, images, secrets, outputs) is neve
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import sys
-import threading
 import uuid
 import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import hostproc, images, lifecycle, payload, secrets
+from . import hostproc, images, lifecycle, payload, progress, secrets
 from .backends import Backend, ContainerJob, ContainerOutcome, default_backend
+from .backends.base import OutputSink
 from .cache import Cache, NotHashable, cache_key
 from .errors import (
     ImageNotFoundError,
@@ -43,7 +44,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("dockertask")
 # How many times an interruptible task may be preempted before it runs as a normal one.
 MAX_PREEMPTIONS = 3
-_print_lock = threading.Lock()
 _ensured: set[str] = set()
 
 
@@ -62,9 +62,14 @@ def print_line(stream: str, line: str) -> None:
 
     A line ending in ``\r`` is a progress update: written as it is, so the terminal redraws it."""
     target = sys.stdout if stream == "stdout" and not _task_stdout_to_stderr else sys.stderr
-    with _print_lock:
-        target.write(line if line.endswith("\r") else line + "\n")
-        target.flush()
+    progress.emit(target, line if line.endswith("\r") else line + "\n")
+
+
+def prefixed(label: str) -> OutputSink:
+    """A sink that marks each line with ``[label]``: whose line it is, when calls run concurrently."""
+    def sink(stream: str, line: str) -> None:
+        print_line(stream, f"[{label}] {line}")
+    return sink
 
 
 @dataclass
@@ -77,9 +82,12 @@ class AttemptFailed(Exception):
 
 
 def call(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], backend: Backend | None = None,
-         *, warn: bool = True) -> Any:
-    """One call: ``warn=False`` when the caller already warned (submit, in the caller's thread)."""
+         *, warn: bool = True, output: OutputSink | None = None, since: int | None = None) -> Any:
+    """One call: ``warn=False`` when the caller already warned (submit, map); ``output`` receives the
+    task's lines (default: print_line, unprefixed); ``since`` is the interrupt generation when the call
+    was made (a submit or map item waits in a queue: a Ctrl-C meanwhile means it never starts)."""
     spec = task.spec
+    since = lifecycle.generation() if since is None else since
     bound = task.interface.bind(args, kwargs)
     if warn:
         task.warn_if_deprecated(stacklevel=4)
@@ -90,7 +98,7 @@ def call(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], ba
         except NotHashable as exc:
             warnings.warn(f"task {spec.name}: {exc}; running without the cache", RuntimeWarning, stacklevel=3)
     if key is None:
-        return _attempts(task, bound.args, bound.kwargs, backend or default_backend())
+        return _attempts(task, bound.args, bound.kwargs, backend or default_backend(), output, since)
     store = Cache()
     hit, value = store.get(key)
     if hit:
@@ -100,7 +108,7 @@ def call(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], ba
         if hit:
             return value
         # The engine is reached only on a miss: a hit needs neither Docker nor its SDK.
-        value = _attempts(task, bound.args, bound.kwargs, backend or default_backend())
+        value = _attempts(task, bound.args, bound.kwargs, backend or default_backend(), output, since)
         store.put(key, value, spec.name, spec.cache_version)
         return value
 
@@ -117,8 +125,15 @@ def _ensure_image(backend: Backend, ref: str) -> None:
         _ensured.add(ref)
 
 
-def _attempts(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], backend: Backend) -> Any:
+def _not_started(name: str) -> TaskFailedError:
+    return TaskFailedError(f"task {name} was not started: the host is shutting down (Ctrl-C or SIGTERM)")
+
+
+def _attempts(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], backend: Backend,
+              output: OutputSink | None = None, since: int = 0) -> Any:
     spec = task.spec
+    if lifecycle.interrupted(since):  # queued work (submits, map items) must not start after Ctrl-C
+        raise _not_started(spec.name)
     image = images.resolve(spec.container_image)
     secret_values = secrets.resolve(spec.secret_requests, spec.name)  # before any container
     if task.image_spec is not None and image not in _ensured:
@@ -134,14 +149,17 @@ def _attempts(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any
     while True:
         attempt += 1
         interruptible = spec.interruptible and preemptions < MAX_PREEMPTIONS
-        job = build_job(task, image, envelope, secret_values, run_id, attempt, interruptible)
+        job = dataclasses.replace(build_job(task, image, envelope, secret_values, run_id, attempt, interruptible),
+                                  since=since)
+        if lifecycle.interrupted(since):
+            raise _not_started(spec.name)
         try:
-            outcome = _run_job(backend, job, image)
+            outcome = _run_job(backend, job, image, output)
             value = interpret(task, outcome)
             task.interface.check_output(value)
             return value
         except AttemptFailed as failed:
-            if lifecycle.interrupted():
+            if lifecycle.interrupted(since):
                 raise _bare(failed.error)  # noqa: B904 - `from` would replace its RemoteTraceback cause
             if failed.preempted and interruptible:
                 preemptions += 1
@@ -156,14 +174,15 @@ def _attempts(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any
                         failures, spec.retries)
 
 
-def _run_job(backend: Backend, job: ContainerJob, image: str) -> ContainerOutcome:
+def _run_job(backend: Backend, job: ContainerJob, image: str, output: OutputSink | None = None) -> ContainerOutcome:
+    sink = output or print_line
     try:
-        return backend.run(job, print_line)
+        return backend.run(job, sink)
     except ImageNotFoundError:
         # Removed since we last checked (e.g. `docker image prune`): make it again, once.
         _ensured.discard(image)
         _ensure_image(backend, image)
-        return backend.run(job, print_line)
+        return backend.run(job, sink)
 
 
 def _bare(error: BaseException) -> BaseException:

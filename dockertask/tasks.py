@@ -12,6 +12,7 @@ import enum
 import functools
 import hashlib
 import inspect
+import itertools
 import math
 import os
 import subprocess
@@ -175,6 +176,7 @@ class Task(Generic[P, R]):
         self.spec = spec
         self.interface = spec.interface
         self.container_options = container_options
+        self._submits = itertools.count(1)
         functools.update_wrapper(self, function)
 
     @property
@@ -222,7 +224,10 @@ class Task(Generic[P, R]):
             return done
         self.warn_if_deprecated(stacklevel=3)  # in the caller's thread, where it can be seen
         lifecycle.install_signal_handlers()
-        return _pool().submit(runner.call, self, args, kwargs, warn=False)
+        # Concurrent calls print concurrently: mark whose line each is ("square#3").
+        label = f"{self.spec.name.rsplit('.', 1)[-1]}#{next(self._submits)}"
+        return _pool().submit(runner.call, self, args, kwargs, warn=False, output=runner.prefixed(label),
+                              since=lifecycle.generation())
 
     def local(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run in this process: same checks and secrets (from the host providers), no Docker."""

@@ -93,3 +93,60 @@ class ExplodingBackend(FakeBackend):
 
     def image_info(self, ref: str) -> ImageInfo | None:
         raise AssertionError("the engine was asked about an image")
+
+
+def _frames(data: bytes) -> list[bytes]:
+    out = []
+    while data:
+        n, _, data = data.partition(b"\n")
+        out.append(data[:int(n)])
+        data = data[int(n):]
+    return out
+
+
+class InProcessBackend(FakeBackend):
+    """Runs each job's pickled call in this process (thread-safe): map and submit policy without an engine.
+
+    Tracks how many run at once; ``delay(args, named_arguments)`` may slow some calls down; each
+    call's ``say`` argument, if any, is written to the output sink as a line. The call sees the
+    attempt number of its job, as in a container."""
+
+    def __init__(self, delay: Callable[[tuple[Any, ...], dict[str, Any]], float] | None = None) -> None:
+        super().__init__()
+        import threading
+
+        self.delay = delay
+        self.lock = threading.Lock()
+        self.running = 0
+        self.max_running = 0
+
+    def run(self, job: ContainerJob, on_output: OutputSink) -> ContainerOutcome:
+        import time
+
+        with self.lock:
+            self.jobs.append(job)
+            self.running += 1
+            self.max_running = max(self.max_running, self.running)
+        import inspect
+
+        from dockertask.context import ExecutionContext, enter_local, leave_local
+
+        frames = _frames(job.stdin_data)
+        header = json.loads(frames[1])
+        token = enter_local(ExecutionContext(task_name=header.get("task", ""), attempt=int(header["attempt"]),
+                                             run_id=header.get("run_id", ""), in_container=True))
+        try:
+            func, args, kwargs = cloudpickle.loads(frames[3])
+            named = dict(inspect.signature(func).bind(*args, **kwargs).arguments)
+            if self.delay is not None:
+                time.sleep(self.delay(args, named))
+            if "say" in named:
+                on_output("stdout", str(named["say"]))
+            try:
+                return ok(func(*args, **kwargs))
+            except Exception as exc:
+                return raised(exc)
+        finally:
+            leave_local(token)
+            with self.lock:
+                self.running -= 1

@@ -24,6 +24,7 @@ class ContainerJob:
     host_config: dict[str, Any] = field(default_factory=dict)  # docker SDK create_host_config kwargs
     create_kwargs: dict[str, Any] = field(default_factory=dict)  # docker SDK create_container kwargs
     timeout: float | None = None  # seconds from start; None means no limit
+    since: int = 0  # lifecycle.generation() when the call was made: a later Ctrl-C cancels it
 
 
 @dataclass(frozen=True)

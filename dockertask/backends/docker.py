@@ -317,7 +317,11 @@ class DockerBackend:
             sock = self._attach(cid)
             pump = _Pump(sock, on_output)
             pump.start()
+            if lifecycle.interrupted(job.since):  # Ctrl-C came after the runner's check: never start it
+                return ContainerOutcome(container_id=cid, exit_code=None, image=job.image, cancelled=True)
             self._start(cid, job)
+            if lifecycle.interrupted(job.since):  # ...or while it started, after the handler's kill round
+                self._kill(cid)
             # Send from a thread: a container that dies before reading its input (no python3)
             # stops draining the socket, and a blocking sendall would hang here for minutes.
             sender = threading.Thread(target=self._send_stdin, args=(sock, job.stdin_data),
@@ -339,7 +343,7 @@ class DockerBackend:
                 state = self.api.inspect_container(cid).get("State", {})
             return ContainerOutcome(
                 container_id=cid, exit_code=exit_code, image=job.image, oom_killed=bool(state.get("OOMKilled")),
-                timed_out=timed_out, cancelled=lifecycle.interrupted(),
+                timed_out=timed_out, cancelled=lifecycle.interrupted(job.since),
                 result=None if timed_out else pump.control.result, logs_tail="\n".join(pump.tail),
             )
         except requests.exceptions.RequestException as exc:  # ConnectionError, ChunkedEncodingError, timeouts

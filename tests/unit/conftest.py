@@ -7,13 +7,24 @@ import pytest
 from dockertask import runner
 from dockertask.backends import set_default_backend
 
-from ..fakes import FakeBackend
+from ..fakes import FakeBackend, InProcessBackend
 
 
 @pytest.fixture
 def fake() -> Iterator[FakeBackend]:
     """Install a fresh FakeBackend as the default backend for the test."""
     backend = FakeBackend()
+    set_default_backend(backend)  # type: ignore[arg-type]
+    runner._ensured.clear()
+    yield backend
+    set_default_backend(None)
+    runner._ensured.clear()
+
+
+@pytest.fixture
+def inproc() -> Iterator[InProcessBackend]:
+    """A backend that runs each call in this process: map/submit policy without an engine."""
+    backend = InProcessBackend()
     set_default_backend(backend)  # type: ignore[arg-type]
     runner._ensured.clear()
     yield backend
