@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -83,3 +84,18 @@ def test_runtime_zip_imports_without_dockertask_installed(tmp_path: Any) -> None
     out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert str(z) in out.stdout
+
+
+def test_every_module_in_the_runtime_zip_imports_without_site_packages(tmp_path: Path) -> None:
+    """What the zip carries must import in an image with no docker, click, pytest or tqdm; host-only
+    modules stay out (every byte of the zip is sent to every container)."""
+    import zipfile
+
+    path = tmp_path / "runtime.zip"
+    path.write_bytes(payload.runtime_zip())
+    names = sorted(n[:-3].replace("/", ".").removesuffix(".__init__") for n in zipfile.ZipFile(path).namelist()
+                   if n.endswith(".py") and n.startswith("dockertask/"))
+    assert "dockertask.cli" not in names and "dockertask.backends.docker" not in names
+    code = f"import sys; sys.path.insert(0, {str(path)!r})\nfor n in {names!r}:\n    __import__(n)\n"
+    out = subprocess.run([sys.executable, "-S", "-I", "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
