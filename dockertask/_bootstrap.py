@@ -54,7 +54,11 @@ class Channel:
             view = view[n:]
 
     def result(self, meta, payload=b""):
-        self.send(b"R", json.dumps(meta).encode("utf-8") + b"\n" + payload)
+        """The R frame: a JSON line, then the payload, written in turn (a 150 MB result is not copied)."""
+        line = json.dumps(meta).encode("utf-8") + b"\n"
+        with self.lock:
+            self._write(memoryview(_HEAD.pack(b"R", len(line) + len(payload)) + line))
+            self._write(memoryview(payload))
 
 
 def forward_stdout(read_fd, channel):
@@ -162,6 +166,10 @@ def main(read_frame):
             data = b""
         finish(pump)
         channel.result(meta, data)
+        return 0
+    if type(value) is bytes:  # sent as it is: no pickled second copy in a memory-limited container
+        finish(pump)
+        channel.result({"status": "ok", "raw": "bytes"}, value)
         return 0
     try:
         data = cloudpickle.dumps(value, protocol=5)

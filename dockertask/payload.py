@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, BinaryIO
 
 import cloudpickle
 
@@ -46,6 +46,8 @@ LOADER = (
 )
 COMMAND = ["python3", "-c", LOADER]
 HOST_PYTHON = f"{sys.version_info[0]}.{sys.version_info[1]}"
+# A result frame this large is received into a temporary file instead of memory (see FrameDecoder).
+SPOOL_AT = 8 * 2**20
 
 
 def _installed_roots() -> tuple[str, ...]:
@@ -126,7 +128,12 @@ def _bootstrap_source() -> bytes:
 
 def frame(data: bytes) -> bytes:
     """One stdin frame: the length in ASCII, a newline, the bytes (what LOADER's f() reads)."""
-    return b"%d\n" % len(data) + data
+    return b"".join(frame_pieces(data))
+
+
+def frame_pieces(data: bytes) -> tuple[bytes, bytes]:
+    """A frame as (its length line, its bytes): sent in turn, so a large frame is never copied."""
+    return b"%d\n" % len(data), data
 
 
 @dataclass(frozen=True)
@@ -136,15 +143,19 @@ class Envelope:
     header: dict[str, Any]
     pickled_call: bytes
 
+    def stdin_pieces(self, header: dict[str, Any], secrets_json: bytes = b"[]") -> tuple[bytes, ...]:
+        """Everything the container reads from stdin, for one attempt (``header`` adds to ours), in pieces."""
+        return (
+            *frame_pieces(_bootstrap_source()),
+            *frame_pieces(json.dumps({**self.header, **header}).encode()),
+            *frame_pieces(runtime_zip()),
+            *frame_pieces(self.pickled_call),
+            *frame_pieces(secrets_json),
+        )
+
     def stdin_bytes(self, header: dict[str, Any], secrets_json: bytes = b"[]") -> bytes:
-        """Everything the container reads from stdin, for one attempt (``header`` adds to ours)."""
-        return b"".join((
-            frame(_bootstrap_source()),
-            frame(json.dumps({**self.header, **header}).encode()),
-            frame(runtime_zip()),
-            frame(self.pickled_call),
-            frame(secrets_json),
-        ))
+        """The same as one bytes object (tests feed it to a local interpreter)."""
+        return b"".join(self.stdin_pieces(header, secrets_json))
 
 
 def make_envelope(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
@@ -178,49 +189,112 @@ def _unpicklable(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[s
 
 @dataclass(frozen=True)
 class RawResult:
-    """The bootstrap's report, before the runner turns it into a value or an exception."""
+    """The bootstrap's report, before the runner turns it into a value or an exception.
+
+    ``payload`` is a view into the received frame (no copy), or for a large result a file holding
+    it: a pickle, or with ``raw`` set in the metadata, the returned ``bytes`` themselves."""
 
     meta: dict[str, Any]
-    payload: bytes
+    payload: bytes | memoryview | BinaryIO
 
     @property
     def status(self) -> str:
         return str(self.meta.get("status", ""))
 
+    def data(self) -> bytes:
+        """The payload as bytes (a copy: for small things, errors and raw_result)."""
+        if isinstance(self.payload, (bytes, memoryview)):
+            return bytes(self.payload)
+        self.payload.seek(self._start())
+        return self.payload.read()
 
-def parse_result(data: bytes) -> RawResult:
-    line, _, rest = data.partition(b"\n")
-    return RawResult(meta=json.loads(line.decode("utf-8")), payload=rest)
+    def _start(self) -> int:
+        return int(self.meta.get("_offset", 0))
+
+
+def parse_result(data: bytes | bytearray | BinaryIO) -> RawResult:
+    if not isinstance(data, (bytes, bytearray)):  # a spooled result: the JSON line, then the payload
+        data.seek(0)
+        line = data.readline()
+        meta = json.loads(line.decode("utf-8"))
+        meta["_offset"] = len(line)
+        return RawResult(meta=meta, payload=data)
+    end = data.find(b"\n")
+    end = len(data) if end < 0 else end
+    return RawResult(meta=json.loads(bytes(data[:end]).decode("utf-8")), payload=memoryview(data)[end + 1:])
 
 
 class FrameDecoder:
     """Splits the container's control channel (its original stdout) into frames.
 
     Feed it chunks as they arrive; ``O`` frames (the task's stdout) go to ``on_stdout``, the
-    ``R`` frame (the result) is kept. Chunks may split frames anywhere.
+    ``R`` frame (the result) is kept. Chunks may split frames anywhere. Each frame is received
+    into one buffer of its announced size: a 50 MB result is held once, not re-copied per chunk.
     """
 
     _HEAD = struct.Struct(">cQ")
 
     def __init__(self, on_stdout: Callable[[bytes], None]) -> None:
-        self._buf = bytearray()
+        self._head = bytearray()
+        self._kind = b""
+        self._frame: bytearray | None = None
+        self._filled = 0
+        self._spool: BinaryIO | None = None
+        self._spool_left = 0
         self._on_stdout = on_stdout
-        self.result: bytes | None = None
+        self.result: bytearray | BinaryIO | None = None
 
     def feed(self, chunk: bytes) -> None:
-        self._buf += chunk
-        head = self._HEAD.size
-        while len(self._buf) >= head:
-            kind, size = self._HEAD.unpack_from(self._buf)
-            if len(self._buf) < head + size:
-                return
-            data = bytes(self._buf[head:head + size])
-            del self._buf[:head + size]
-            if kind == b"O":
-                self._on_stdout(data)
-            elif kind == b"R":
-                self.result = data
+        view = memoryview(chunk)
+        pos = 0
+        while pos < len(view) or (self._frame is not None and self._filled == len(self._frame)):
+            if self._spool is not None:  # a large result goes to its file, never whole in memory
+                take = view[pos:pos + self._spool_left]
+                self._spool.write(take)
+                self._spool_left -= len(take)
+                pos += len(take)
+                if self._spool_left == 0:
+                    self.result, self._spool = self._spool, None
+                continue
+            if self._frame is None:
+                take = view[pos:pos + self._HEAD.size - len(self._head)]
+                self._head += take
+                pos += len(take)
+                if len(self._head) < self._HEAD.size:
+                    return
+                kind, size = self._HEAD.unpack(self._head)
+                self._head.clear()
+                if kind == b"R" and size >= SPOOL_AT:
+                    # Unlinked at creation: nothing to clean up, whatever happens to this process.
+                    spool = tempfile.TemporaryFile(prefix="dockertask-result-")  # noqa: SIM115 - outlives this call
+                    self._spool, self._spool_left = spool, size
+                    continue
+                self._kind, self._frame, self._filled = kind, bytearray(size), 0
+            if self._filled < len(self._frame):
+                take = view[pos:pos + len(self._frame) - self._filled]
+                self._frame[self._filled:self._filled + len(take)] = take
+                self._filled += len(take)
+                pos += len(take)
+            if self._filled == len(self._frame):
+                frame, self._frame = self._frame, None
+                if self._kind == b"O":
+                    self._on_stdout(bytes(frame))
+                elif self._kind == b"R":
+                    self.result = frame
 
 
-def loads(payload: bytes) -> Any:
+def loads(payload: bytes | memoryview) -> Any:
     return cloudpickle.loads(payload)
+
+
+def load_value(raw: RawResult) -> Any:
+    """A successful result: the returned bytes as they came (``raw``), or the unpickled value; from a
+    spooled file, read or unpickled straight from it, so only the value itself is ever in memory."""
+    if isinstance(raw.payload, (bytes, memoryview)):
+        return bytes(raw.payload) if raw.meta.get("raw") == "bytes" else loads(raw.payload)
+    start = raw._start()
+    raw.payload.seek(start)
+    if raw.meta.get("raw") == "bytes":
+        # read(n) fills one bytes object of that size; read() would gather pieces and copy them once more.
+        return raw.payload.read(os.fstat(raw.payload.fileno()).st_size - start)
+    return cloudpickle.load(raw.payload)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import hostproc, images, lifecycle, payload, progress, secrets
 from .backends import Backend, ContainerJob, ContainerOutcome, default_backend
-from .backends.base import OutputSink
+from .backends.base import OutputSink, StdinPieces
 from .cache import Cache, NotHashable, cache_key
 from .errors import (
     ImageNotFoundError,
@@ -142,15 +142,18 @@ def _attempts(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any
         build(task.image_spec, backend)
     _ensure_image(backend, image)
     lifecycle.install_signal_handlers()
-    envelope = payload.make_envelope(task.function, args, kwargs, spec.name)
+    envelope: payload.Envelope | None = payload.make_envelope(task.function, args, kwargs, spec.name)
     run_id = uuid.uuid4().hex[:16]
     failures = preemptions = 0
     attempt = 0
     while True:
         attempt += 1
         interruptible = spec.interruptible and preemptions < MAX_PREEMPTIONS
+        if envelope is None:  # a retry: pickle the call again rather than hold it through every attempt
+            envelope = payload.make_envelope(task.function, args, kwargs, spec.name)
         job = dataclasses.replace(build_job(task, image, envelope, secret_values, run_id, attempt, interruptible),
                                   since=since)
+        envelope = None  # the job's stdin pieces are the only reference now, dropped once sent
         if lifecycle.interrupted(since):
             raise _not_started(spec.name)
         try:
@@ -218,7 +221,7 @@ def build_job(task: Task[Any, Any], image: str, envelope: payload.Envelope,
     if interruptible:
         labels["dockertask.interruptible"] = "true"
     return ContainerJob(
-        image=image, command=list(payload.COMMAND), stdin_data=envelope.stdin_bytes(header, secrets_json),
+        image=image, command=list(payload.COMMAND), stdin=StdinPieces(envelope.stdin_pieces(header, secrets_json)),
         environment={**task.container_options.environment, **spec.environment}, labels=labels,
         host_config=host_config, create_kwargs=dict(task.container_options.create),
         timeout=spec.timeout_seconds or None,
@@ -227,6 +230,14 @@ def build_job(task: Task[Any, Any], image: str, envelope: payload.Envelope,
 
 def interpret(task: Task[Any, Any], outcome: ContainerOutcome) -> Any:
     """The value of a finished attempt, or AttemptFailed saying what went wrong."""
+    try:
+        return _interpret(task, outcome)
+    finally:
+        if outcome.result is not None and not isinstance(outcome.result, (bytes, bytearray)):
+            outcome.result.close()  # a spooled result's file (already unlinked)
+
+
+def _interpret(task: Task[Any, Any], outcome: ContainerOutcome) -> Any:
     spec = task.spec
     if outcome.cancelled:
         raise AttemptFailed(TaskFailedError(f"task {spec.name}: the host was interrupted; its container was "
@@ -258,7 +269,7 @@ def interpret(task: Task[Any, Any], outcome: ContainerOutcome) -> Any:
             exit_code=outcome.exit_code, logs_tail=outcome.logs_tail))
     meta = raw.meta
     if raw.status == "ok":
-        return _load_result(spec.name, outcome.image, raw.payload)
+        return _load_result(spec.name, outcome.image, raw)
     if raw.status == "python_version":
         raise AttemptFailed(PythonVersionError(
             f"task {spec.name}: the image has Python {meta.get('image_python')} but the host has Python "
@@ -287,10 +298,10 @@ def _image_hint(image: str, module: str) -> str:
             f"container_image=ImageSpec(name=..., packages=[{module!r}])")
 
 
-def _load_result(name: str, image: str, data: bytes) -> Any:
+def _load_result(name: str, image: str, raw: payload.RawResult) -> Any:
     """The returned value; one this host cannot load is a TaskOutputError that keeps the bytes."""
     try:
-        return payload.loads(data)
+        return payload.load_value(raw)
     except Exception as exc:
         missing = getattr(exc, "name", None) if isinstance(exc, ImportError) else None
         what = (f"its class comes from module {missing!r}, which is in image {image} but not installed here: "
@@ -298,16 +309,16 @@ def _load_result(name: str, image: str, data: bytes) -> Any:
         raise AttemptFailed(TaskOutputError(
             f"task {name} succeeded, but its result cannot be loaded on this host: {what}. The pickled result is "
             "kept in this error's raw_result: pickle.loads(err.raw_result) once that is fixed, without running "
-            "the task again", raw_result=data), retryable=False) from None
+            "the task again", raw_result=raw.data()), retryable=False) from None
 
 
 def _user_exception(name: str, raw: payload.RawResult, image: str = "") -> Any:
     meta = raw.meta
     tb = str(meta.get("traceback", ""))
     exc: BaseException | None = None
-    if raw.payload:
+    if raw.data():
         try:
-            exc = payload.loads(raw.payload)
+            exc = payload.loads(raw.data())
         except Exception:
             exc = None
     if isinstance(exc, BaseException) and not isinstance(exc, Exception):

@@ -8,23 +8,43 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 # Called from a pump thread with ("stdout" | "stderr", one line without its newline).
 OutputSink = Callable[[str, str], None]
+
+
+class StdinPieces:
+    """What a container reads on stdin, in pieces, handed out once: after they are sent nothing holds
+    them, so a 50 MB argument is not kept for the length of the call (a retry pickles it again)."""
+
+    def __init__(self, pieces: tuple[bytes, ...]) -> None:
+        self._pieces = pieces
+
+    def take(self) -> tuple[bytes, ...]:
+        pieces, self._pieces = self._pieces, ()
+        return pieces
+
+    def peek(self) -> tuple[bytes, ...]:
+        return self._pieces
 
 
 @dataclass(frozen=True)
 class ContainerJob:
     image: str
     command: list[str]
-    stdin_data: bytes  # everything the container reads: written to its stdin right after start
+    stdin: StdinPieces  # what the container reads, in pieces sent in turn (never joined into one copy)
     environment: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
     host_config: dict[str, Any] = field(default_factory=dict)  # docker SDK create_host_config kwargs
     create_kwargs: dict[str, Any] = field(default_factory=dict)  # docker SDK create_container kwargs
     timeout: float | None = None  # seconds from start; None means no limit
     since: int = 0  # lifecycle.generation() when the call was made: a later Ctrl-C cancels it
+
+    @property
+    def stdin_data(self) -> bytes:
+        """All of stdin as one bytes object (for tests and debugging; the backends send the pieces)."""
+        return b"".join(self.stdin.peek())
 
 
 @dataclass(frozen=True)
@@ -35,7 +55,7 @@ class ContainerOutcome:
     oom_killed: bool = False
     timed_out: bool = False
     cancelled: bool = False  # the host is shutting down (Ctrl-C / SIGTERM) and killed it
-    result: bytes | None = None  # the bootstrap's result frame, when it sent one
+    result: bytes | bytearray | BinaryIO | None = None  # the result frame (a file when large), if one came
     logs_tail: str = ""
 
 

@@ -258,10 +258,11 @@ class DockerBackend:
         return sock
 
     @staticmethod
-    def _send_stdin(sock: Any, data: bytes) -> None:
+    def _send_stdin(sock: Any, pieces: tuple[bytes, ...]) -> None:
         raw = getattr(sock, "_sock", sock)
         try:
-            raw.sendall(data)
+            for piece in pieces:
+                raw.sendall(piece)
             raw.shutdown(socket.SHUT_WR)  # with StdinOnce, the container's stdin closes here
         except OSError:
             pass  # the container is already gone (no python3, killed): its exit status says why
@@ -324,7 +325,7 @@ class DockerBackend:
                 self._kill(cid)
             # Send from a thread: a container that dies before reading its input (no python3)
             # stops draining the socket, and a blocking sendall would hang here for minutes.
-            sender = threading.Thread(target=self._send_stdin, args=(sock, job.stdin_data),
+            sender = threading.Thread(target=self._send_stdin, args=(sock, job.stdin.take()),
                                       name="dockertask-stdin", daemon=True)
             sender.start()
             exit_code = self._wait(cid, job.timeout)

@@ -285,3 +285,14 @@ def test_hostile_tasks_end_in_a_typed_answer(sink: Sink, function: Any, args: tu
         got = f"{type(exc).__name__}: {exc}"
     assert re.search(expected, got), got
     assert time.monotonic() - start < 20
+
+
+@task(limits=__import__("dockertask").Resources(mem="256Mi"))
+def returns_150MB() -> bytes:
+    return b"z" * (150 * MiB)
+
+
+def test_a_256MiB_container_returns_a_150MB_result() -> None:
+    """A bytes result is sent as it is (no pickled copy, no concatenation): 150 MB fits in 256 MiB."""
+    out = returns_150MB()
+    assert len(out) == 150 * MiB and out[:3] == b"zzz" and out[-3:] == b"zzz"

@@ -99,3 +99,25 @@ def test_every_module_in_the_runtime_zip_imports_without_site_packages(tmp_path:
     code = f"import sys; sys.path.insert(0, {str(path)!r})\nfor n in {names!r}:\n    __import__(n)\n"
     out = subprocess.run([sys.executable, "-S", "-I", "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
+
+
+def _control_frame(kind: bytes, body: bytes) -> bytes:
+    import struct
+
+    return struct.pack(">cQ", kind, len(body)) + body
+
+
+@pytest.mark.parametrize("size", [10, payload.SPOOL_AT + 123], ids=["in-memory", "spooled"])
+def test_result_frames_survive_any_chunking_and_large_ones_are_spooled(size: int) -> None:
+    """A result frame split anywhere comes back whole; one over SPOOL_AT goes to a file, not memory."""
+    body = b"x" * size
+    stream = _control_frame(b"O", b"hello") + _control_frame(b"R", b'{"status": "ok", "raw": "bytes"}\n' + body)
+    seen: list[bytes] = []
+    dec = FrameDecoder(seen.append)
+    for i in range(0, len(stream), 7777):
+        dec.feed(stream[i:i + 7777])
+    assert seen == [b"hello"]
+    assert dec.result is not None
+    assert isinstance(dec.result, bytearray) == (size < payload.SPOOL_AT)
+    raw = parse_result(dec.result)
+    assert payload.load_value(raw) == body and raw.data() == body
