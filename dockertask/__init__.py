@@ -20,7 +20,7 @@ _EXPORTS = {
     "ImageSpec": "imagespec",
     "current_context": "context", "ExecutionContext": "context",
     "Docker": "plugins",
-    "map_task": "fanout", "MapTaskError": "errors",
+    "map_task": "fanout", "MapTaskError": "errors", "ReusePolicy": "workers",
     "DockerTaskError": "errors", "TaskDefinitionError": "errors", "TaskInputError": "errors",
     "TaskOutputError": "errors",
     "TaskTimeoutError": "errors", "TaskOOMError": "errors", "TaskFailedError": "errors",
@@ -42,6 +42,7 @@ __all__ = [
     "PythonVersionError",
     "ResourceSpecError",
     "Resources",
+    "ReusePolicy",
     "Secret",
     "SecretNotFoundError",
     "Task",
@@ -86,6 +87,7 @@ if TYPE_CHECKING:
     from .resources import Resources
     from .secrets import Secret
     from .tasks import ExecutionBehavior, Task, TaskSpec, task
+    from .workers import ReusePolicy
 
 
 def __getattr__(name: str) -> Any:

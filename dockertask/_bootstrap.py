@@ -123,22 +123,12 @@ def main(read_frame):
     runtime = os.path.join(run_dir, "runtime.zip")
     with open(runtime, "wb") as f:
         f.write(read_frame())
+    sys.path.insert(0, runtime)
+    if header.get("mode") == "serve":
+        return serve(read_frame, channel)
     pickled_call = read_frame()
     secrets = json.loads(read_frame().decode("utf-8") or "[]")
-    # The task must not read our protocol (or block on it): give it an empty stdin.
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.close(devnull)
-    read_fd, write_fd = os.pipe()
-    os.dup2(write_fd, 1)
-    os.close(write_fd)
-    pump = threading.Thread(target=forward_stdout, args=(read_fd, channel))
-    pump.daemon = True
-    pump.start()
-    # Line buffering: the host sees each line when it is printed, without -u's write per fragment.
-    sys.stdout.reconfigure(line_buffering=True)
-    sys.stderr.reconfigure(line_buffering=True)
-    sys.path.insert(0, runtime)
+    pump = redirect_stdout(channel)
     try:
         install_secrets(secrets)
         del secrets
@@ -150,10 +140,38 @@ def main(read_frame):
         func, args, kwargs = cloudpickle.loads(pickled_call)
         del pickled_call
     except BaseException as exc:  # anything here means the call could not even be loaded
-        finish(pump)
-        channel.result({"status": "load_error", "type": qualname(type(exc)), "message": str(exc),
-                        "traceback": format_exc()})
-        return 0
+        return report_load_error(channel, pump, exc)
+    return run_and_report(channel, pump, func, args, kwargs)
+
+
+def redirect_stdout(channel):
+    """The task gets an empty stdin and a stdout whose bytes go to the host as O frames."""
+    devnull = os.open(os.devnull, os.O_RDONLY)  # the task must not read our protocol (or block on it)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    read_fd, write_fd = os.pipe()
+    os.dup2(write_fd, 1)
+    os.close(write_fd)
+    pump = threading.Thread(target=forward_stdout, args=(read_fd, channel))
+    pump.daemon = True
+    pump.start()
+    # Line buffering: the host sees each line when it is printed, without -u's write per fragment.
+    sys.stdout.reconfigure(line_buffering=True)
+    sys.stderr.reconfigure(line_buffering=True)
+    return pump
+
+
+def report_load_error(channel, pump, exc):
+    finish(pump)
+    channel.result({"status": "load_error", "type": qualname(type(exc)), "message": str(exc),
+                    "traceback": format_exc()})
+    return 0
+
+
+def run_and_report(channel, pump, func, args, kwargs):
+    """Run the call and send its R frame; 0 once it is sent (user exceptions included)."""
+    import cloudpickle
+
     try:
         value = func(*args, **kwargs)
     except BaseException as exc:  # user code may raise anything, SystemExit included
@@ -182,6 +200,115 @@ def main(read_frame):
     finish(pump)
     channel.result({"status": "ok"}, data)
     return 0
+
+
+# -- reuse mode: one warm container, a fresh process per call ----------------------------------
+
+class LoadFailure(object):
+    def __init__(self, exc, tb):
+        self.exc, self.tb = exc, tb
+
+
+def serve(read_frame, channel):
+    """Reusable replica: functions are loaded once (``load`` frames); each ``call`` runs in a child
+    forked from this pristine process, so no module state, global or open file carries from one call
+    to the next. One call at a time; a child that dies without its R frame is reported as an X frame
+    (exit code, signal, and whether the cgroup's OOM killer fired)."""
+    import shutil  # noqa: F401  # clear_secrets' after every call
+    import traceback  # noqa: F401  # imported once here rather than in a failing child
+
+    import cloudpickle
+
+    from dockertask import context  # noqa: F401  # every child sets it: import it once, before forking
+
+    functions = {}
+    channel.send(b"W", b"ready")
+    while True:
+        try:
+            op = read_frame()
+        except (ValueError, OSError):  # the host closed the channel: this replica is done
+            return 0
+        if op == b"load":
+            fid = read_frame().decode("utf-8")
+            data = read_frame()
+            try:
+                functions[fid] = cloudpickle.loads(data)
+            except BaseException as exc:
+                functions[fid] = LoadFailure(exc, format_exc())
+            del data
+            continue
+        meta = json.loads(read_frame().decode("utf-8"))
+        call = read_frame()
+        secrets = json.loads(read_frame().decode("utf-8") or "[]")
+        before = oom_kills()
+        pid = os.fork()
+        if pid == 0:  # the call's own process
+            code = 70
+            try:
+                code = run_child(channel, meta, functions.get(meta["fid"]), call, secrets)
+            finally:
+                os._exit(code)
+        del call, secrets
+        _, status = os.waitpid(pid, 0)
+        clear_secrets()
+        if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+            continue  # the child sent its R frame
+        channel.send(b"X", json.dumps({
+            "exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
+            "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
+            "oom": oom_kills() > before}).encode("utf-8"))
+
+
+def run_child(channel, meta, func, call, secrets):
+    pump = redirect_stdout(channel)
+    try:
+        import cloudpickle
+
+        from dockertask import context
+
+        install_secrets(secrets)
+        context.enter_container(meta)
+        if isinstance(func, LoadFailure):
+            raise func.exc
+        if func is None:
+            raise RuntimeError("function %r was never loaded into this replica" % meta.get("fid"))
+        args, kwargs = cloudpickle.loads(call)
+    except BaseException as exc:
+        return report_load_error(channel, pump, exc)
+    return run_and_report(channel, pump, func, args, kwargs)
+
+
+def oom_kills():
+    """How many times the kernel's OOM killer fired in this container's memory cgroup (v2 or v1)."""
+    for path in ("/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control"):
+        try:
+            with open(path) as f:
+                for line in f:
+                    key, _, value = line.partition(" ")
+                    if key == "oom_kill":
+                        return int(value)
+        except (OSError, ValueError):
+            continue
+    return 0
+
+
+def clear_secrets():
+    """Remove what the last call's secrets left on the tmpfs: the next call sees only its own."""
+    import shutil
+
+    try:
+        names = os.listdir(SECRETS_DIR)
+    except OSError:
+        return
+    for name in names:
+        path = os.path.join(SECRETS_DIR, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
 
 
 def finish(pump):

@@ -10,6 +10,7 @@ Debian base bootstrapped with debootstrap, no registry at all).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import os
@@ -52,6 +53,7 @@ def asset_path(name: str) -> Path:
 
 
 @lru_cache(maxsize=1)
+@functools.lru_cache(maxsize=1)  # its inputs ship with the package: they do not change in a process
 def default_image_ref() -> str:
     """``dockertask-runtime:pyX.Y-<hash>``: the hash changes when the Dockerfile or bootstrap does."""
     digest = hashlib.sha256()
@@ -79,24 +81,37 @@ def find_pyproject(start: Path | None = None) -> Path | None:
     return None
 
 
+@functools.lru_cache(maxsize=16)
+def _pyproject_images(path: str, mtime_ns: int) -> dict[str, str]:
+    """[tool.dockertask.images] of one pyproject.toml, parsed once per version of the file."""
+    pyproject = Path(path)
+    try:
+        data = tomllib.loads(pyproject.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ImageResolutionError(f"{pyproject}: cannot read [tool.dockertask.images]: {exc}") from None
+    table = data.get("tool", {}).get("dockertask", {}).get("images", {})
+    if not isinstance(table, dict):
+        raise ImageResolutionError(f"{pyproject}: [tool.dockertask.images] must be a table of name = \"ref\"")
+    images = {}
+    for name, ref in table.items():
+        if not isinstance(ref, str) or not ref:
+            raise ImageResolutionError(
+                f"{pyproject}: [tool.dockertask.images] {name} = {ref!r}: expected an image reference string"
+            )
+        images[name.lower()] = ref
+    return images
+
+
 def configured_images(start: Path | None = None) -> dict[str, str]:
     """NAME → reference, from pyproject then the environment (env wins); ``default`` always there."""
     images: dict[str, str] = {}
     pyproject = find_pyproject(start)
     if pyproject is not None:
         try:
-            data = tomllib.loads(pyproject.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ImageResolutionError(f"{pyproject}: cannot read [tool.dockertask.images]: {exc}") from None
-        table = data.get("tool", {}).get("dockertask", {}).get("images", {})
-        if not isinstance(table, dict):
-            raise ImageResolutionError(f"{pyproject}: [tool.dockertask.images] must be a table of name = \"ref\"")
-        for name, ref in table.items():
-            if not isinstance(ref, str) or not ref:
-                raise ImageResolutionError(
-                    f"{pyproject}: [tool.dockertask.images] {name} = {ref!r}: expected an image reference string"
-                )
-            images[name.lower()] = ref
+            mtime = pyproject.stat().st_mtime_ns
+        except OSError:
+            mtime = -1
+        images.update(_pyproject_images(str(pyproject), mtime))
     for key, value in os.environ.items():
         if key.startswith("DOCKERTASK_IMAGE_") and value:
             images[key[len("DOCKERTASK_IMAGE_"):].lower()] = value

@@ -172,6 +172,24 @@ def make_envelope(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[
     return Envelope(header={"python": HOST_PYTHON}, pickled_call=pickled)
 
 
+def pickle_function(func: Callable[..., Any], task_name: str) -> bytes:
+    """The task's function alone (reuse mode loads it once per replica)."""
+    register_user_modules()
+    try:
+        return bytes(cloudpickle.dumps(func, protocol=5))
+    except Exception as exc:
+        raise _unpicklable(func, (), {}, task_name, exc) from None
+
+
+def pickle_call_args(args: tuple[Any, ...], kwargs: dict[str, Any], task_name: str) -> bytes:
+    """One call's arguments alone (reuse mode); an unpicklable one is a TaskInputError naming it."""
+    register_user_modules()
+    try:
+        return bytes(cloudpickle.dumps((args, kwargs), protocol=5))
+    except Exception as exc:
+        raise _unpicklable(lambda: None, args, kwargs, task_name, exc) from None
+
+
 def _unpicklable(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], task_name: str,
                  exc: Exception) -> Exception:
     from .errors import DockerTaskError, TaskInputError
@@ -234,7 +252,9 @@ class FrameDecoder:
 
     _HEAD = struct.Struct(">cQ")
 
-    def __init__(self, on_stdout: Callable[[bytes], None]) -> None:
+    def __init__(self, on_stdout: Callable[[bytes], None],
+                 on_frame: Callable[[bytes, bytearray | BinaryIO], None] | None = None) -> None:
+        self._on_frame = on_frame  # reuse mode: every frame but O, in order (R, X, W), instead of .result
         self._head = bytearray()
         self._kind = b""
         self._frame: bytearray | None = None
@@ -254,7 +274,8 @@ class FrameDecoder:
                 self._spool_left -= len(take)
                 pos += len(take)
                 if self._spool_left == 0:
-                    self.result, self._spool = self._spool, None
+                    spooled, self._spool = self._spool, None
+                    self._deliver(b"R", spooled)
                 continue
             if self._frame is None:
                 take = view[pos:pos + self._HEAD.size - len(self._head)]
@@ -279,8 +300,14 @@ class FrameDecoder:
                 frame, self._frame = self._frame, None
                 if self._kind == b"O":
                     self._on_stdout(bytes(frame))
-                elif self._kind == b"R":
-                    self.result = frame
+                else:
+                    self._deliver(self._kind, frame)
+
+    def _deliver(self, kind: bytes, frame: bytearray | BinaryIO) -> None:
+        if self._on_frame is not None:
+            self._on_frame(kind, frame)
+        elif kind == b"R":
+            self.result = frame
 
 
 def loads(payload: bytes | memoryview) -> Any:

@@ -142,7 +142,9 @@ def _attempts(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any
         build(task.image_spec, backend)
     _ensure_image(backend, image)
     lifecycle.install_signal_handlers()
-    envelope: payload.Envelope | None = payload.make_envelope(task.function, args, kwargs, spec.name)
+    reusable = spec.reusable is not None
+    envelope: payload.Envelope | None = (None if reusable else
+                                         payload.make_envelope(task.function, args, kwargs, spec.name))
     run_id = uuid.uuid4().hex[:16]
     failures = preemptions = 0
     attempt = 0
@@ -150,14 +152,20 @@ def _attempts(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any
         attempt += 1
         interruptible = spec.interruptible and preemptions < MAX_PREEMPTIONS
         if envelope is None:  # a retry: pickle the call again rather than hold it through every attempt
-            envelope = payload.make_envelope(task.function, args, kwargs, spec.name)
+            envelope = payload.Envelope(header={"python": payload.HOST_PYTHON}, pickled_call=b"") if reusable \
+                else payload.make_envelope(task.function, args, kwargs, spec.name)
         job = dataclasses.replace(build_job(task, image, envelope, secret_values, run_id, attempt, interruptible),
                                   since=since)
         envelope = None  # the job's stdin pieces are the only reference now, dropped once sent
         if lifecycle.interrupted(since):
             raise _not_started(spec.name)
         try:
-            outcome = _run_job(backend, job, image, output)
+            if reusable:
+                from . import workers
+
+                outcome = workers.run_call(task, job, args, kwargs, secret_values, output or print_line, backend)
+            else:
+                outcome = _run_job(backend, job, image, output)
             value = interpret(task, outcome)
             task.interface.check_output(value)
             return value

@@ -77,6 +77,7 @@ class TaskSpec:
     secret_requests: tuple[Secret, ...]
     task_config: Any
     execution_mode: ExecutionBehavior
+    reusable: Any = None  # a workers.ReusePolicy: calls run in warm replicas instead of fresh containers
     source_file: str = field(repr=False, default="")
     source_text: str = field(repr=False, default="")
 
@@ -116,6 +117,7 @@ class TaskSpec:
             "deprecated": self.deprecated,
             "task_config": None if self.task_config is None else repr(self.task_config),
             "execution_mode": self.execution_mode.name,
+            "reusable": None if self.reusable is None else self.reusable.to_dict(),
         }
 
 
@@ -284,7 +286,7 @@ def _make_task(
     fn: Callable[P, R], *, task_config: Any, cache: bool, cache_version: str, retries: int, interruptable: bool,
     deprecated: str, timeout: dt.timedelta | int, container_image: Any, environment: Mapping[str, str] | None,
     requests: Resources | None, limits: Resources | None, secret_requests: Sequence[Secret] | None,
-    execution_mode: ExecutionBehavior,
+    execution_mode: ExecutionBehavior, reusable: Any = None,
 ) -> Task[P, R]:
     if not callable(fn):
         raise TaskDefinitionError(f"@task expects a function, got {fn!r}")
@@ -300,6 +302,12 @@ def _make_task(
         if res is not None and not isinstance(res, Resources):
             raise TaskDefinitionError(f"{label}={res!r}: expected dockertask.Resources(cpu=..., mem=...)")
     check_request_within_limit(requests, limits)
+    if reusable is not None:
+        from .workers import ReusePolicy
+
+        if not isinstance(reusable, ReusePolicy):
+            raise TaskDefinitionError(f"reusable={reusable!r}: expected dockertask.ReusePolicy(replicas=..., "
+                                      "idle_ttl=...)")
     options = plugins.options_for(task_config)
     image_spec = None
     if container_image is not None and not isinstance(container_image, str):
@@ -324,7 +332,8 @@ def _make_task(
         interruptible=bool(interruptable), deprecated=str(deprecated or ""),
         timeout_seconds=_timeout_seconds(timeout), environment=_check_environment(environment),
         requests=requests, limits=limits, secret_requests=_check_secrets(secret_requests),
-        task_config=task_config, execution_mode=execution_mode, source_file=source_file, source_text=source_text,
+        task_config=task_config, execution_mode=execution_mode, reusable=reusable, source_file=source_file,
+        source_text=source_text,
     )
     return Task(fn, spec, options, image_spec)
 
@@ -340,6 +349,7 @@ def task(
     container_image: Any = None, environment: Mapping[str, str] | None = None, requests: Resources | None = None,
     limits: Resources | None = None, secret_requests: Sequence[Secret] | None = None,
     execution_mode: ExecutionBehavior = ExecutionBehavior.DEFAULT, interruptible: bool | None = None,
+    reusable: Any = None,
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
 
@@ -350,10 +360,12 @@ def task(
     requests: Resources | None = None, limits: Resources | None = None,
     secret_requests: Sequence[Secret] | None = None,
     execution_mode: ExecutionBehavior = ExecutionBehavior.DEFAULT, interruptible: bool | None = None,
+    reusable: Any = None,
 ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
     """flytekit's ``@task``, run in Docker: same parameters, same defaults.
 
-    ``interruptible=`` is accepted as a spelling of ``interruptable=``.
+    ``interruptible=`` is accepted as a spelling of ``interruptable=``; ``reusable=ReusePolicy(...)``
+    (beyond the seed) runs calls in warm replicas instead of a fresh container each (see ``workers``).
     """
     if not isinstance(execution_mode, ExecutionBehavior):
         raise TaskDefinitionError(f"execution_mode={execution_mode!r}: expected a dockertask.ExecutionBehavior")
@@ -365,7 +377,7 @@ def task(
             fn, task_config=task_config, cache=cache, cache_version=cache_version, retries=retries,
             interruptable=interruptable if interruptible is None else interruptible, deprecated=deprecated,
             timeout=timeout, container_image=container_image, environment=environment, requests=requests,
-            limits=limits, secret_requests=secret_requests, execution_mode=execution_mode,
+            limits=limits, secret_requests=secret_requests, execution_mode=execution_mode, reusable=reusable,
         )
 
     if _task_function is not None:

@@ -78,6 +78,9 @@ class FakeBackend:
     def remove_network(self, name: str) -> None:
         pass
 
+    def open_worker(self, job: ContainerJob, on_output: OutputSink) -> Any:
+        raise AssertionError("no reusable replica expected")
+
     def gc_networks(self, is_orphan: Any, dry_run: bool = False) -> list[str]:
         return []
 

@@ -77,6 +77,12 @@ class Backend(Protocol):
         container, whatever happens (including KeyboardInterrupt)."""
         ...
 
+    def open_worker(self, job: ContainerJob, on_output: OutputSink) -> Any:
+        """Start a long-lived container whose stdin stays open (a reusable replica): ``job.stdin`` goes
+        first; the result has ``send(pieces)``, ``frames.next(timeout)`` (kind, frame), ``route_output``,
+        ``exit_state()`` and ``close()`` (kill and remove)."""
+        ...
+
     def image_info(self, ref: str) -> ImageInfo | None: ...
 
     def pull(self, ref: str) -> bool:

@@ -168,12 +168,14 @@ class _Lines:
 class _Pump:
     """Reads the attach socket in a thread: stderr → lines; stdout → the control channel."""
 
-    def __init__(self, sock: Any, sink: OutputSink) -> None:
+    def __init__(self, sock: Any, sink: OutputSink,
+                 on_frame: Callable[[bytes, Any], None] | None = None) -> None:
         self._sock = sock
+        self._on_frame = on_frame
         self.tail: collections.deque[str] = collections.deque(maxlen=_LOG_TAIL_LINES)
         self._stdout = _Lines("stdout", sink, self.tail)
         self._stderr = _Lines("stderr", sink, self.tail)
-        self.control = FrameDecoder(self._stdout.feed)
+        self.control = FrameDecoder(self._stdout.feed, on_frame)
         self.broken = False
         self._thread = threading.Thread(target=self._run, name="dockertask-output", daemon=True)
 
@@ -208,6 +210,8 @@ class _Pump:
             self._stderr.close()
         except Exception:
             pass
+        if self._on_frame is not None:
+            self._on_frame(b"EOF", b"")  # reuse mode: the waiting call learns the container is gone
 
 
 class DockerBackend:
@@ -229,7 +233,7 @@ class DockerBackend:
 
     # -- running -------------------------------------------------------------------------
 
-    def _create(self, job: ContainerJob) -> str:
+    def _create(self, job: ContainerJob, stdin_once: bool = True) -> str:
         # No log driver: output is streamed live over the attach socket, and the control channel
         # (the result included) must not be written to a log file on the engine's disk.
         host_config = self.api.create_host_config(**{"log_config": {"type": "none"}, **job.host_config})
@@ -240,8 +244,9 @@ class DockerBackend:
                 job.image, job.command, environment=job.environment, labels=job.labels,
                 host_config=host_config, stdin_open=True, detach=True, **create,
             )
-            # The container's stdin closes when the host has sent the call (not an SDK kwarg).
-            config["StdinOnce"] = True
+            # The container's stdin closes when the host has sent the call (not an SDK kwarg); a reusable
+            # replica's stays open for the calls to come.
+            config["StdinOnce"] = stdin_once
             created = self.api.create_container_from_config(config, None, platform)
         except ImageNotFound:
             raise ImageNotFoundError(
@@ -361,6 +366,27 @@ class DockerBackend:
                     sock.close()
                 except OSError:
                     pass
+
+    def open_worker(self, job: ContainerJob, on_output: OutputSink) -> WorkerConnection:
+        """Start a long-lived container (a reusable replica) whose stdin stays open: ``job.stdin`` is
+        sent first, then whatever the caller sends; every control frame but O arrives in order."""
+        self.sweep_abandoned()
+        try:
+            cid = self._create(job, stdin_once=False)
+        except requests.exceptions.RequestException as exc:
+            raise self._lost(exc, job, None) from None
+        lifecycle.add(cid, self.kill_all)
+        conn = WorkerConnection(self, cid, job, on_output)
+        try:
+            conn.sock = self._attach(cid)
+            conn.pump = _Pump(conn.sock, conn.output, conn.frames.put_frame)
+            conn.pump.start()
+            self._start(cid, job)
+            conn.send(job.stdin.take())
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     def _kill(self, cid: str) -> None:
         try:
@@ -493,3 +519,74 @@ def _image_info(ref: str, data: dict[str, Any]) -> ImageInfo:
     return ImageInfo(ref=ref, id=data["Id"], labels=config.get("Labels") or {}, created=data.get("Created", ""),
                      size=int(data.get("Size", 0)), tags=tuple(data.get("RepoTags") or ()))
 
+
+
+class _Frames:
+    """Frames from a replica, in order, for the one call waiting on them."""
+
+    def __init__(self) -> None:
+        import queue
+
+        self._queue: queue.Queue[tuple[bytes, Any]] = queue.Queue()
+
+    def put_frame(self, kind: bytes, frame: Any) -> None:
+        self._queue.put((kind, frame))
+
+    def next(self, timeout: float | None) -> tuple[bytes, Any] | None:
+        import queue
+
+        try:
+            return self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+
+class WorkerConnection:
+    """A reusable replica's container: send frames to its stdin, read its frames, route its output."""
+
+    def __init__(self, backend: DockerBackend, cid: str, job: ContainerJob, on_output: OutputSink) -> None:
+        self.backend = backend
+        self.container_id = cid
+        self.job = job
+        self.frames = _Frames()
+        self.sock: Any = None
+        self.pump: _Pump | None = None
+        self._sink = on_output
+        self._closed = False
+
+    def output(self, stream: str, line: str) -> None:
+        self._sink(stream, line)
+
+    def route_output(self, sink: OutputSink) -> None:
+        """Send the replica's output lines to ``sink`` (the call running now)."""
+        self._sink = sink
+
+    def send(self, pieces: tuple[bytes, ...]) -> None:
+        raw = getattr(self.sock, "_sock", self.sock)
+        for piece in pieces:
+            raw.sendall(piece)
+
+    def exit_state(self) -> dict[str, Any]:
+        """The container's State (after it died): ExitCode, OOMKilled."""
+        try:
+            return dict(self.backend.api.inspect_container(self.container_id).get("State", {}))
+        except (DockerException, requests.exceptions.RequestException):
+            return {}
+
+    def close(self) -> None:
+        """Kill and remove the container (a failed removal is recorded, as for any task container)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.sock is not None:
+            _shutdown(self.sock)
+        try:
+            self.backend._remove(self.container_id)
+        except (requests.exceptions.RequestException, DockerException):
+            abandoned.record(self.container_id, self.backend._engine())
+        lifecycle.discard(self.container_id)
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            except OSError:
+                pass

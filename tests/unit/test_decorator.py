@@ -235,3 +235,23 @@ def test_decorating_a_task_again_is_refused() -> None:
     inner = task(lambda x: x)
     with pytest.raises(TypeError, match="already a task"):
         task(timeout=5)(inner)
+
+
+@pytest.mark.parametrize("kwargs", [{"replicas": 0}, {"replicas": True}, {"replicas": 1.5},
+                                    {"idle_ttl": 0}, {"idle_ttl": float("nan")}, {"idle_ttl": timedelta(days=2)}])
+def test_a_reuse_policy_that_cannot_work_is_refused(kwargs: dict[str, Any]) -> None:
+    """ReusePolicy(replicas >= 1, 0 < idle_ttl <= a day) or a TaskDefinitionError naming the field."""
+    from dockertask import ReusePolicy, TaskDefinitionError
+
+    with pytest.raises(TaskDefinitionError, match=f"ReusePolicy\\({next(iter(kwargs))}="):
+        ReusePolicy(**kwargs)
+
+
+def test_reusable_is_part_of_the_spec_and_must_be_a_policy() -> None:
+    """@task(reusable=ReusePolicy(...)) shows in the spec; anything else is refused at decoration."""
+    from dockertask import ReusePolicy
+
+    t = task(reusable=ReusePolicy(replicas=2, idle_ttl=timedelta(minutes=5)))(lambda x: x)
+    assert t.spec.to_dict()["reusable"] == {"replicas": 2, "idle_ttl_seconds": 300.0}
+    with pytest.raises(TypeError, match="expected dockertask.ReusePolicy"):
+        task(reusable=2)(lambda x: x)

@@ -1,0 +1,263 @@
+"""Reusable replicas (``@task(reusable=ReusePolicy(...))``): warm containers kept by this process.
+
+Calls of tasks with the same image, resources, environment, secret requests and container options
+share a pool of up to ``replicas`` containers. Inside each, a serve loop (``_bootstrap.serve``) loads
+a task's function once, then runs every call in a child process forked from that pristine parent: no
+module state, global or open file carries from one call to the next. One call at a time per replica.
+
+A call's outcome is the same ``ContainerOutcome`` an isolated run gives, so the runner's policy
+(values, user exceptions, timeout, OOM, retries) is shared. A timeout kills the replica; a crash, an
+OOM kill or a dead container replaces it; only the call that caused it fails. Secrets travel with
+each call on the channel (never in ``docker inspect``) and are wiped from the tmpfs after it.
+Replicas go after ``idle_ttl`` without calls, at exit, on Ctrl-C/SIGTERM (the lifecycle handler
+kills them), and by ``dockertask gc`` after a ``kill -9`` (they carry the usual owner labels).
+"""
+
+from __future__ import annotations
+
+import atexit
+import datetime as dt
+import json
+import math
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from . import hostproc, payload, secrets
+from .backends import Backend, ContainerJob, ContainerOutcome
+from .backends.base import OutputSink, StdinPieces
+from .errors import DockerTaskError, TaskDefinitionError
+
+if TYPE_CHECKING:
+    from .tasks import Task
+
+READY_TIMEOUT = 60.0  # a new replica has this long to say it is ready (image start, runtime unpack)
+
+
+@dataclass(frozen=True)
+class ReusePolicy:
+    """Keep up to ``replicas`` warm containers for this task; remove each after ``idle_ttl`` unused."""
+
+    replicas: int = 1
+    idle_ttl: dt.timedelta | int | float = dt.timedelta(minutes=5)
+    idle_seconds: float = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.replicas, bool) or not isinstance(self.replicas, int) or not 1 <= self.replicas <= 256:
+            raise TaskDefinitionError(f"ReusePolicy(replicas={self.replicas!r}): expected a whole number from 1 "
+                                      "to 256")
+        ttl = self.idle_ttl.total_seconds() if isinstance(self.idle_ttl, dt.timedelta) else self.idle_ttl
+        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not math.isfinite(ttl) or not 0 < ttl <= 86400:
+            raise TaskDefinitionError(f"ReusePolicy(idle_ttl={self.idle_ttl!r}): expected a duration over 0 and "
+                                      "at most a day")
+        object.__setattr__(self, "idle_seconds", float(ttl))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"replicas": self.replicas, "idle_ttl_seconds": self.idle_seconds}
+
+
+@dataclass
+class _Replica:
+    worker: Any  # the backend's WorkerConnection
+    loaded: set[str] = field(default_factory=set)
+    busy: bool = False
+    last_used: float = field(default_factory=time.monotonic)
+
+
+class _Pool:
+    def __init__(self, replicas: int, idle_seconds: float) -> None:
+        self.size = replicas
+        self.idle_seconds = idle_seconds
+        self.replicas: list[_Replica] = []
+        self.starting = 0
+        self.cond = threading.Condition()
+
+    def acquire(self, start: Any) -> _Replica:
+        with self.cond:
+            while True:
+                free = next((r for r in self.replicas if not r.busy), None)
+                if free is not None:
+                    free.busy = True
+                    return free
+                if len(self.replicas) + self.starting < self.size:
+                    self.starting += 1
+                    break
+                self.cond.wait()
+        try:
+            replica = _Replica(start(), busy=True)
+        finally:
+            with self.cond:
+                self.starting -= 1
+                self.cond.notify_all()
+        with self.cond:
+            self.replicas.append(replica)
+        return replica
+
+    def release(self, replica: _Replica, broken: bool) -> None:
+        with self.cond:
+            replica.busy = False
+            replica.last_used = time.monotonic()
+            if broken and replica in self.replicas:
+                self.replicas.remove(replica)
+            self.cond.notify_all()
+        if broken:
+            replica.worker.close()
+
+    def reap(self, now: float, everything: bool = False) -> None:
+        with self.cond:
+            idle = [r for r in self.replicas if not r.busy and (everything or now - r.last_used >= self.idle_seconds)]
+            for r in idle:
+                self.replicas.remove(r)
+        for r in idle:
+            r.worker.close()
+
+
+_pools: dict[str, _Pool] = {}
+_lock = threading.Lock()
+_reaper: threading.Thread | None = None
+
+
+def _reap_forever() -> None:
+    while True:
+        time.sleep(0.5)
+        with _lock:
+            pools = list(_pools.values())
+        for pool in pools:
+            pool.reap(time.monotonic())
+
+
+def shutdown() -> None:
+    """Remove every replica of this process (at exit; also usable from tests)."""
+    with _lock:
+        pools = list(_pools.values())
+    for pool in pools:
+        pool.reap(0, everything=True)
+
+
+atexit.register(shutdown)
+
+
+def _pool_for(key: str, policy: ReusePolicy) -> _Pool:
+    global _reaper
+    with _lock:
+        pool = _pools.get(key)
+        if pool is None:
+            pool = _pools[key] = _Pool(policy.replicas, policy.idle_seconds)
+        if _reaper is None:
+            _reaper = threading.Thread(target=_reap_forever, name="dockertask-reaper", daemon=True)
+            _reaper.start()
+        return pool
+
+
+def _replica_job(task: Task[Any, Any], image: str, sample: ContainerJob) -> ContainerJob:
+    """The replica's container: the task's image, limits, environment and options, serving calls."""
+    header = json.dumps({"python": payload.HOST_PYTHON, "mode": "serve", "task": task.spec.name}).encode()
+    stdin = (*payload.frame_pieces(payload._bootstrap_source()), *payload.frame_pieces(header),
+             *payload.frame_pieces(payload.runtime_zip()))
+    host_config = dict(sample.host_config)
+    if task.spec.secret_requests:  # every call's secrets land here, however large (up to the limit)
+        host_config["tmpfs"] = {secrets.SECRETS_MOUNT: secrets.tmpfs_for({})[secrets.SECRETS_MOUNT].replace(
+            "size=4m", f"size={secrets.MAX_SECRETS_BYTES >> 20}m")}
+    labels = {**sample.labels, "dockertask.run-id": "replica-" + uuid.uuid4().hex[:12], "dockertask.replica": "true"}
+    labels.pop("dockertask.attempt", None)
+    return ContainerJob(image=image, command=list(payload.COMMAND), stdin=StdinPieces(stdin),
+                        environment=dict(sample.environment), labels={**labels, **hostproc.owner_labels()},
+                        host_config=host_config, create_kwargs=dict(sample.create_kwargs))
+
+
+def _key(task: Task[Any, Any], job: ContainerJob) -> str:
+    """What makes two tasks share replicas: image, resources, environment, secret requests, options, and
+    the same ReusePolicy (so neither gets the other's replica count or idle_ttl)."""
+    policy = task.spec.reusable
+    return json.dumps([job.image, sorted(job.environment.items()), sorted((k, repr(v)) for k, v in
+                       job.host_config.items() if k != "tmpfs"), sorted((k, repr(v)) for k, v in
+                       job.create_kwargs.items()), sorted(s.env_name for s in task.spec.secret_requests),
+                       policy.replicas, policy.idle_seconds])
+
+
+def run_call(task: Task[Any, Any], sample: ContainerJob, args: tuple[Any, ...], kwargs: dict[str, Any],
+             secret_values: dict[secrets.Secret, secrets.SecretValue], output: OutputSink,
+             backend: Backend) -> ContainerOutcome:
+    """One call on a replica of ``task``'s pool; ``sample`` is the isolated job this call would have run."""
+    policy: ReusePolicy = task.spec.reusable
+    call = payload.pickle_call_args(args, kwargs, task.spec.name)  # before any container: bad input fails here
+    pool = _pool_for(_key(task, sample), policy)
+
+    def start() -> Any:
+        worker = backend.open_worker(_replica_job(task, sample.image, sample), output)
+        frame = worker.frames.next(READY_TIMEOUT)
+        if frame is not None and frame[0] == b"W":
+            return worker
+        worker.close()
+        if frame is not None and frame[0] == b"R":  # it refused (e.g. another Python): say what it said
+            return _Refused(frame[1])
+        raise DockerTaskError(f"task {task.spec.name}: a reusable replica did not start within {READY_TIMEOUT:g} s")
+
+    replica = pool.acquire(start)
+    if isinstance(replica.worker, _Refused):
+        pool.release(replica, broken=True)
+        return ContainerOutcome(container_id="", exit_code=0, image=sample.image, result=replica.worker.frame)
+    worker = replica.worker
+    broken = True
+    try:
+        fid = f"{task.spec.name}:{task.code_fingerprint}"
+        if fid not in replica.loaded:  # the function and its by-value modules: once per replica
+            worker.send((*payload.frame_pieces(b"load"), *payload.frame_pieces(fid.encode()),
+                         *payload.frame_pieces(payload.pickle_function(task.function, task.spec.name))))
+            replica.loaded.add(fid)
+        meta = json.dumps({"fid": fid, "task": task.spec.name, "attempt": int(sample.labels["dockertask.attempt"]),
+                           "run_id": sample.labels["dockertask.run-id"]}).encode()
+        worker.route_output(output)
+        worker.send((*payload.frame_pieces(b"call"), *payload.frame_pieces(meta), *payload.frame_pieces(call),
+                     *payload.frame_pieces(secrets.to_json(secret_values))))
+        del call
+        outcome, broken = _await(worker, sample)
+        return outcome
+    except OSError:  # the replica's socket broke while sending: the container is gone
+        state = worker.exit_state()
+        return ContainerOutcome(container_id=worker.container_id, exit_code=state.get("ExitCode"),
+                                image=sample.image, oom_killed=bool(state.get("OOMKilled")))
+    finally:
+        pool.release(replica, broken)
+
+
+def _await(worker: Any, job: ContainerJob) -> tuple[ContainerOutcome, bool]:
+    """The call's outcome and whether its replica must go."""
+    from . import lifecycle
+
+    cid = worker.container_id
+    deadline = None if job.timeout is None else time.monotonic() + job.timeout
+    while True:
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        frame = worker.frames.next(left)
+        if frame is None:  # the call's timeout: kill the replica (its call with it)
+            worker.close()
+            return ContainerOutcome(container_id=cid, exit_code=None, image=job.image, timed_out=True), True
+        kind, data = frame
+        if kind == b"R":
+            return ContainerOutcome(container_id=cid, exit_code=0, image=job.image, result=data), False
+        if kind == b"X":  # the call's process died without a result; the replica lives, but is replaced
+            report = json.loads(bytes(data))
+            code = report.get("exit")
+            if code is None and report.get("signal") is not None:
+                code = 128 + int(report["signal"])
+            return ContainerOutcome(container_id=cid, exit_code=code, image=job.image,
+                                    oom_killed=bool(report.get("oom")), cancelled=lifecycle.interrupted(job.since),
+                                    logs_tail=""), True
+        if kind == b"EOF":  # the replica's container itself died (OOM of the parent, killed from outside)
+            state = worker.exit_state()
+            return ContainerOutcome(container_id=cid, exit_code=state.get("ExitCode"), image=job.image,
+                                    oom_killed=bool(state.get("OOMKilled")),
+                                    cancelled=lifecycle.interrupted(job.since)), True
+
+
+class _Refused:
+    """A replica that answered its start with a result frame (a refusal): passed to the runner as is."""
+
+    def __init__(self, frame: Any) -> None:
+        self.frame = frame
+
+    def close(self) -> None:
+        pass
