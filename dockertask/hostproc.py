@@ -18,10 +18,27 @@ def _start_ticks(pid: int) -> str | None:
     return stat[stat.rindex(")") + 2:].split()[19]
 
 
+def extra_labels() -> dict[str, str]:
+    """``DOCKERTASK_LABELS="team=ml,ci.job=1234"``: labels for every container dockertask creates (so a CI
+    job, or a test session, can find exactly its own)."""
+    from .errors import TaskDefinitionError
+
+    raw = os.environ.get("DOCKERTASK_LABELS", "").strip()
+    labels = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or key.strip().startswith("dockertask.") and not key.strip().startswith(
+                "dockertask.user."):
+            raise TaskDefinitionError(f"DOCKERTASK_LABELS={raw!r}: expected comma-separated key=value pairs, "
+                                      "keys outside dockertask.* (dockertask.user.* is allowed)")
+        labels[key.strip()] = value.strip()
+    return labels
+
+
 @functools.lru_cache(maxsize=1)
 def owner_labels() -> dict[str, str]:
     pid = os.getpid()
-    labels = {"dockertask.host": socket.gethostname(), "dockertask.host-pid": str(pid)}
+    labels = {**extra_labels(), "dockertask.host": socket.gethostname(), "dockertask.host-pid": str(pid)}
     start = _start_ticks(pid)
     if start is not None:
         labels["dockertask.host-pid-start"] = start

@@ -4,12 +4,19 @@ with the reason, unless DOCKERTASK_REQUIRE_ENGINE=1 (CI), where they run and fai
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# Every container this test session (and the processes it starts) creates carries this label, so the
+# leftover checks look at exactly ours, whatever else uses the engine meanwhile.
+SESSION_LABEL = "dockertask.user.test-session"
+SESSION = uuid.uuid4().hex
+os.environ["DOCKERTASK_LABELS"] = ",".join(filter(None, [os.environ.get("DOCKERTASK_LABELS", ""),
+                                                         f"{SESSION_LABEL}={SESSION}"]))
 # pytest running pytest: how the dockertask pytest plugin is tested, as its users use it.
 pytest_plugins = ["pytester"]
 

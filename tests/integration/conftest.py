@@ -8,15 +8,19 @@ import pytest
 
 
 def _leftovers() -> list[str]:
+    """This session's task containers still on the engine (other users of the engine are not ours)."""
     import docker
 
+    from ..conftest import SESSION, SESSION_LABEL
+
     api = docker.APIClient(version="auto")
-    return [c["Id"][:12] for c in api.containers(all=True, filters={"label": "dockertask.run-id"})]
+    return [c["Id"][:12] for c in api.containers(all=True, filters={"label": ["dockertask.run-id",
+                                                                             f"{SESSION_LABEL}={SESSION}"]})]
 
 
 @pytest.fixture(autouse=True)
 def no_leftover_containers(request: pytest.FixtureRequest) -> Iterator[None]:
-    """After every integration test, no container labelled dockertask.run-id may remain."""
+    """After every integration test, no task container of this session may remain."""
     yield
     try:
         left = _leftovers()

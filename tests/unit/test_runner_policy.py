@@ -254,3 +254,32 @@ def test_a_task_that_exits_fails_with_task_failed_error_not_ending_the_host(fake
         exits()
     if isinstance(exc, SystemExit):
         assert info.value.exit_code == 3 and "sys.exit(3)" in str(info.value)
+
+
+def test_every_container_carries_the_labels_of_dockertask_labels(fake: FakeBackend) -> None:
+    """DOCKERTASK_LABELS adds labels to every container (a CI job finds its own); this suite sets one."""
+    from ..conftest import SESSION, SESSION_LABEL
+
+    fake.outcomes.append(ok(2))
+    assert flaky(2) == 2
+    assert fake.jobs[0].labels[SESSION_LABEL] == SESSION
+
+
+@pytest.mark.parametrize("raw, expected", [("", {}), ("team=ml, ci.job=12", {"team": "ml", "ci.job": "12"}),
+                                          ("dockertask.user.x=1", {"dockertask.user.x": "1"})])
+def test_dockertask_labels_parse(raw: str, expected: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """key=value pairs, comma-separated."""
+    from dockertask import hostproc
+
+    monkeypatch.setenv("DOCKERTASK_LABELS", raw)
+    assert hostproc.extra_labels() == expected
+
+
+@pytest.mark.parametrize("raw", ["novalue", "dockertask.run-id=x", "=x"])
+def test_dockertask_labels_that_would_clash_are_refused(raw: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A malformed pair, or one in dockertask's own namespace, is a clear error."""
+    from dockertask import TaskDefinitionError, hostproc
+
+    monkeypatch.setenv("DOCKERTASK_LABELS", raw)
+    with pytest.raises(TaskDefinitionError, match="DOCKERTASK_LABELS"):
+        hostproc.extra_labels()
