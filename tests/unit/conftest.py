@@ -10,23 +10,23 @@ from dockertask.backends import set_default_backend
 from ..fakes import FakeBackend, InProcessBackend
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeBackend]:
-    """Install a fresh FakeBackend as the default backend for the test."""
-    backend = FakeBackend()
+def _installed(backend: FakeBackend) -> Iterator[FakeBackend]:
+    """Make ``backend`` the default for one test, with no image remembered from another."""
     set_default_backend(backend)  # type: ignore[arg-type]
     runner._ensured.clear()
     yield backend
     set_default_backend(None)
     runner._ensured.clear()
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeBackend]:
+    """Install a fresh FakeBackend as the default backend for the test."""
+    yield from _installed(FakeBackend())
 
 
 @pytest.fixture
 def inproc() -> Iterator[InProcessBackend]:
     """A backend that runs each call in this process: map/submit policy without an engine."""
     backend = InProcessBackend()
-    set_default_backend(backend)  # type: ignore[arg-type]
-    runner._ensured.clear()
-    yield backend
-    set_default_backend(None)
-    runner._ensured.clear()
+    yield from _installed(backend)  # type: ignore[misc]

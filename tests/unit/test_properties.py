@@ -17,8 +17,9 @@ from dockertask.resources import MAX_BYTES
 from dockertask.tasks import MAX_TIMEOUT_SECONDS
 
 # DOCKERTASK_PROPERTY_EXAMPLES=5000 searches deeper (the suite's 300 keep it quick).
+# In CI the examples are derandomized: a landing must not depend on luck (local runs keep exploring).
 PROPERTY = settings(max_examples=int(os.environ.get("DOCKERTASK_PROPERTY_EXAMPLES", "300")), deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow])
+                    suppress_health_check=[HealthCheck.too_slow], derandomize=os.environ.get("CI") == "true")
 
 anything = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(10**40), max_value=10**40),
                      st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=24), st.binary(max_size=8),
@@ -109,4 +110,4 @@ def test_interface_checks_accept_or_name_the_parameter(a: Any, b: Any, c: Any, d
     try:
         typed.interface.bind((a, b), {"c": c, "d": d})
     except TaskInputError as exc:
-        assert any(f"'{p}" in str(exc) for p in "abcd"), exc
+        assert any(f"{quote}{p}" in str(exc) for p in "abcd" for quote in "'\""), exc  # repr's quotes vary
