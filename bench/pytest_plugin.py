@@ -38,7 +38,8 @@ def test_trivial(n):
 
 def pytest_once(project: Path) -> float:
     start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(project)],
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                          "-p", "no:hypothesispytest", str(project)],
                          cwd=project, capture_output=True, text=True)
     elapsed = time.perf_counter() - start
     if out.returncode != 0:

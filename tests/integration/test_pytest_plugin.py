@@ -45,8 +45,12 @@ def _project(pytester: pytest.Pytester, **files: str) -> None:
         (pytester.path / "tests" / f"{name}.py").write_text(textwrap.dedent(text))
 
 
+# Hypothesis (a test dependency of ours, not of the projects generated here) adds ~1 s to each pytest start.
+QUIET = ("-p", "no:cacheprovider", "-p", "no:hypothesispytest")
+
+
 def _run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
-    return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=300)
+    return pytester.runpytest_subprocess(*QUIET, *args, timeout=300)
 
 
 def test_failing_assert_is_reported_with_pytests_introspection_from_an_image_without_pytest(
@@ -278,7 +282,7 @@ def test_ctrl_c_of_pytest_removes_the_running_test_container(api, tmp_path: Path
             print("started", flush=True)
             time.sleep(120)
     """))
-    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-s", "-p", "no:cacheprovider", str(tmp_path)],
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-s", *QUIET, str(tmp_path)],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         _wait_for_started(proc)
@@ -361,7 +365,7 @@ def test_gc_after_kill_9_removes_the_test_network_and_its_services(api, tmp_path
             print("started", flush=True)
             time.sleep(120)
     """))
-    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-s", "-p", "no:cacheprovider", "-k", "hangs",
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-s", *QUIET, "-k", "hangs",
                              str(tmp_path)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         _wait_for_started(proc)
@@ -382,7 +386,7 @@ def test_gc_after_kill_9_removes_the_test_network_and_its_services(api, tmp_path
 
 def test_the_shipped_example_project_passes(tmp_path: Path) -> None:
     """examples/ci-project, a small project tested with the plugin, passes as its README says."""
-    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "examples/ci-project"],
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", *QUIET, "examples/ci-project"],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     assert " passed" in out.stdout and "failed" not in out.stdout
