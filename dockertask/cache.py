@@ -29,6 +29,7 @@ from typing import Any
 
 import cloudpickle
 
+from . import hostproc
 from .errors import DockerTaskError
 
 
@@ -224,7 +225,7 @@ class Cache:
         for tmp in self.directory.glob(".tmp-*"):
             writer = tmp.name.split("-")[1]
             if writer.isdigit():
-                gone = not _alive(int(writer))
+                gone = not hostproc.alive(int(writer))
             else:  # written before temp names carried the pid: stale once an hour old
                 try:
                     gone = tmp.stat().st_mtime < dt.datetime.now().timestamp() - 3600
@@ -257,16 +258,6 @@ class Cache:
                 path.unlink(missing_ok=True)
             removed += 1
         return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def list_entries() -> list[Entry]:

@@ -16,20 +16,12 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import math
-import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import lifecycle, progress, runner
 from .errors import MapTaskError, TaskDefinitionError, TaskInputError
-from .tasks import Task
-
-
-def default_concurrency() -> int:
-    raw = os.environ.get("DOCKERTASK_MAX_PARALLEL", "16")
-    if not raw.isdigit() or int(raw) < 1:
-        raise TaskDefinitionError(f"DOCKERTASK_MAX_PARALLEL={raw!r}: expected a whole number >= 1")
-    return int(raw)
+from .tasks import Task, max_parallel
 
 
 class MapTask:
@@ -61,7 +53,7 @@ class MapTask:
             raise TaskInputError(f"map of task {self.task.spec.name}: pass each mapped input by name, as a list "
                                  f"(e.g. x=[1, 2, 3]); fixed inputs go in functools.partial(task, ...)")
         items = self._items(mapped)
-        concurrency = self.concurrency or default_concurrency()
+        concurrency = self.concurrency or max_parallel()
         self.task.warn_if_deprecated(stacklevel=3)  # once for the map, not once per item
         lifecycle.install_signal_handlers()
         since = lifecycle.generation()
@@ -86,8 +78,6 @@ class MapTask:
         except BaseException:
             # Interrupted: nothing more starts (queued items are cancelled; a started one sees the
             # interrupted flag), and the signal handler has already killed what runs.
-            for future in futures:
-                future.cancel()
             pool.shutdown(wait=True, cancel_futures=True)
             raise
         finally:
@@ -138,19 +128,16 @@ class MapTask:
     def _outcome(self, results: list[Any], failures: dict[int, BaseException]) -> list[Any]:
         total = len(results)
         succeeded = total - len(failures)
-        needed = math.ceil(self.min_success_ratio * total - 1e-9)
-        if succeeded >= needed and not (failures and self.min_success_ratio >= 1.0):
+        needed = math.ceil(self.min_success_ratio * total - 1e-9)  # at 1.0: every item
+        if succeeded >= needed:
             return results
-        shown = "; ".join(f"item {i}: {type(e).__name__}: {_first_line(e)}" for i, e in sorted(failures.items())[:5])
+        shown = "; ".join(f"item {i}: {type(e).__name__}: {runner._first_line(e)[:200]}"
+                          for i, e in sorted(failures.items())[:5])
         more = f"; and {len(failures) - 5} more" if len(failures) > 5 else ""
         raise MapTaskError(
             f"map of task {self.task.spec.name}: {len(failures)} of {total} items failed, {succeeded} succeeded "
             f"(min_success_ratio={self.min_success_ratio:g} needs {needed}): {shown}{more}",
             failures=dict(sorted(failures.items())), results=results)
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [""])[0][:200]
 
 
 def _unwrap(target: Any) -> tuple[Task[Any, Any], tuple[Any, ...], dict[str, Any]]:

@@ -45,6 +45,17 @@ def owner_labels() -> dict[str, str]:
     return labels
 
 
+def alive(pid: int) -> bool:
+    """True while a process with this pid exists on this host (owned by us or not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, owned by someone else
+    return True
+
+
 def is_orphan(labels: dict[str, str], *, all_hosts: bool = False) -> bool:
     """True when the process that started the container is gone (same host only, unless all_hosts)."""
     if labels.get("dockertask.host") != socket.gethostname():
@@ -53,11 +64,7 @@ def is_orphan(labels: dict[str, str], *, all_hosts: bool = False) -> bool:
         pid = int(labels.get("dockertask.host-pid", ""))
     except ValueError:
         return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not alive(pid):
         return True
-    except PermissionError:
-        pass  # alive, owned by someone else
     started = labels.get("dockertask.host-pid-start")
     return started is not None and _start_ticks(pid) not in (None, started)

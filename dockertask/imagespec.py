@@ -67,7 +67,7 @@ class ImageSpec:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME.match(self.name):
             raise TaskDefinitionError(f"ImageSpec(name={self.name!r}): expected a lower-case image repository name "
-                             "like 'team/trainer' (no tag: dockertask adds one)")
+                                      "like 'team/trainer' (no tag: dockertask adds one)")
         for label in ("packages", "apt_packages", "commands", "copy"):
             object.__setattr__(self, label, _strings(label, getattr(self, label)))
         if not isinstance(self.env, Mapping) or not all(isinstance(k, str) and isinstance(v, str)
@@ -76,7 +76,7 @@ class ImageSpec:
         object.__setattr__(self, "env", dict(self.env))
         if self.python_version is not None and self.python_version != HOST_PYTHON:
             raise TaskDefinitionError(f"ImageSpec(python_version={self.python_version!r}): tasks run with the host's "
-                             f"Python, {HOST_PYTHON}; pickles do not cross major.minor versions")
+                                      f"Python, {HOST_PYTHON}; pickles do not cross major.minor versions")
         for path in self.copy:
             if not Path(path).exists():
                 raise TaskDefinitionError(f"ImageSpec(copy=[{path!r}]): no such file or directory "

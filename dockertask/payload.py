@@ -164,13 +164,9 @@ def _bootstrap_source() -> bytes:
     return (Path(__file__).parent / "_bootstrap.py").read_bytes()
 
 
-def frame(data: bytes) -> bytes:
-    """One stdin frame: the length in ASCII, a newline, the bytes (what LOADER's f() reads)."""
-    return b"".join(frame_pieces(data))
-
-
 def frame_pieces(data: bytes) -> tuple[bytes, bytes]:
-    """A frame as (its length line, its bytes): sent in turn, so a large frame is never copied."""
+    """One stdin frame as (its length in ASCII and a newline, its bytes): what LOADER's f() reads, sent in
+    turn so a large frame is never copied."""
     return b"%d\n" % len(data), data
 
 

@@ -164,13 +164,15 @@ def _source_files(item: pytest.Function, rootdir: Path) -> list[str]:
     """Host files the container's by-value code can come from: the test's own first, then the project's."""
     import sys
 
-    first = os.path.realpath(str(item.path))
+    from ._testpayload import _real
+
+    first = _real(str(item.path))
     files = [first]
     prefix = str(rootdir) + os.sep
     for module in list(sys.modules.values()):
         file = getattr(module, "__file__", None)
         if file and file.endswith(".py"):
-            real = os.path.realpath(file)
+            real = _real(file)
             if real.startswith(prefix) and real not in files:
                 files.append(real)
     return files

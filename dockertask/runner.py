@@ -12,7 +12,6 @@ fresh container; host-side validation (inputs, images, secrets, outputs) is neve
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import re
 import sys
@@ -143,8 +142,9 @@ def _attempts(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any
     _ensure_image(backend, image)
     lifecycle.install_signal_handlers()
     reusable = spec.reusable is not None
-    envelope: payload.Envelope | None = (None if reusable else
-                                         payload.make_envelope(task.function, args, kwargs, spec.name))
+    # A reused call sends its arguments on the replica's channel (workers.run_call), so its job carries none.
+    envelope: payload.Envelope | None = (payload.Envelope(header={"python": payload.HOST_PYTHON}, pickled_call=b"")
+                                         if reusable else payload.make_envelope(task.function, args, kwargs, spec.name))
     run_id = uuid.uuid4().hex[:16]
     failures = preemptions = 0
     attempt = 0
@@ -152,11 +152,10 @@ def _attempts(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any
         attempt += 1
         interruptible = spec.interruptible and preemptions < MAX_PREEMPTIONS
         if envelope is None:  # a retry: pickle the call again rather than hold it through every attempt
-            envelope = payload.Envelope(header={"python": payload.HOST_PYTHON}, pickled_call=b"") if reusable \
-                else payload.make_envelope(task.function, args, kwargs, spec.name)
-        job = dataclasses.replace(build_job(task, image, envelope, secret_values, run_id, attempt, interruptible),
-                                  since=since)
-        envelope = None  # the job's stdin pieces are the only reference now, dropped once sent
+            envelope = payload.make_envelope(task.function, args, kwargs, spec.name)
+        job = build_job(task, image, envelope, secret_values, run_id, attempt, interruptible, since)
+        if not reusable:
+            envelope = None  # the job's stdin pieces are the only reference now, dropped once sent
         if lifecycle.interrupted(since):
             raise _not_started(spec.name)
         try:
@@ -208,7 +207,7 @@ def _first_line(exc: BaseException) -> str:
 
 def build_job(task: Task[Any, Any], image: str, envelope: payload.Envelope,
               secret_values: dict[secrets.Secret, secrets.SecretValue],
-              run_id: str, attempt: int, interruptible: bool) -> ContainerJob:
+              run_id: str, attempt: int, interruptible: bool, since: int = 0) -> ContainerJob:
     spec = task.spec
     header = {"task": spec.name, "attempt": attempt, "run_id": run_id}
     secrets_json = secrets.to_json(secret_values)
@@ -232,7 +231,7 @@ def build_job(task: Task[Any, Any], image: str, envelope: payload.Envelope,
         image=image, command=list(payload.COMMAND), stdin=StdinPieces(envelope.stdin_pieces(header, secrets_json)),
         environment={**task.container_options.environment, **spec.environment}, labels=labels,
         host_config=host_config, create_kwargs=dict(task.container_options.create),
-        timeout=spec.timeout_seconds or None,
+        timeout=spec.timeout_seconds or None, since=since,
     )
 
 
@@ -324,9 +323,10 @@ def _user_exception(name: str, raw: payload.RawResult, image: str = "") -> Any:
     meta = raw.meta
     tb = str(meta.get("traceback", ""))
     exc: BaseException | None = None
-    if raw.data():
+    data = raw.data()
+    if data:
         try:
-            exc = payload.loads(raw.data())
+            exc = payload.loads(data)
         except Exception:
             exc = None
     if isinstance(exc, BaseException) and not isinstance(exc, Exception):

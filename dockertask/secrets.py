@@ -25,7 +25,6 @@ from .errors import SecretNotFoundError, TaskDefinitionError
 SECRETS_MOUNT = "/etc/secrets"
 # tmpfs options: world-writable root (sticky) so a non-root USER can create its group dir,
 # which the bootstrap makes 0700 with files 0400: readable by the task's user only.
-SECRETS_TMPFS = {SECRETS_MOUNT: "rw,noexec,nosuid,nodev,size=4m,mode=1777"}
 # What one call's secrets may weigh: they travel on stdin and sit in a tmpfs (RAM) in the container.
 MAX_SECRETS_BYTES = 64 * 2**20
 SecretValue = str | bytes  # bytes when the value is not UTF-8 text (a keystore, a key file)
@@ -167,7 +166,11 @@ def _size(value: SecretValue) -> int:
 def tmpfs_for(values: dict[Secret, SecretValue]) -> dict[str, str]:
     """The secrets tmpfs, sized to hold these values (4 MiB at least)."""
     need = sum(_size(v) + 4096 for v in values.values())  # a block per file, for the metadata
-    mib = max(4, -(-need // 2**20) + 1)
+    return tmpfs_of(max(4, -(-need // 2**20) + 1))
+
+
+def tmpfs_of(mib: int) -> dict[str, str]:
+    """The secrets tmpfs of ``mib`` MiB (a limit, not an allocation)."""
     return {SECRETS_MOUNT: f"rw,noexec,nosuid,nodev,size={mib}m,mode=1777"}
 
 

@@ -54,7 +54,7 @@ def _timeout_seconds(timeout: dt.timedelta | float) -> float:
         raise TaskDefinitionError(f"timeout={timeout!r}: expected int seconds or a datetime.timedelta (0 = no timeout)")
     if not math.isfinite(seconds) or seconds < 0 or seconds > MAX_TIMEOUT_SECONDS:
         raise TaskDefinitionError(f"timeout={timeout!r}: expected a finite duration from 0 (no timeout) to "
-                         f"{MAX_TIMEOUT_SECONDS // 86400} days")
+                                  f"{MAX_TIMEOUT_SECONDS // 86400} days")
     return seconds
 
 
@@ -156,15 +156,20 @@ _executor: concurrent.futures.ThreadPoolExecutor | None = None
 _executor_lock = threading.Lock()
 
 
+def max_parallel() -> int:
+    """DOCKERTASK_MAX_PARALLEL (default 16): the submit pool's size and map_task's default concurrency."""
+    raw = os.environ.get("DOCKERTASK_MAX_PARALLEL", "16")
+    if not raw.isdigit() or int(raw) < 1:
+        raise TaskDefinitionError(f"DOCKERTASK_MAX_PARALLEL={raw!r}: expected a whole number >= 1")
+    return int(raw)
+
+
 def _pool() -> concurrent.futures.ThreadPoolExecutor:
     global _executor
     with _executor_lock:
         if _executor is None:
-            raw = os.environ.get("DOCKERTASK_MAX_PARALLEL", "16")
-            if not raw.isdigit() or int(raw) < 1:
-                raise TaskDefinitionError(f"DOCKERTASK_MAX_PARALLEL={raw!r}: expected a whole number >= 1")
-            workers = int(raw)
-            _executor = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dockertask")
+            _executor = concurrent.futures.ThreadPoolExecutor(max_workers=max_parallel(),
+                                                              thread_name_prefix="dockertask")
         return _executor
 
 

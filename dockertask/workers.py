@@ -25,7 +25,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import hostproc, payload, secrets
+from . import payload, secrets
 from .backends import Backend, ContainerJob, ContainerOutcome
 from .backends.base import OutputSink, StdinPieces
 from .errors import DockerTaskError, TaskDefinitionError
@@ -158,12 +158,11 @@ def _replica_job(task: Task[Any, Any], image: str, sample: ContainerJob) -> Cont
              *payload.frame_pieces(payload.runtime_zip()))
     host_config = dict(sample.host_config)
     if task.spec.secret_requests:  # every call's secrets land here, however large (up to the limit)
-        host_config["tmpfs"] = {secrets.SECRETS_MOUNT: secrets.tmpfs_for({})[secrets.SECRETS_MOUNT].replace(
-            "size=4m", f"size={secrets.MAX_SECRETS_BYTES >> 20}m")}
+        host_config["tmpfs"] = secrets.tmpfs_of(secrets.MAX_SECRETS_BYTES >> 20)
     labels = {**sample.labels, "dockertask.run-id": "replica-" + uuid.uuid4().hex[:12], "dockertask.replica": "true"}
     labels.pop("dockertask.attempt", None)
     return ContainerJob(image=image, command=list(payload.COMMAND), stdin=StdinPieces(stdin),
-                        environment=dict(sample.environment), labels={**labels, **hostproc.owner_labels()},
+                        environment=dict(sample.environment), labels=labels,  # owner labels included
                         host_config=host_config, create_kwargs=dict(sample.create_kwargs))
 
 

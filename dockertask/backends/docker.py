@@ -80,6 +80,12 @@ def _shutdown(sock: Any) -> None:
         pass
 
 
+def _send_pieces(sock: Any, pieces: tuple[bytes, ...]) -> None:
+    raw = getattr(sock, "_sock", sock)
+    for piece in pieces:
+        raw.sendall(piece)
+
+
 def _unavailable(exc: Exception, where: discovery.EngineLocation | None = None) -> DockerUnavailableError:
     at = f" at {where.base_url} (found through {where.how})" if where is not None else ""
     return DockerUnavailableError(f"no Docker engine is reachable{at} ({exc}); {HOW_TO_START}")
@@ -264,11 +270,9 @@ class DockerBackend:
 
     @staticmethod
     def _send_stdin(sock: Any, pieces: tuple[bytes, ...]) -> None:
-        raw = getattr(sock, "_sock", sock)
         try:
-            for piece in pieces:
-                raw.sendall(piece)
-            raw.shutdown(socket.SHUT_WR)  # with StdinOnce, the container's stdin closes here
+            _send_pieces(sock, pieces)
+            getattr(sock, "_sock", sock).shutdown(socket.SHUT_WR)  # with StdinOnce, the container's stdin closes
         except OSError:
             pass  # the container is already gone (no python3, killed): its exit status says why
 
@@ -355,17 +359,21 @@ class DockerBackend:
         except requests.exceptions.RequestException as exc:  # ConnectionError, ChunkedEncodingError, timeouts
             raise self._lost(exc, job, cid) from None
         finally:
+            self._release(cid, sock)
+
+    def _release(self, cid: str, sock: Any) -> None:
+        """Remove the container and close its socket, whatever happened; never raises: a removal the
+        engine cannot take is recorded and done once it is back (it must not replace an error on its way up)."""
+        try:
+            self._remove(cid)
+        except (requests.exceptions.RequestException, DockerException):
+            abandoned.record(cid, self._engine())
+        lifecycle.discard(cid)
+        if sock is not None:
             try:
-                self._remove(cid)
-            except (requests.exceptions.RequestException, DockerException):
-                # Never let this replace the error on its way up: record it, remove it when the engine is back.
-                abandoned.record(cid, self._engine())
-            lifecycle.discard(cid)
-            if sock is not None:
-                try:
-                    sock.close()
-                except OSError:
-                    pass
+                sock.close()
+            except OSError:
+                pass
 
     def open_worker(self, job: ContainerJob, on_output: OutputSink) -> WorkerConnection:
         """Start a long-lived container (a reusable replica) whose stdin stays open: ``job.stdin`` is
@@ -562,9 +570,7 @@ class WorkerConnection:
         self._sink = sink
 
     def send(self, pieces: tuple[bytes, ...]) -> None:
-        raw = getattr(self.sock, "_sock", self.sock)
-        for piece in pieces:
-            raw.sendall(piece)
+        _send_pieces(self.sock, pieces)
 
     def exit_state(self) -> dict[str, Any]:
         """The container's State (after it died): ExitCode, OOMKilled."""
@@ -580,13 +586,4 @@ class WorkerConnection:
         self._closed = True
         if self.sock is not None:
             _shutdown(self.sock)
-        try:
-            self.backend._remove(self.container_id)
-        except (requests.exceptions.RequestException, DockerException):
-            abandoned.record(self.container_id, self.backend._engine())
-        lifecycle.discard(self.container_id)
-        if self.sock is not None:
-            try:
-                self.sock.close()
-            except OSError:
-                pass
+        self.backend._release(self.container_id, self.sock)
