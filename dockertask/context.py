@@ -1,12 +1,13 @@
 """``current_context()``: what a running task may ask about its own execution.
 
-Set by the in-container bootstrap (or by ``Task.local``) through a ContextVar, so concurrent
-``local`` runs in threads never see each other's context.
+``Task.local`` sets it through a ContextVar, so concurrent ``local`` runs in threads never see each
+other's context; in a container it is made from the header the bootstrap publishes.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -69,21 +70,24 @@ class ExecutionContext:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-# The default is frozen (immutable), so sharing it is safe.
-_current: ContextVar[ExecutionContext] = ContextVar(
-    "dockertask_context", default=ExecutionContext()  # noqa: B039
-)
+_current: ContextVar[ExecutionContext] = ContextVar("dockertask_context")
+_DEFAULT = ExecutionContext()  # frozen (immutable), so sharing it is safe
 
 
 def current_context() -> ExecutionContext:
     """The context of the task running now (a default one outside any task)."""
-    return _current.get()
-
-
-def enter_container(header: dict[str, Any]) -> None:
-    """Called once by the bootstrap inside the container."""
-    _current.set(ExecutionContext(task_name=header.get("task", ""), attempt=int(header.get("attempt", 1)),
-                                  run_id=header.get("run_id", ""), in_container=True))
+    try:
+        return _current.get()
+    except LookupError:
+        pass
+    # In a container the bootstrap publishes the call's header as a module of its own (it does not import
+    # this one, which costs a task that never asks); every thread of the task sees it.
+    call = sys.modules.get("_dockertask_call")
+    header = getattr(call, "header", None)
+    if not isinstance(header, dict):
+        return _DEFAULT
+    return ExecutionContext(task_name=header.get("task", ""), attempt=int(header.get("attempt", 1)),
+                            run_id=header.get("run_id", ""), in_container=True)
 
 
 def enter_local(ctx: ExecutionContext) -> Any:

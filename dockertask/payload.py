@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
-import json
+import marshal
 import os
 import py_compile
 import site
@@ -30,8 +30,8 @@ from typing import Any, BinaryIO
 
 import cloudpickle
 
-# Runs in the container: read the bootstrap's source from stdin and hand it the frame reader.
-# Kept tiny and version-neutral: it runs before any Python version check.
+# Runs in the container: read the bootstrap from stdin (see bootstrap_pieces) and hand it the frame
+# reader. Kept tiny and version-neutral: it runs before any Python version check.
 LOADER = (
     "import sys\n"
     "r = sys.stdin.buffer\n"
@@ -41,8 +41,13 @@ LOADER = (
     "    if len(b) != n:\n"
     "        raise SystemExit(70)\n"
     "    return b\n"
+    "m, c, s = f(), f(), f()\n"
     "g = {'__name__': 'dockertask_bootstrap'}\n"
-    "exec(compile(f(), 'dockertask/_bootstrap.py', 'exec'), g)\n"
+    "if m == getattr(sys.modules.get('_frozen_importlib_external'), 'MAGIC_NUMBER', None):\n"
+    "    import marshal\n"
+    "    exec(marshal.loads(c), g)\n"
+    "else:\n"
+    "    exec(compile(s, 'dockertask/_bootstrap.py', 'exec'), g)\n"
     "sys.exit(g['main'](f))\n"
 )
 COMMAND = ["python3", "-c", LOADER]
@@ -103,6 +108,65 @@ _HOST_ONLY = frozenset({
 })
 
 
+# The reconstructors a pickled call names in cloudpickle (functions, closures, classes, enums), copied
+# from the installed cloudpickle's own source into the runtime zip as one small module: unpickling a
+# call then costs the container `import pickle` (~6 ms) instead of `import cloudpickle` (~35 ms, its
+# dataclasses/logging/typing imports). Names not copied here resolve to cloudpickle itself, loaded then.
+RECONSTRUCT_MODULE = "_dockertask_reconstruct"
+_RECONSTRUCTORS = (
+    "instance", "_empty_cell_value", "_make_empty_cell", "_make_cell", "_make_function", "_function_setstate",
+    "_builtin_type", "subimport", "dynamic_subimport", "_lookup_class_or_track", "_make_skeleton_class",
+    "_class_setstate", "_make_skeleton_enum", "_make_dict_keys", "_make_dict_values", "_make_dict_items",
+)
+# Plain dicts and a _thread lock where cloudpickle has weak dicts and threading: a task's process is
+# short-lived (so is a replica's call), and weakref plus threading would cost it ~3.5 ms of imports.
+_RECONSTRUCT_PRELUDE = '''"""Generated from cloudpickle {version} by dockertask.payload: its reconstructors."""
+import _thread
+import builtins
+import sys
+import types
+from collections import OrderedDict
+
+_DYNAMIC_CLASS_TRACKER_BY_CLASS = {{}}
+_DYNAMIC_CLASS_TRACKER_BY_ID = {{}}
+_DYNAMIC_CLASS_TRACKER_LOCK = _thread.allocate_lock()
+'''
+
+
+def _global_names(code: Any) -> set[str]:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if hasattr(const, "co_names"):
+            names |= _global_names(const)
+    return names
+
+
+def reconstruct_source() -> str | None:
+    """The reconstructor module's source, or None when this cloudpickle's reconstructors need something
+    the prelude does not define (a newer cloudpickle): the container then imports cloudpickle, as before."""
+    import inspect
+
+    from cloudpickle import cloudpickle as cp
+
+    try:
+        parts = [_RECONSTRUCT_PRELUDE.format(version=cloudpickle.__version__)]
+        for name in _RECONSTRUCTORS:
+            obj = getattr(cp, name)
+            parts.append(inspect.getsource(obj if callable(obj) and not name.startswith("_empty") else type(obj)))
+        source = "\n\n".join(parts) + f"\n\nNAMES = frozenset({sorted(_RECONSTRUCTORS)!r})\n"
+        namespace: dict[str, Any] = {"__name__": RECONSTRUCT_MODULE}
+        exec(compile(source, RECONSTRUCT_MODULE, "exec"), namespace)  # noqa: S102 - our own generated source
+        upstream = set(vars(cp))
+        for name in _RECONSTRUCTORS:
+            code = getattr(namespace[name], "__code__", None)
+            needed = (_global_names(code) & upstream) if code is not None else set()
+            if not needed <= set(namespace):
+                return None
+    except (OSError, TypeError, AttributeError, SyntaxError, NameError):
+        return None
+    return source
+
+
 def _runtime_sources() -> list[tuple[str, Path]]:
     out = []
     for pkg in (Path(cloudpickle.__file__).parent, Path(__file__).parent):
@@ -150,6 +214,11 @@ def _runtime_cache_dir() -> Path:
 def _build_runtime_zip(sources: list[tuple[str, Path]]) -> bytes:
     buf = io.BytesIO()
     with tempfile.TemporaryDirectory(prefix="dockertask-rt-") as tmp, zipfile.ZipFile(buf, "w") as zf:
+        reconstruct = reconstruct_source()
+        if reconstruct is not None:
+            generated = Path(tmp) / f"{RECONSTRUCT_MODULE}.py"
+            generated.write_text(reconstruct)
+            sources = [*sources, (generated.name, generated)]
         for rel, src in sources:
             pyc = os.path.join(tmp, rel.replace("/", "_") + "c")
             py_compile.compile(str(src), cfile=pyc, dfile=rel, doraise=True,
@@ -160,8 +229,37 @@ def _build_runtime_zip(sources: list[tuple[str, Path]]) -> bytes:
 
 
 @functools.lru_cache(maxsize=1)
-def _bootstrap_source() -> bytes:
-    return (Path(__file__).parent / "_bootstrap.py").read_bytes()
+def bootstrap_pieces() -> tuple[bytes, ...]:
+    """The first three frames LOADER reads: this interpreter's bytecode magic, the bootstrap compiled by it,
+    and its source. An image with the same magic runs the code (compiling it cost every call ~3 ms); any
+    other compiles the source, which then tells the host that the Pythons differ."""
+    from importlib.util import MAGIC_NUMBER
+
+    source = (Path(__file__).parent / "_bootstrap.py").read_bytes()
+    code = marshal.dumps(compile(source, "dockertask/_bootstrap.py", "exec", dont_inherit=True))
+    return (*frame_pieces(MAGIC_NUMBER), *frame_pieces(code), *frame_pieces(source))
+
+
+EMPTY_LIST = marshal.dumps([], 2)
+
+
+# Small structured frames (headers, secrets, result metadata) are marshal, not JSON: the container
+# would pay ~8 ms to import json (and re) where marshal is built in. Version 2 of the format is read
+# by every Python 3, so an image with another Python still gets far enough to say so.
+_META_LEN = struct.Struct(">I")
+
+
+def encode_meta(value: Any) -> bytes:
+    """dicts, lists, str, int, bool and None, for the container to read (see decode_meta)."""
+    return marshal.dumps(value, 2)
+
+
+def decode_meta(data: bytes | bytearray | memoryview) -> Any:
+    """The other side's encode_meta; a damaged frame is a ValueError."""
+    try:
+        return marshal.loads(data)
+    except (EOFError, TypeError) as exc:
+        raise ValueError(f"a damaged control frame: {exc}") from None
 
 
 def frame_pieces(data: bytes) -> tuple[bytes, bytes]:
@@ -177,19 +275,19 @@ class Envelope:
     header: dict[str, Any]
     pickled_call: bytes
 
-    def stdin_pieces(self, header: dict[str, Any], secrets_json: bytes = b"[]") -> tuple[bytes, ...]:
+    def stdin_pieces(self, header: dict[str, Any], secrets_frame: bytes = EMPTY_LIST) -> tuple[bytes, ...]:
         """Everything the container reads from stdin, for one attempt (``header`` adds to ours), in pieces."""
         return (
-            *frame_pieces(_bootstrap_source()),
-            *frame_pieces(json.dumps({**self.header, **header}).encode()),
+            *bootstrap_pieces(),
+            *frame_pieces(encode_meta({**self.header, **header})),
             *frame_pieces(runtime_zip()),
             *frame_pieces(self.pickled_call),
-            *frame_pieces(secrets_json),
+            *frame_pieces(secrets_frame),
         )
 
-    def stdin_bytes(self, header: dict[str, Any], secrets_json: bytes = b"[]") -> bytes:
+    def stdin_bytes(self, header: dict[str, Any], secrets_frame: bytes = EMPTY_LIST) -> bytes:
         """The same as one bytes object (tests feed it to a local interpreter)."""
-        return b"".join(self.stdin_pieces(header, secrets_json))
+        return b"".join(self.stdin_pieces(header, secrets_frame))
 
 
 def make_envelope(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
@@ -264,16 +362,30 @@ class RawResult:
         return int(self.meta.get("_offset", 0))
 
 
+def result_frame_head(meta: dict[str, Any]) -> bytes:
+    """What starts an R frame's body: the metadata's length, then the metadata (the payload follows)."""
+    data = encode_meta(meta)
+    return _META_LEN.pack(len(data)) + data
+
+
 def parse_result(data: bytes | bytearray | BinaryIO) -> RawResult:
-    if not isinstance(data, (bytes, bytearray)):  # a spooled result: the JSON line, then the payload
-        data.seek(0)
-        line = data.readline()
-        meta = json.loads(line.decode("utf-8"))
-        meta["_offset"] = len(line)
-        return RawResult(meta=meta, payload=data)
-    end = data.find(b"\n")
-    end = len(data) if end < 0 else end
-    return RawResult(meta=json.loads(bytes(data[:end]).decode("utf-8")), payload=memoryview(data)[end + 1:])
+    """An R frame's body: the metadata and a view of (or, spooled, the file holding) the payload. A damaged
+    one is reported as the status ``damaged``, never as a bare exception."""
+    try:
+        if not isinstance(data, (bytes, bytearray)):  # a spooled result: the metadata, then the payload
+            data.seek(0)
+            (size,) = _META_LEN.unpack(data.read(_META_LEN.size))
+            meta = decode_meta(data.read(size))
+            meta["_offset"] = _META_LEN.size + size
+            return RawResult(meta=meta, payload=data)
+        (size,) = _META_LEN.unpack_from(data)
+        end = _META_LEN.size + size
+        meta = decode_meta(memoryview(data)[_META_LEN.size:end])
+        if not isinstance(meta, dict) or end > len(data):
+            raise ValueError("not a result's metadata")
+        return RawResult(meta=meta, payload=memoryview(data)[end:])
+    except (ValueError, struct.error, KeyError, TypeError) as exc:
+        return RawResult(meta={"status": "damaged", "message": str(exc)}, payload=b"")
 
 
 class FrameDecoder:

@@ -210,7 +210,7 @@ def build_job(task: Task[Any, Any], image: str, envelope: payload.Envelope,
               run_id: str, attempt: int, interruptible: bool, since: int = 0) -> ContainerJob:
     spec = task.spec
     header = {"task": spec.name, "attempt": attempt, "run_id": run_id}
-    secrets_json = secrets.to_json(secret_values)
+    secrets_frame = secrets.to_frame(secret_values)
     host_config: dict[str, Any] = {
         "init": True,  # an init as PID 1: `docker stop` (preemption) then ends the task at once
         **host_config_kwargs(spec.requests, spec.limits, interruptible=interruptible),
@@ -228,7 +228,7 @@ def build_job(task: Task[Any, Any], image: str, envelope: payload.Envelope,
     if interruptible:
         labels["dockertask.interruptible"] = "true"
     return ContainerJob(
-        image=image, command=list(payload.COMMAND), stdin=StdinPieces(envelope.stdin_pieces(header, secrets_json)),
+        image=image, command=list(payload.COMMAND), stdin=StdinPieces(envelope.stdin_pieces(header, secrets_frame)),
         environment={**task.container_options.environment, **spec.environment}, labels=labels,
         host_config=host_config, create_kwargs=dict(task.container_options.create),
         timeout=spec.timeout_seconds or None, since=since,
@@ -282,6 +282,10 @@ def _interpret(task: Task[Any, Any], outcome: ContainerOutcome) -> Any:
             f"task {spec.name}: the image has Python {meta.get('image_python')} but the host has Python "
             f"{meta.get('host_python')}; dockertask needs the same major.minor on both (pickles are not "
             "portable across versions)"), retryable=False)
+    if raw.status == "damaged":  # our own protocol broke (a truncated or foreign R frame): not the task's error
+        raise AttemptFailed(TaskFailedError(
+            f"task {spec.name}: its container sent a damaged result ({meta.get('message')}); "
+            f"exit code {outcome.exit_code}", exit_code=outcome.exit_code, logs_tail=outcome.logs_tail))
     if raw.status == "load_error":
         missing = _missing_module(str(meta.get("message", ""))) if "ModuleNotFoundError" in str(meta.get("type")) \
             else None

@@ -9,9 +9,7 @@ an image layer, or the log stream. The bootstrap writes FILE secrets to a tmpfs.
 
 from __future__ import annotations
 
-import base64
 import enum
-import json
 import os
 import re
 import threading
@@ -174,15 +172,10 @@ def tmpfs_of(mib: int) -> dict[str, str]:
     return {SECRETS_MOUNT: f"rw,noexec,nosuid,nodev,size={mib}m,mode=1777"}
 
 
-def to_json(values: dict[Secret, SecretValue]) -> bytes:
-    """The secrets frame the bootstrap reads from stdin (binary values as base64)."""
-    items = []
-    for s, v in values.items():
-        item: dict[str, Any] = {"group": s.group, "key": s.key, "env_name": s.env_name,
-                                "mount": "env" if s.mount_requirement is MountType.ENV_VAR else "file"}
-        if isinstance(v, bytes):
-            item["value_b64"] = base64.b64encode(v).decode()
-        else:
-            item["value"] = v
-        items.append(item)
-    return json.dumps(items).encode()
+def to_frame(values: dict[Secret, SecretValue]) -> bytes:
+    """The secrets frame the bootstrap reads from stdin (a binary value travels as bytes)."""
+    from .payload import encode_meta
+
+    return encode_meta([{"group": s.group, "key": s.key, "env_name": s.env_name, "value": v,
+                         "mount": "env" if s.mount_requirement is MountType.ENV_VAR else "file"}
+                        for s, v in values.items()])

@@ -153,8 +153,8 @@ def _pool_for(key: str, policy: ReusePolicy) -> _Pool:
 
 def _replica_job(task: Task[Any, Any], image: str, sample: ContainerJob) -> ContainerJob:
     """The replica's container: the task's image, limits, environment and options, serving calls."""
-    header = json.dumps({"python": payload.HOST_PYTHON, "mode": "serve", "task": task.spec.name}).encode()
-    stdin = (*payload.frame_pieces(payload._bootstrap_source()), *payload.frame_pieces(header),
+    header = payload.encode_meta({"python": payload.HOST_PYTHON, "mode": "serve", "task": task.spec.name})
+    stdin = (*payload.bootstrap_pieces(), *payload.frame_pieces(header),
              *payload.frame_pieces(payload.runtime_zip()))
     host_config = dict(sample.host_config)
     if task.spec.secret_requests:  # every call's secrets land here, however large (up to the limit)
@@ -206,11 +206,12 @@ def run_call(task: Task[Any, Any], sample: ContainerJob, args: tuple[Any, ...], 
             worker.send((*payload.frame_pieces(b"load"), *payload.frame_pieces(fid.encode()),
                          *payload.frame_pieces(payload.pickle_function(task.function, task.spec.name))))
             replica.loaded.add(fid)
-        meta = json.dumps({"fid": fid, "task": task.spec.name, "attempt": int(sample.labels["dockertask.attempt"]),
-                           "run_id": sample.labels["dockertask.run-id"]}).encode()
+        meta = payload.encode_meta({"fid": fid, "task": task.spec.name,
+                                    "attempt": int(sample.labels["dockertask.attempt"]),
+                                    "run_id": sample.labels["dockertask.run-id"]})
         worker.route_output(output)
         worker.send((*payload.frame_pieces(b"call"), *payload.frame_pieces(meta), *payload.frame_pieces(call),
-                     *payload.frame_pieces(secrets.to_json(secret_values))))
+                     *payload.frame_pieces(secrets.to_frame(secret_values))))
         del call
         outcome, broken = _await(worker, sample)
         return outcome
@@ -238,7 +239,10 @@ def _await(worker: Any, job: ContainerJob) -> tuple[ContainerOutcome, bool]:
         if kind == b"R":
             return ContainerOutcome(container_id=cid, exit_code=0, image=job.image, result=data), False
         if kind == b"X":  # the call's process died without a result; the replica lives, but is replaced
-            report = json.loads(bytes(data))
+            try:
+                report = payload.decode_meta(bytes(data))
+            except ValueError:
+                report = {}
             code = report.get("exit")
             if code is None and report.get("signal") is not None:
                 code = 128 + int(report["signal"])

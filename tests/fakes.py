@@ -5,22 +5,22 @@ Each ``run`` pops the next scripted outcome; ``jobs`` records what the runner as
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
 import cloudpickle
 
+from dockertask import payload
 from dockertask.backends.base import ContainerJob, ContainerOutcome, ImageInfo, OutputSink
 
 
 def ok(value: Any) -> ContainerOutcome:
-    return ContainerOutcome("c", 0, result=json.dumps({"status": "ok"}).encode() + b"\n" + cloudpickle.dumps(value))
+    return ContainerOutcome("c", 0, result=payload.result_frame_head({"status": "ok"}) + cloudpickle.dumps(value))
 
 
 def raised(exc: BaseException, tb: str = "Traceback (most recent call last):\n  ...\n") -> ContainerOutcome:
     meta = {"status": "error", "type": type(exc).__qualname__, "message": str(exc), "traceback": tb}
-    return ContainerOutcome("c", 0, result=json.dumps(meta).encode() + b"\n" + cloudpickle.dumps(exc))
+    return ContainerOutcome("c", 0, result=payload.result_frame_head(meta) + cloudpickle.dumps(exc))
 
 
 def crashed(code: int, tail: str = "Segmentation fault") -> ContainerOutcome:
@@ -135,11 +135,11 @@ class InProcessBackend(FakeBackend):
         from dockertask.context import ExecutionContext, enter_local, leave_local
 
         frames = _frames(job.stdin_data)
-        header = json.loads(frames[1])
+        header = payload.decode_meta(frames[3])
         token = enter_local(ExecutionContext(task_name=header.get("task", ""), attempt=int(header["attempt"]),
                                              run_id=header.get("run_id", ""), in_container=True))
         try:
-            func, args, kwargs = cloudpickle.loads(frames[3])
+            func, args, kwargs = cloudpickle.loads(frames[5])
             named = dict(inspect.signature(func).bind(*args, **kwargs).arguments)
             if self.delay is not None:
                 time.sleep(self.delay(args, named))

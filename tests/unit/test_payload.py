@@ -3,6 +3,8 @@ local subprocess, fed the same stdin frames a container gets."""
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +21,8 @@ def _run_locally(func: Any, *args: Any, python_override: str | None = None, **kw
     header = {"task": "t", "attempt": 2, "run_id": "r"}
     if python_override:
         header["python"] = python_override
-    proc = subprocess.run([sys.executable, "-c", payload.LOADER], input=env.stdin_bytes(header),
+    # -I -S: no site-packages, as in an image with only Debian's python3; the runtime zip brings the rest.
+    proc = subprocess.run([sys.executable, "-I", "-S", "-c", payload.LOADER], input=env.stdin_bytes(header),
                           capture_output=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     out: list[bytes] = []
@@ -43,6 +46,30 @@ def test_bootstrap_runs_the_call_and_separates_stdout_from_the_result() -> None:
     assert out == b"hello from the task\n"
 
 
+def test_an_image_with_other_bytecode_compiles_the_bootstrap_from_source() -> None:
+    """LOADER runs the host's bytecode only when the magic number matches; otherwise it compiles the
+    source, which is what lets another Python get as far as reporting its version."""
+    env = payload.make_envelope(_attempt, (), {})
+    magic, *rest = payload.bootstrap_pieces()[1::2]
+    pieces = (*payload.frame_pieces(b"\0\0\0\0"), *payload.frame_pieces(rest[0]), *payload.frame_pieces(rest[1]))
+    stdin = b"".join(pieces) + env.stdin_bytes({"task": "t", "attempt": 2, "run_id": "r"})[
+        len(b"".join(payload.bootstrap_pieces())):]
+    proc = subprocess.run([sys.executable, "-I", "-S", "-c", payload.LOADER], input=stdin, capture_output=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    dec = FrameDecoder(lambda _: None)
+    dec.feed(proc.stdout)
+    assert dec.result is not None and payload.load_value(parse_result(dec.result)) == 2
+    assert magic != b"\0\0\0\0"
+
+
+@pytest.mark.parametrize("body", [b"", b"\0\0\0\x09abc", b"\0\0\0\x02\xff\xff", b"\xff" * 12])
+def test_a_damaged_result_frame_is_reported_not_raised(body: bytes) -> None:
+    """A truncated or foreign R frame becomes the status 'damaged' (a TaskFailedError to the user)."""
+    raw = parse_result(body)
+    assert raw.status == "damaged" and raw.data() == b""
+
+
 def test_bootstrap_refuses_another_python() -> None:
     """A header asking for another major.minor gets a python_version report, nothing is run."""
     result, out = _run_locally(_attempt, python_override="2.7")
@@ -60,6 +87,76 @@ def test_bootstrap_reports_user_exception_with_traceback() -> None:
     assert result.status == "error" and result.meta["type"] == "builtins.KeyError"
     assert "_boom" in result.meta["traceback"]
     assert isinstance(payload.loads(result.payload), KeyError)
+
+
+def _heavy_imports() -> list[str]:
+    import sys
+
+    return sorted(m for m in sys.modules if m.split(".")[0] in ("cloudpickle", "dataclasses", "typing", "logging",
+                                                                  "dockertask"))
+
+
+def test_a_plain_call_never_imports_cloudpickle_in_the_container() -> None:
+    """The call is unpickled with the generated reconstructors and the result pickled by the stdlib: the
+    container skips cloudpickle's ~30 ms of imports (and dockertask's own modules)."""
+    result, _ = _run_locally(_heavy_imports)
+    assert result.status == "ok" and payload.loads(result.payload) == []
+
+
+def test_the_reconstructors_are_generated_from_the_installed_cloudpickle() -> None:
+    """A cloudpickle upgrade that needs more than the prelude gives would silently cost every call ~30 ms:
+    this fails instead, so the prelude gets looked at."""
+    source = payload.reconstruct_source()
+    assert source is not None and "_make_function" in source and "_make_skeleton_class" in source
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: int
+
+    def norm1(self) -> int:
+        return abs(self.x) + abs(self.y)
+
+
+class Colour(enum.Enum):
+    RED = 1
+    BLUE = 2
+
+
+def _round_trip(p: Point, c: Colour, scale: int) -> tuple[Point, Colour, Any, Any]:
+    def scaled(v: int) -> int:  # a closure over an argument: cells, made and filled
+        return v * scale
+
+    class Local:  # a class made in the container: only cloudpickle can send it back
+        value = scaled(p.norm1())
+
+    import threading
+
+    seen: list[int] = []
+    thread = threading.Thread(target=lambda: seen.append(_attempt_quiet()))
+    thread.start()
+    thread.join()
+    return Point(scaled(p.x), scaled(p.y)), Colour.BLUE if c is Colour.RED else Colour.RED, Local, seen
+
+
+def _attempt_quiet() -> int:
+    from dockertask import current_context
+
+    return current_context().attempt
+
+
+def test_host_classes_closures_and_enums_come_back_as_the_hosts_own() -> None:
+    """A dataclass and an enum from the host's own module, sent by value, come back as instances of the
+    host's classes (class tracking survives the two picklers); a class made in the container comes back
+    through cloudpickle; a thread of the task sees the call's context."""
+    result, _ = _run_locally(_round_trip, Point(1, -2), Colour.RED, 3)
+    assert result.status == "ok", result.meta
+    point, colour, local, seen = payload.loads(result.payload)
+    assert type(point) is Point and point == Point(3, -6) and point.norm1() == 9
+    assert colour is Colour.BLUE
+    assert local.value == 9
+    assert seen == [2]
 
 
 @pytest.mark.parametrize("cut", [1, 3, 9, 10, 17])
@@ -111,7 +208,8 @@ def _control_frame(kind: bytes, body: bytes) -> bytes:
 def test_result_frames_survive_any_chunking_and_large_ones_are_spooled(size: int) -> None:
     """A result frame split anywhere comes back whole; one over SPOOL_AT goes to a file, not memory."""
     body = b"x" * size
-    stream = _control_frame(b"O", b"hello") + _control_frame(b"R", b'{"status": "ok", "raw": "bytes"}\n' + body)
+    head = payload.result_frame_head({"status": "ok", "raw": "bytes"})
+    stream = _control_frame(b"O", b"hello") + _control_frame(b"R", head + body)
     seen: list[bytes] = []
     dec = FrameDecoder(seen.append)
     for i in range(0, len(stream), 7777):

@@ -17,21 +17,18 @@ from dockertask import (
     TaskOOMError,
     TaskOutputError,
     TaskTimeoutError,
+    payload,
     task,
 )
 from dockertask.errors import RemoteTraceback
 from dockertask.runner import MAX_PREEMPTIONS
 
-from ..fakes import FakeBackend, crashed, ok, oom, preempted, raised, timed_out
+from ..fakes import FakeBackend, _frames, crashed, ok, oom, preempted, raised, timed_out
 
 
 def _header(job) -> dict:  # type: ignore[no-untyped-def]
-    """The JSON header frame the job sends (second frame on stdin)."""
-    data = job.stdin_data
-    for _ in range(2):
-        n, _, data = data.partition(b"\n")
-        frame, data = data[:int(n)], data[int(n):]
-    return json.loads(frame)
+    """The header frame the job sends (after the bootstrap's three frames)."""
+    return payload.decode_meta(_frames(job.stdin_data)[3])  # type: ignore[no-any-return]
 
 
 @task(retries=2)
