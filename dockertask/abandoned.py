@@ -17,9 +17,9 @@ def state_dir() -> Path:
     configured = os.environ.get("DOCKERTASK_STATE_DIR")
     if configured:
         return Path(configured)
-    import platformdirs
+    from .paths import user_state_dir
 
-    return Path(platformdirs.user_state_dir("dockertask"))
+    return user_state_dir()
 
 
 def _dir() -> Path:

@@ -152,9 +152,9 @@ def cache_dir() -> Path:
     configured = os.environ.get("DOCKERTASK_CACHE_DIR")
     if configured:
         return Path(configured)
-    import platformdirs
+    from .paths import user_cache_dir
 
-    return Path(platformdirs.user_cache_dir("dockertask")) / "results"
+    return user_cache_dir() / "results"
 
 
 @dataclass(frozen=True)

@@ -209,9 +209,10 @@ def build_lock() -> Iterator[None]:
     """One image build at a time, across threads and processes. Not re-entrant: never call
     a function that takes it (build_default_image) while holding it."""
     import filelock
-    import platformdirs
 
-    directory = Path(platformdirs.user_cache_dir("dockertask"))
+    from .paths import user_cache_dir
+
+    directory = user_cache_dir()
     directory.mkdir(parents=True, exist_ok=True)
     with _build_thread_lock, filelock.FileLock(str(directory / "image-build.lock")):
         yield

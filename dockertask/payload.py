@@ -14,7 +14,6 @@ import hashlib
 import io
 import marshal
 import os
-import py_compile
 import site
 import struct
 import sys
@@ -65,7 +64,9 @@ def _installed_roots() -> tuple[str, ...]:
     return tuple(sorted(os.path.realpath(p) + os.sep for p in paths if p))
 
 
-_INSTALLED_ROOTS = _installed_roots()
+# sys.prefix is a parent of site-packages in a venv; a project inside the venv dir is rare but possible,
+# so only the more specific stdlib/site roots decide.
+_INSTALLED_ROOTS = tuple(root for root in _installed_roots() if root.count(os.sep) > 2)
 _OWN_ROOT = os.path.dirname(os.path.realpath(__file__)) + os.sep
 _BY_VALUE_DECIDED: dict[str, bool] = {}
 _REGISTER_LOCK = threading.Lock()
@@ -77,12 +78,24 @@ def is_user_module(module: ModuleType) -> bool:
     name = module.__name__
     if not path or name == "__main__" or name.split(".")[0] in ("dockertask", "cloudpickle"):
         return False
-    real = os.path.realpath(path)
+    real = _real_path(path)
     if real.startswith(_OWN_ROOT):
         return False
-    # sys.prefix is a parent of site-packages in a venv; a project inside the venv dir is rare
-    # but possible, so only the more specific stdlib/site roots decide.
-    return not any(real.startswith(root) for root in _INSTALLED_ROOTS if root.count(os.sep) > 2)
+    return not real.startswith(_INSTALLED_ROOTS)
+
+
+@functools.cache
+def _real_dir(directory: str) -> str:
+    return os.path.realpath(directory)
+
+
+def _real_path(path: str) -> str:
+    """os.path.realpath, resolving each directory once: a fresh process deciding its ~400 modules one
+    realpath each spent ~20 ms of its first call on it. A file that is itself a symlink is resolved whole."""
+    if os.path.islink(path):
+        return os.path.realpath(path)
+    head, tail = os.path.split(path)
+    return os.path.join(_real_dir(head), tail)
 
 
 def register_user_modules() -> None:
@@ -206,9 +219,9 @@ def runtime_zip() -> bytes:
 
 
 def _runtime_cache_dir() -> Path:
-    import platformdirs
+    from .paths import user_cache_dir
 
-    return Path(platformdirs.user_cache_dir("dockertask")) / "runtime"
+    return user_cache_dir() / "runtime"
 
 
 def _build_runtime_zip(sources: list[tuple[str, Path]]) -> bytes:
@@ -221,6 +234,8 @@ def _build_runtime_zip(sources: list[tuple[str, Path]]) -> bytes:
             sources = [*sources, (generated.name, generated)]
         for rel, src in sources:
             pyc = os.path.join(tmp, rel.replace("/", "_") + "c")
+            import py_compile
+
             py_compile.compile(str(src), cfile=pyc, dfile=rel, doraise=True,
                                invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
             zf.write(src, rel)
@@ -233,10 +248,13 @@ def bootstrap_pieces() -> tuple[bytes, ...]:
     """The first three frames LOADER reads: this interpreter's bytecode magic, the bootstrap compiled by it,
     and its source. An image with the same magic runs the code (compiling it cost every call ~3 ms); any
     other compiles the source, which then tells the host that the Pythons differ."""
+    from importlib.machinery import SourceFileLoader
     from importlib.util import MAGIC_NUMBER
 
-    source = (Path(__file__).parent / "_bootstrap.py").read_bytes()
-    code = marshal.dumps(compile(source, "dockertask/_bootstrap.py", "exec", dont_inherit=True))
+    path = str(Path(__file__).parent / "_bootstrap.py")
+    loader = SourceFileLoader("dockertask._bootstrap", path)  # its cached .pyc when there is one (~3 ms)
+    source = loader.get_data(path)
+    code = marshal.dumps(loader.get_code("dockertask._bootstrap"))
     return (*frame_pieces(MAGIC_NUMBER), *frame_pieces(code), *frame_pieces(source))
 
 

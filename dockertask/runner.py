@@ -13,9 +13,9 @@ fresh container; host-side validation (inputs, images, secrets, outputs) is neve
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
-import uuid
 import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 from . import hostproc, images, lifecycle, payload, progress, secrets
 from .backends import Backend, ContainerJob, ContainerOutcome, default_backend
 from .backends.base import OutputSink, StdinPieces
-from .cache import Cache, NotHashable, cache_key
 from .errors import (
     ImageNotFoundError,
     PythonVersionError,
@@ -91,7 +90,9 @@ def call(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], ba
     if warn:
         task.warn_if_deprecated(stacklevel=4)
     key = None
-    if spec.cache:
+    if spec.cache:  # the cache module (hashing, temp files) is imported only by tasks that use it
+        from .cache import Cache, NotHashable
+
         try:
             key = key_for(task, bound.arguments)
         except NotHashable as exc:
@@ -115,6 +116,8 @@ def call(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], ba
 def key_for(task: Task[Any, Any], arguments: dict[str, Any]) -> str:
     """The cache key of a call: name, cache_version, interface, code (see cache.code_fingerprint), inputs."""
     spec = task.spec
+    from .cache import cache_key
+
     return cache_key(spec.name, spec.cache_version, task.interface.fingerprint(), arguments, task.code_fingerprint)
 
 
@@ -145,7 +148,7 @@ def _attempts(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any
     # A reused call sends its arguments on the replica's channel (workers.run_call), so its job carries none.
     envelope: payload.Envelope | None = (payload.Envelope(header={"python": payload.HOST_PYTHON}, pickled_call=b"")
                                          if reusable else payload.make_envelope(task.function, args, kwargs, spec.name))
-    run_id = uuid.uuid4().hex[:16]
+    run_id = os.urandom(8).hex()  # as uuid4().hex[:16], without importing uuid
     failures = preemptions = 0
     attempt = 0
     while True:

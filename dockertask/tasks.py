@@ -6,7 +6,6 @@ and never touches Docker; the spec's version (a git call) is computed on first a
 
 from __future__ import annotations
 
-import concurrent.futures
 import datetime as dt
 import enum
 import functools
@@ -21,7 +20,10 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+
+if TYPE_CHECKING:  # imported by submit itself: a script that never submits is spared its ~11 ms
+    import concurrent.futures
 
 from . import images, plugins, secrets
 from .context import ExecutionContext, SecretsReader, enter_local, leave_local
@@ -165,6 +167,8 @@ def max_parallel() -> int:
 
 
 def _pool() -> concurrent.futures.ThreadPoolExecutor:
+    import concurrent.futures
+
     global _executor
     with _executor_lock:
         if _executor is None:
@@ -219,6 +223,8 @@ class Task(Generic[P, R]):
 
     def submit(self, *args: P.args, **kwargs: P.kwargs) -> concurrent.futures.Future[R]:
         """Start in a container now; the Future holds the value or the exception."""
+        import concurrent.futures
+
         from . import lifecycle, runner, testing
 
         self.interface.bind(args, kwargs)  # bad input fails here, not inside the Future
