@@ -20,7 +20,7 @@ import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import hostproc, images, lifecycle, payload, progress, secrets
+from . import hostproc, images, lifecycle, payload, progress, secrets, spares
 from .backends import Backend, ContainerJob, ContainerOutcome, default_backend
 from .backends.base import OutputSink, StdinPieces
 from .errors import (
@@ -157,17 +157,26 @@ def _attempts(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any
         if envelope is None:  # a retry: pickle the call again rather than hold it through every attempt
             envelope = payload.make_envelope(task.function, args, kwargs, spec.name)
         job = build_job(task, image, envelope, secret_values, run_id, attempt, interruptible, since)
-        if not reusable:
-            envelope = None  # the job's stdin pieces are the only reference now, dropped once sent
         if lifecycle.interrupted(since):
             raise _not_started(spec.name)
+        # A container made ahead for this configuration (spares.py): the call takes it, and its run id.
+        # From here to backend.run nothing can fail, and run() removes the spare on every outcome.
+        spare = spares.SPARES.claim(backend, job) if not reusable and attempt == 1 else None
+        if spare is not None:
+            run_id = spare.run_id
+            job = build_job(task, image, envelope, secret_values, run_id, attempt, interruptible, since)
+        if not reusable:
+            envelope = None  # the job's stdin pieces are the only reference now, dropped once sent
         try:
             if reusable:
                 from . import workers
 
                 outcome = workers.run_call(task, job, args, kwargs, secret_values, output or print_line, backend)
             else:
-                outcome = _run_job(backend, job, image, output)
+                try:
+                    outcome = _run_job(backend, job, image, output, spare)
+                finally:
+                    spares.SPARES.finished(backend, job)
             value = interpret(task, outcome)
             task.interface.check_output(value)
             return value
@@ -187,9 +196,12 @@ def _attempts(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any
                         failures, spec.retries)
 
 
-def _run_job(backend: Backend, job: ContainerJob, image: str, output: OutputSink | None = None) -> ContainerOutcome:
+def _run_job(backend: Backend, job: ContainerJob, image: str, output: OutputSink | None = None,
+             spare: spares.Spare | None = None) -> ContainerOutcome:
     sink = output or print_line
     try:
+        if spare is not None:
+            return backend.run(job, sink, prepared=spare.prepared)
         return backend.run(job, sink)
     except ImageNotFoundError:
         # Removed since we last checked (e.g. `docker image prune`): make it again, once.

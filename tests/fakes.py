@@ -88,6 +88,39 @@ class FakeBackend:
         return {}
 
 
+class SpareBackend(FakeBackend):
+    """A FakeBackend that can prepare containers ahead of time: records what was prepared, run and
+    discarded; every run answers ``ok(value)``."""
+
+    def __init__(self, value: Any = 1) -> None:
+        super().__init__()
+        import itertools
+        import threading
+
+        self.value = value
+        self.prepared: list[Any] = []
+        self.discarded: list[Any] = []
+        self.ran: list[tuple[ContainerJob, Any]] = []
+        self.lock = threading.Lock()
+        self._ids = itertools.count(1)
+
+    def prepare(self, job: ContainerJob) -> Any:
+        with self.lock:
+            handle = (f"spare-{next(self._ids)}", dict(job.labels))
+            self.prepared.append(handle)
+        return handle
+
+    def discard(self, prepared: Any) -> None:
+        with self.lock:
+            self.discarded.append(prepared)
+
+    def run(self, job: ContainerJob, on_output: OutputSink, prepared: Any = None) -> ContainerOutcome:
+        with self.lock:
+            self.jobs.append(job)
+            self.ran.append((job, prepared))
+        return ok(self.value)
+
+
 class ExplodingBackend(FakeBackend):
     """Fails the test if anything reaches the engine."""
 

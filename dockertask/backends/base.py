@@ -72,9 +72,18 @@ class ImageInfo:
 class Backend(Protocol):
     """What dockertask needs from an engine. Implementations map their errors to DockerTaskError."""
 
-    def run(self, job: ContainerJob, on_output: OutputSink) -> ContainerOutcome:
+    def run(self, job: ContainerJob, on_output: OutputSink, prepared: Any = None) -> ContainerOutcome:
         """Create, attach, start, send stdin, stream output, wait, and always remove the
-        container, whatever happens (including KeyboardInterrupt)."""
+        container, whatever happens (including KeyboardInterrupt). With ``prepared`` (from ``prepare``
+        of a job with the same configuration) the container made then is the one started."""
+        ...
+
+    def prepare(self, job: ContainerJob) -> Any:
+        """Create (and attach to) ``job``'s container without starting it: a spare for a later ``run``."""
+        ...
+
+    def discard(self, prepared: Any) -> None:
+        """Remove a prepared container that will not run; never raises."""
         ...
 
     def open_worker(self, job: ContainerJob, on_output: OutputSink) -> Any:

@@ -16,6 +16,7 @@ KeyboardInterrupt) leaves the container behind; the result and exit status are r
 from __future__ import annotations
 
 import collections
+import dataclasses
 import io
 import os
 import re
@@ -220,6 +221,21 @@ class _Pump:
             self._on_frame(b"EOF", b"")  # reuse mode: the waiting call learns the container is gone
 
 
+class _Gone(DockerTaskError):
+    """The container to start no longer exists (removed from outside before it started)."""
+
+    def __init__(self, cid: str) -> None:
+        super().__init__(f"container {cid[:12]} was removed from outside before it could start")
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """A container created and attached ahead of its call (see spares.py)."""
+
+    container_id: str
+    sock: Any
+
+
 class DockerBackend:
     """Runs jobs on the engine named by the environment (DOCKER_HOST, or the local socket)."""
 
@@ -279,6 +295,8 @@ class DockerBackend:
     def _start(self, cid: str, job: ContainerJob) -> None:
         try:
             self.api.start(cid)
+        except NotFound:
+            raise _Gone(cid) from None  # run() makes a new one; anywhere else it is the error
         except APIError as exc:
             raise _refusal(exc, "start", job) from None
 
@@ -314,22 +332,49 @@ class DockerBackend:
             removed.append(cid)
         return removed
 
-    def run(self, job: ContainerJob, on_output: OutputSink) -> ContainerOutcome:
-        self.sweep_abandoned()
+    def prepare(self, job: ContainerJob) -> Prepared:
         try:
             cid = self._create(job)
         except requests.exceptions.RequestException as exc:
             raise self._lost(exc, job, None) from None
-        lifecycle.add(cid, self.kill_all)
+        try:
+            return Prepared(cid, self._attach(cid))  # attached before start, as in run()
+        except BaseException:
+            self._release(cid, None)
+            raise
+
+    def discard(self, prepared: Any) -> None:
+        self._release(prepared.container_id, prepared.sock)
+
+    def run(self, job: ContainerJob, on_output: OutputSink, prepared: Any = None) -> ContainerOutcome:
+        try:
+            self.sweep_abandoned()
+        except BaseException:
+            if prepared is not None:  # it is ours to remove from the moment we are given it
+                self.discard(prepared)
+            raise
         sock: Any = None
+        if prepared is not None:
+            cid, sock = prepared.container_id, prepared.sock
+        else:
+            try:
+                cid = self._create(job)
+            except requests.exceptions.RequestException as exc:
+                raise self._lost(exc, job, None) from None
+        lifecycle.add(cid, self.kill_all)
         try:
             # Attach before start, so not one line of output can be missed.
-            sock = self._attach(cid)
+            if sock is None:
+                sock = self._attach(cid)
             pump = _Pump(sock, on_output)
             pump.start()
             if lifecycle.interrupted(job.since):  # Ctrl-C came after the runner's check: never start it
                 return ContainerOutcome(container_id=cid, exit_code=None, image=job.image, cancelled=True)
-            self._start(cid, job)
+            try:
+                self._start(cid, job)
+            except _Gone:  # a prepared container removed from outside (`docker container prune`): make one
+                self._release(cid, sock)
+                return self.run(job, on_output)
             if lifecycle.interrupted(job.since):  # ...or while it started, after the handler's kill round
                 self._kill(cid)
             # Send from a thread: a container that dies before reading its input (no python3)

@@ -7,7 +7,7 @@ import pytest
 from dockertask import runner
 from dockertask.backends import set_default_backend
 
-from ..fakes import FakeBackend, InProcessBackend
+from ..fakes import FakeBackend, InProcessBackend, SpareBackend
 
 
 def _installed(backend: FakeBackend) -> Iterator[FakeBackend]:
@@ -30,3 +30,14 @@ def inproc() -> Iterator[InProcessBackend]:
     """A backend that runs each call in this process: map/submit policy without an engine."""
     backend = InProcessBackend()
     yield from _installed(backend)  # type: ignore[misc]
+
+
+@pytest.fixture
+def spare_backend() -> Iterator[SpareBackend]:
+    """A backend that prepares containers ahead; the process's spares start (and end) empty."""
+    from dockertask import spares
+
+    spares.SPARES.reset()
+    backend = SpareBackend()
+    yield from _installed(backend)  # type: ignore[misc]
+    spares.SPARES.reset()

@@ -1,0 +1,178 @@
+"""Containers created ahead of time for isolated calls ("spares").
+
+A fresh container per call pays create and attach (~12 ms) before it can start. Once a task's
+configuration has been called twice in this process, each further call of it has a spare made in the
+background for the call after it: created and attached, never started, so it holds no process, no
+argument and no secret. The next call with exactly the same configuration (image, command,
+environment, labels other than the run id, host config and options) claims it, takes its run id (so
+``dockertask.run-id`` stays the call's own), and sends its call as on any container. A spare is
+claimed once and then is the call's container: removed after that one call like any other.
+
+Unclaimed spares are removed after IDLE_SECONDS, at exit (after Ctrl-C/SIGTERM too: both end in
+``SystemExit``/``KeyboardInterrupt``), and by ``dockertask gc`` after a ``kill -9``: they carry the
+usual owner labels. ``DOCKERTASK_PRECREATE=0`` turns them off.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import dataclasses
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from typing import Any
+
+from .backends.base import Backend, ContainerJob, StdinPieces
+
+log = logging.getLogger("dockertask")
+
+IDLE_SECONDS = 30.0
+MAX_PER_KEY = 8  # at most one waiting per call in flight, and never more than this
+LABEL_RUN_ID = "dockertask.run-id"
+
+
+def enabled() -> bool:
+    return os.environ.get("DOCKERTASK_PRECREATE", "1") != "0"
+
+
+@dataclasses.dataclass
+class Spare:
+    backend: Backend
+    key: str
+    run_id: str
+    prepared: Any  # the backend's handle (Backend.prepare)
+    made: float = dataclasses.field(default_factory=time.monotonic)
+
+
+def key_of(job: ContainerJob) -> str:
+    """Everything a container is created with, but the run id: two jobs with one key can share a spare."""
+    labels = {k: v for k, v in job.labels.items() if k != LABEL_RUN_ID}
+    return json.dumps([job.image, job.command, sorted(job.environment.items()), sorted(labels.items()),
+                       sorted((k, repr(v)) for k, v in job.host_config.items()),
+                       sorted((k, repr(v)) for k, v in job.create_kwargs.items())])
+
+
+class Spares:
+    """The spares of one process: who made them, who may claim them, and their removal."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._idle: dict[tuple[int, str], list[Spare]] = collections.defaultdict(list)
+        self._seen: collections.Counter[tuple[int, str]] = collections.Counter()
+        self._in_flight: collections.Counter[tuple[int, str]] = collections.Counter()
+        self._making: collections.Counter[tuple[int, str]] = collections.Counter()
+        self._failed: set[tuple[int, str]] = set()
+        self._orders: queue.Queue[tuple[Backend, ContainerJob, tuple[int, str]] | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def claim(self, backend: Backend, job: ContainerJob) -> Spare | None:
+        """A spare made for ``job``'s configuration, or None; a call that will follow others gets one ordered."""
+        if not enabled() or not hasattr(backend, "prepare"):
+            return None
+        slot = (id(backend), key_of(job))
+        with self._cond:
+            if self._closed:
+                return None
+            self._seen[slot] += 1
+            self._in_flight[slot] += 1
+            spare = self._idle[slot].pop(0) if self._idle[slot] else None
+            # From the second call of a configuration on, keep one spare per call in flight.
+            wanted = min(self._in_flight[slot], MAX_PER_KEY)
+            if (self._seen[slot] >= 2 and slot not in self._failed
+                    and len(self._idle[slot]) + self._making[slot] < wanted):
+                self._making[slot] += 1
+                self._orders.put((backend, job, slot))
+                self._start_maker()
+        return spare
+
+    def finished(self, backend: Backend, job: ContainerJob) -> None:
+        """The call that claimed (or could have claimed) for ``job`` is over."""
+        if not enabled() or not hasattr(backend, "prepare"):
+            return
+        slot = (id(backend), key_of(job))
+        with self._cond:
+            self._in_flight[slot] = max(0, self._in_flight[slot] - 1)
+
+    def _start_maker(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._make_forever, name="dockertask-spares", daemon=True)
+            self._thread.start()
+
+    def _make_forever(self) -> None:
+        while True:
+            try:
+                order = self._orders.get(timeout=1.0)
+            except queue.Empty:
+                self._expire(time.monotonic())
+                continue
+            if order is None:
+                return
+            self._make(*order)
+            self._expire(time.monotonic())
+
+    def _make(self, backend: Backend, job: ContainerJob, slot: tuple[int, str]) -> None:
+        run_id = os.urandom(8).hex()
+        template = dataclasses.replace(job, stdin=StdinPieces(()), labels={**job.labels, LABEL_RUN_ID: run_id})
+        prepared = None
+        with self._cond:
+            closed = self._closed
+        try:
+            if not closed:
+                prepared = backend.prepare(template)
+        except Exception as exc:  # the call itself will meet (and report) whatever this is; stop trying
+            log.debug("dockertask: could not pre-create a container: %s", exc)
+            closed = False
+        with self._cond:
+            self._making[slot] -= 1
+            if prepared is None and not closed:
+                self._failed.add(slot)
+            elif not self._closed:
+                self._idle[slot].append(Spare(backend, slot[1], run_id, prepared))
+                prepared = None
+            self._cond.notify_all()
+        if prepared is not None:  # made while the process was shutting down
+            backend.discard(prepared)
+
+    def _expire(self, now: float, everything: bool = False) -> None:
+        with self._cond:
+            old = []
+            for spares in self._idle.values():
+                keep = [s for s in spares if not everything and now - s.made < IDLE_SECONDS]
+                old += [s for s in spares if s not in keep]
+                spares[:] = keep
+        for spare in old:
+            spare.backend.discard(spare.prepared)
+
+    def shutdown(self) -> None:
+        """Remove every unclaimed spare; none is made after this (at exit; tests call it too)."""
+        with self._cond:
+            self._closed = True
+            while sum(self._making.values()) > 0:  # one being made now is removed as soon as it exists
+                if not self._cond.wait(timeout=30):
+                    break
+        self._orders.put(None)
+        self._expire(0, everything=True)
+
+    def reset(self) -> None:
+        """Shut down, then accept spares again (tests)."""
+        self.shutdown()
+        with self._cond:
+            self._closed = False
+            self._seen.clear()
+            self._in_flight.clear()
+            self._failed.clear()
+            self._thread = None
+            self._orders = queue.Queue()
+
+    def idle_count(self) -> int:
+        with self._cond:
+            return sum(len(v) for v in self._idle.values())
+
+
+SPARES = Spares()
+atexit.register(SPARES.shutdown)
