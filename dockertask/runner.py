@@ -142,9 +142,13 @@ def _attempts(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any
         from .imagespec import build
 
         build(task.image_spec, backend)
-    _ensure_image(backend, image)
-    lifecycle.install_signal_handlers()
     reusable = spec.reusable is not None
+    if reusable:
+        _ensure_image(backend, image)
+    # else: an isolated call asks the engine nothing first: a missing image fails the create
+    # (Backend.run raises ImageNotFoundError), and then _run_job makes it (build, pull) and runs again.
+    # That saves a round trip on every process's first call.
+    lifecycle.install_signal_handlers()
     # A reused call sends its arguments on the replica's channel (workers.run_call), so its job carries none.
     envelope: payload.Envelope | None = (payload.Envelope(header={"python": payload.HOST_PYTHON}, pickled_call=b"")
                                          if reusable else payload.make_envelope(task.function, args, kwargs, spec.name))
@@ -204,7 +208,7 @@ def _run_job(backend: Backend, job: ContainerJob, image: str, output: OutputSink
             return backend.run(job, sink, prepared=spare.prepared)
         return backend.run(job, sink)
     except ImageNotFoundError:
-        # Removed since we last checked (e.g. `docker image prune`): make it again, once.
+        # Not there yet, or removed since (`docker image prune`): make it (build, pull), once, and run again.
         _ensured.discard(image)
         _ensure_image(backend, image)
         return backend.run(job, sink)

@@ -46,6 +46,10 @@ class FakeBackend:
         self.images_present: set[str] | None = None  # None: every image exists
 
     def run(self, job: ContainerJob, on_output: OutputSink) -> ContainerOutcome:
+        if self.images_present is not None and job.image not in self.images_present:
+            from dockertask.errors import ImageNotFoundError
+
+            raise ImageNotFoundError(f"no image {job.image}")  # as the engine's create refuses it
         self.jobs.append(job)
         if not self.outcomes:
             raise AssertionError("the runner started more containers than the test scripted")

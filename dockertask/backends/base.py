@@ -75,7 +75,8 @@ class Backend(Protocol):
     def run(self, job: ContainerJob, on_output: OutputSink, prepared: Any = None) -> ContainerOutcome:
         """Create, attach, start, send stdin, stream output, wait, and always remove the
         container, whatever happens (including KeyboardInterrupt). With ``prepared`` (from ``prepare``
-        of a job with the same configuration) the container made then is the one started."""
+        of a job with the same configuration) the container made then is the one started. An image
+        the engine does not have is an ImageNotFoundError, before anything starts."""
         ...
 
     def prepare(self, job: ContainerJob) -> Any:
