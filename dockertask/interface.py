@@ -16,8 +16,7 @@ import inspect
 import types
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import TaskInputError, TaskOutputError
 
@@ -136,8 +135,7 @@ def _dataclass_fields(value: Any, tp: type, path: str) -> tuple[str, str, Any] |
     return None
 
 
-@dataclass(frozen=True)
-class Param:
+class Param(NamedTuple):  # internal records are NamedTuples: cheaper to import than dataclasses
     name: str
     annotation: Any  # inspect.Parameter.empty when unannotated
     default: Any  # inspect.Parameter.empty when required
@@ -148,8 +146,7 @@ class Param:
         return self.default is _EMPTY
 
 
-@dataclass(frozen=True)
-class Interface:
+class Interface(NamedTuple):
     """The typed signature of a task function."""
 
     task_name: str

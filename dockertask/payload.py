@@ -22,10 +22,9 @@ import tempfile
 import threading
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 import cloudpickle
 
@@ -286,8 +285,7 @@ def frame_pieces(data: bytes) -> tuple[bytes, bytes]:
     return b"%d\n" % len(data), data
 
 
-@dataclass(frozen=True)
-class Envelope:
+class Envelope(NamedTuple):  # records internal to the package are NamedTuples: cheaper to import
     """What one call sends: the header the bootstrap reads first, and the pickled call."""
 
     header: dict[str, Any]
@@ -355,8 +353,7 @@ def _unpicklable(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[s
                            f"(it, or a global it uses, cannot be pickled): {type(exc).__name__}: {exc}")
 
 
-@dataclass(frozen=True)
-class RawResult:
+class RawResult(NamedTuple):
     """The bootstrap's report, before the runner turns it into a value or an exception.
 
     ``payload`` is a view into the received frame (no copy), or for a large result a file holding

@@ -17,7 +17,6 @@ import os
 import re
 import sys
 import warnings
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import hostproc, images, lifecycle, payload, progress, secrets, spares
@@ -70,13 +69,12 @@ def prefixed(label: str) -> OutputSink:
     return sink
 
 
-@dataclass
 class AttemptFailed(Exception):
     """One attempt's failure, with what the policy needs to decide about the next one."""
 
-    error: BaseException
-    retryable: bool = True
-    preempted: bool = False
+    def __init__(self, error: BaseException, retryable: bool = True, preempted: bool = False) -> None:
+        super().__init__(error)
+        self.error, self.retryable, self.preempted = error, retryable, preempted
 
 
 def call(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], backend: Backend | None = None,

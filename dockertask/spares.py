@@ -24,7 +24,7 @@ import os
 import queue
 import threading
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from .backends.base import Backend, ContainerJob, StdinPieces
 
@@ -39,13 +39,12 @@ def enabled() -> bool:
     return os.environ.get("DOCKERTASK_PRECREATE", "1") != "0"
 
 
-@dataclasses.dataclass
-class Spare:
+class Spare(NamedTuple):
     backend: Backend
     key: str
     run_id: str
     prepared: Any  # the backend's handle (Backend.prepare)
-    made: float = dataclasses.field(default_factory=time.monotonic)
+    made: float
 
 
 def key_of(job: ContainerJob) -> str:
@@ -132,7 +131,7 @@ class Spares:
             if prepared is None and not closed:
                 self._failed.add(slot)
             elif not self._closed:
-                self._idle[slot].append(Spare(backend, slot[1], run_id, prepared))
+                self._idle[slot].append(Spare(backend, slot[1], run_id, prepared, time.monotonic()))
                 prepared = None
             self._cond.notify_all()
         if prepared is not None:  # made while the process was shutting down

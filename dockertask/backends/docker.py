@@ -16,14 +16,13 @@ KeyboardInterrupt) leaves the container behind; the result and exit status are r
 from __future__ import annotations
 
 import collections
-import dataclasses
 import io
 import os
 import re
 import socket
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import docker
 import requests
@@ -228,8 +227,7 @@ class _Gone(DockerTaskError):
         super().__init__(f"container {cid[:12]} was removed from outside before it could start")
 
 
-@dataclasses.dataclass(frozen=True)
-class Prepared:
+class Prepared(NamedTuple):
     """A container created and attached ahead of its call (see spares.py)."""
 
     container_id: str
