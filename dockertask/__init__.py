@@ -20,6 +20,7 @@ _EXPORTS = {
     "ImageSpec": "imagespec",
     "current_context": "context", "ExecutionContext": "context",
     "Docker": "plugins",
+    "File": "files", "Directory": "files",
     "map_task": "fanout", "MapTaskError": "errors", "ReusePolicy": "workers",
     "DockerTaskError": "errors", "TaskDefinitionError": "errors", "TaskInputError": "errors",
     "TaskOutputError": "errors",
@@ -29,11 +30,13 @@ _EXPORTS = {
     "ResourceSpecError": "errors", "UnsupportedResourceError": "errors", "DockerUnavailableError": "errors",
 }
 __all__ = [
+    "Directory",
     "Docker",
     "DockerTaskError",
     "DockerUnavailableError",
     "ExecutionBehavior",
     "ExecutionContext",
+    "File",
     "ImageBuildError",
     "ImageNotFoundError",
     "ImageResolutionError",
@@ -82,6 +85,7 @@ if TYPE_CHECKING:
         UnsupportedResourceError,
     )
     from .fanout import map_task
+    from .files import Directory, File
     from .imagespec import ImageSpec
     from .plugins import Docker
     from .resources import Resources

@@ -139,9 +139,10 @@ def _pickle():
     return pickle
 
 
-def loads(data):
+def loads(data, paths=()):
     """cloudpickle.loads, but a name the generated module has resolves there: a call whose pickle
-    names only those never imports cloudpickle (~30 ms of the container's start-up)."""
+    names only those never imports cloudpickle (~30 ms of the container's start-up). ``paths``: the
+    File/Directory objects the call's persistent ids stand for (its unpacked inputs)."""
     import io
 
     pickle = _pickle()
@@ -156,17 +157,43 @@ def loads(data):
                 return getattr(fast, name)
             return pickle.Unpickler.find_class(self, module, name)
 
+        def persistent_load(self, pid):
+            return paths[pid[1]]
+
     return Loader(io.BytesIO(data)).load()
 
 
-def dumps(value):
+def dumps(value, outputs=None):
     """The stdlib pickler first: it refuses (rather than mis-pickles) anything it cannot name by
     reference, such as a class or function made from the host's pickle, and only then is cloudpickle
-    imported. (An object's __reduce__ may then run twice; pickling has no business with side effects.)"""
-    try:
-        return _pickle().dumps(value, protocol=5)
-    except Exception:
-        pass
+    imported. (An object's __reduce__ may then run twice; pickling has no business with side effects.)
+    With ``outputs`` (a list), every File/Directory in ``value`` is appended to it and pickled as its
+    index: the files themselves travel in the archive (send_outputs)."""
+    import io
+
+    files = sys.modules.get("dockertask.files") if outputs is not None else None
+    if files is None:  # nobody imported File or Directory: there can be none in the value
+        try:
+            return _pickle().dumps(value, protocol=5)
+        except Exception:
+            pass
+    else:
+        def persistent_id(obj):
+            if isinstance(obj, files._PathValue):
+                outputs.append(obj)
+                return (files.PERSISTENT_TAG, len(outputs) - 1)
+            return None
+
+        class Dumper(_pickle().Pickler):
+            pass
+
+        Dumper.persistent_id = staticmethod(persistent_id)
+        buf = io.BytesIO()
+        try:
+            Dumper(buf, protocol=5).dump(value)
+            return buf.getvalue()
+        except Exception:
+            del outputs[:]
     import cloudpickle
     from cloudpickle import cloudpickle as cp
 
@@ -177,7 +204,49 @@ def dumps(value):
         with cp._DYNAMIC_CLASS_TRACKER_LOCK:
             cp._DYNAMIC_CLASS_TRACKER_BY_CLASS.update(fast._DYNAMIC_CLASS_TRACKER_BY_CLASS)
             cp._DYNAMIC_CLASS_TRACKER_BY_ID.update(fast._DYNAMIC_CLASS_TRACKER_BY_ID)
-    return cloudpickle.dumps(value, protocol=5)
+    if files is None:
+        return cloudpickle.dumps(value, protocol=5)
+
+    class CloudDumper(cloudpickle.Pickler):
+        pass
+
+    CloudDumper.persistent_id = staticmethod(persistent_id)
+    buf = io.BytesIO()
+    CloudDumper(buf, protocol=5).dump(value)
+    return buf.getvalue()
+
+
+def receive_inputs(read_frame, inputs, run_dir):
+    """The call's File/Directory inputs: one tar stream of ``<i>/<name>`` after the secrets, unpacked
+    under run_dir/in; the objects the call's persistent ids stand for, in order."""
+    if not inputs:
+        return ()
+    from dockertask import files
+
+    dest = os.path.join(run_dir, "in")
+    stream = files.FrameStream(read_frame)
+    try:
+        files.unpack_trusted(stream, dest)
+    finally:
+        stream.drain()  # whatever happened, the frames after it must not be read as something else
+    return [files.KINDS[kind](os.path.join(dest, str(i), name)) for i, (kind, name) in enumerate(inputs)]
+
+
+def send_outputs(channel, outputs):
+    """The returned File/Directory objects as one tar stream of ``<i>/<name>`` in T frames (the R frame
+    follows and names them); a missing one, or one of the wrong kind, is a ValueError naming it."""
+    from dockertask import files
+
+    items = []
+    for i, obj in enumerate(outputs):
+        path = obj.path
+        if obj.kind == "f" and not os.path.isfile(path) or obj.kind == "d" and not os.path.isdir(path):
+            raise ValueError("returned %r, but there is no such %s in the container"
+                             % (obj, "file" if obj.kind == "f" else "directory"))
+        items.append(("%d/%s" % (i, obj.name), path))
+    for piece in files.tar_pieces(items):
+        channel.send(b"T", piece)
+    return [[obj.kind, obj.name] for obj in outputs]
 
 
 def publish_context(header):
@@ -208,15 +277,22 @@ def main(read_frame):
         f.write(read_frame())
     sys.path.insert(0, runtime)
     if header.get("mode") == "serve":
-        return serve(read_frame, channel)
+        return serve(read_frame, channel, run_dir)
     pickled_call = read_frame()
     secrets = marshal.loads(read_frame())
+    failed = paths = None
+    try:  # before the redirection below, which gives fd 0 to /dev/null
+        paths = receive_inputs(read_frame, header.get("inputs"), run_dir)
+    except BaseException as exc:
+        failed = exc
     pump = redirect_stdout(channel)
     try:
+        if failed is not None:
+            raise failed
         install_secrets(secrets)
         del secrets
         publish_context(header)
-        func, args, kwargs = loads(pickled_call)
+        func, args, kwargs = loads(pickled_call, paths)
         del pickled_call
     except BaseException as exc:  # anything here means the call could not even be loaded
         return report_load_error(channel, pump, exc)
@@ -264,8 +340,9 @@ def run_and_report(channel, pump, func, args, kwargs):
         finish(pump)
         channel.result({"status": "ok", "raw": "bytes"}, value)
         return 0
+    outputs = []
     try:
-        data = dumps(value)
+        data = dumps(value, outputs)
     except Exception as exc:
         finish(pump)
         channel.result({"status": "error", "type": qualname(type(exc)),
@@ -273,7 +350,14 @@ def run_and_report(channel, pump, func, args, kwargs):
                         "traceback": format_exc()})
         return 0
     finish(pump)
-    channel.result({"status": "ok"}, data)
+    meta = {"status": "ok"}
+    if outputs:
+        try:
+            meta["outputs"] = send_outputs(channel, outputs)
+        except Exception as exc:  # a returned path that is not there (or unreadable): say which
+            channel.result({"status": "output_error", "message": str(exc), "traceback": format_exc()})
+            return 0
+    channel.result(meta, data)
     return 0
 
 
@@ -284,13 +368,13 @@ class LoadFailure(object):
         self.exc, self.tb = exc, tb
 
 
-def serve(read_frame, channel):
+def serve(read_frame, channel, run_dir):
     """Reusable replica: functions are loaded once (``load`` frames); each ``call`` runs in a child
     forked from this pristine process, so no module state, global or open file carries from one call
     to the next. One call at a time; a child that dies without its R frame is reported as an X frame
     (exit code, signal, and whether the cgroup's OOM killer fired)."""
     _pickle()  # loads' in every child: imported once here, before forking
-    import shutil  # noqa: F401  # clear_secrets' after every call
+    import shutil  # clear_secrets' after every call
     import traceback  # noqa: F401  # imported once here rather than in a failing child
 
     try:
@@ -317,17 +401,23 @@ def serve(read_frame, channel):
         meta = marshal.loads(read_frame())
         call = read_frame()
         secrets = marshal.loads(read_frame())
+        call_dir = os.path.join(run_dir, "call")
+        try:
+            paths = receive_inputs(read_frame, meta.get("inputs"), call_dir)
+        except BaseException as exc:  # the child reports it, as a load error of its call
+            paths = exc
         before = oom_kills()
         pid = os.fork()
         if pid == 0:  # the call's own process
             code = 70
             try:
-                code = run_child(channel, meta, functions.get(meta["fid"]), call, secrets)
+                code = run_child(channel, meta, functions.get(meta["fid"]), call, secrets, paths)
             finally:
                 os._exit(code)
-        del call, secrets
+        del call, secrets, paths
         _, status = os.waitpid(pid, 0)
         clear_secrets()
+        shutil.rmtree(call_dir, ignore_errors=True)  # this call's input files: the next sees only its own
         if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
             continue  # the child sent its R frame
         channel.send(b"X", marshal.dumps({
@@ -336,16 +426,18 @@ def serve(read_frame, channel):
             "oom": oom_kills() > before}, 2))
 
 
-def run_child(channel, meta, func, call, secrets):
+def run_child(channel, meta, func, call, secrets, paths):
     pump = redirect_stdout(channel)
     try:
+        if isinstance(paths, BaseException):
+            raise paths
         install_secrets(secrets)
         publish_context(meta)
         if isinstance(func, LoadFailure):
             raise func.exc
         if func is None:
             raise RuntimeError("function %r was never loaded into this replica" % meta.get("fid"))
-        args, kwargs = loads(call)
+        args, kwargs = loads(call, paths)
     except BaseException as exc:
         return report_load_error(channel, pump, exc)
     return run_and_report(channel, pump, func, args, kwargs)

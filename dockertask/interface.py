@@ -140,6 +140,8 @@ class Param(NamedTuple):  # internal records are NamedTuples: cheaper to import 
     annotation: Any  # inspect.Parameter.empty when unannotated
     default: Any  # inspect.Parameter.empty when required
     kind: inspect._ParameterKind
+    files: bool = False  # the annotation asks for File/Directory (str and Path are made into them)
+    open: bool = False  # unannotated, Any or object: it may hold File/Directory objects too
 
     @property
     def required(self) -> bool:
@@ -163,15 +165,22 @@ class Interface(NamedTuple):
             # An annotation that cannot be resolved (a forward reference to something not
             # importable here) is left unchecked rather than failing the decoration.
             hints = {}
-        params = tuple(
-            Param(p.name, hints.get(p.name, p.annotation if not isinstance(p.annotation, str) else _EMPTY),
-                  p.default, p.kind)
-            for p in sig.parameters.values()
-        )
+        from .files import mentions
+
+        params = []
+        for p in sig.parameters.values():
+            annotation = hints.get(p.name, p.annotation if not isinstance(p.annotation, str) else _EMPTY)
+            params.append(Param(p.name, annotation, p.default, p.kind, mentions(annotation),
+                                annotation in (_EMPTY, Any, object)))
         out = hints.get("return", sig.return_annotation)
         if isinstance(out, str):
             out = _EMPTY
-        return cls(task_name, sig, params, out)
+        return cls(task_name, sig, tuple(params), out)
+
+    @property
+    def may_carry_files(self) -> bool:
+        """Can a call's arguments hold File/Directory objects (to be sent as files)?"""
+        return any(p.files or p.open for p in self.params)
 
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> inspect.BoundArguments:
         """Map positional arguments to names and check every value; raise TaskInputError."""
@@ -189,6 +198,11 @@ class Interface(NamedTuple):
                 items = [(f"{name}[{k!r}]", v) for k, v in value.items()]
             else:
                 items = [(name, value)]
+            if p.files and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+                from .files import coerce
+
+                value = bound.arguments[name] = coerce(value, p.annotation)  # a str or Path where File is asked
+                items = [(name, value)]
             for where, v in items:
                 if p.default is not _EMPTY and v is p.default:
                     continue  # a default is the author's choice, e.g. `x: int = None`
@@ -198,7 +212,18 @@ class Interface(NamedTuple):
                         f"task {self.task_name}: parameter {path!r} expected {expected}, "
                         f"got {type_name(type(given))} {_short(given)}"
                     )
+                if p.files or p.open:
+                    self._check_files(where, v)
         return bound
+
+    def _check_files(self, where: str, value: Any) -> None:
+        """Every File/Directory in an argument exists and can be read: else a TaskInputError naming the
+        parameter and the path, before any container starts."""
+        from .files import check_input, walk
+
+        for path, obj in walk(value, where):
+            if (problem := check_input(path, obj)) is not None:
+                raise TaskInputError(f"task {self.task_name}: parameter {path!r}: {problem}")
 
     def _binding_problem(self, args: tuple[Any, ...], kwargs: dict[str, Any], exc: TypeError) -> str:
         names = [p.name for p in self.params]

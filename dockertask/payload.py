@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import itertools
 import marshal
 import os
 import site
@@ -21,7 +22,7 @@ import sysconfig
 import tempfile
 import threading
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any, BinaryIO, NamedTuple
@@ -290,34 +291,86 @@ class Envelope(NamedTuple):  # records internal to the package are NamedTuples: 
 
     header: dict[str, Any]
     pickled_call: bytes
+    inputs: tuple[Any, ...] = ()  # the File/Directory objects the call's persistent ids stand for
 
-    def stdin_pieces(self, header: dict[str, Any], secrets_frame: bytes = EMPTY_LIST) -> tuple[bytes, ...]:
-        """Everything the container reads from stdin, for one attempt (``header`` adds to ours), in pieces."""
-        return (
+    def stdin_pieces(self, header: dict[str, Any], secrets_frame: bytes = EMPTY_LIST) -> Iterable[bytes]:
+        """Everything the container reads from stdin, for one attempt (``header`` adds to ours), in pieces:
+        a tuple, or with File/Directory inputs an iterator that reads them from disk as it is sent."""
+        if self.inputs:
+            header = {**header, "inputs": [[obj.kind, obj.name] for obj in self.inputs]}
+        head = (
             *bootstrap_pieces(),
             *frame_pieces(encode_meta({**self.header, **header})),
             *frame_pieces(runtime_zip()),
             *frame_pieces(self.pickled_call),
             *frame_pieces(secrets_frame),
         )
+        if not self.inputs:
+            return head
+        return itertools.chain(head, _input_frames(self.inputs))
 
     def stdin_bytes(self, header: dict[str, Any], secrets_frame: bytes = EMPTY_LIST) -> bytes:
         """The same as one bytes object (tests feed it to a local interpreter)."""
         return b"".join(self.stdin_pieces(header, secrets_frame))
 
 
+def _input_frames(inputs: tuple[Any, ...]) -> Iterator[bytes]:
+    """The inputs as one tar stream of ``<i>/<name>``, framed, ended by an empty frame."""
+    from . import files
+
+    for piece in files.tar_pieces([(f"{i}/{obj.name}", obj.path) for i, obj in enumerate(inputs)]):
+        yield from frame_pieces(piece)
+    yield b"0\n"
+
+
 def make_envelope(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-                  task_name: str = "") -> Envelope:
+                  task_name: str = "", with_files: bool = False) -> Envelope:
     """Pickle the call once; each attempt adds its own header fields in ``stdin_bytes``.
 
     What cannot be pickled (a lock, a 10,000-deep structure) is a TaskInputError naming the
-    argument, raised before any container starts."""
+    argument, raised before any container starts. ``with_files``: the arguments may hold File or
+    Directory objects, which are sent as files (see files.py), not pickled."""
     register_user_modules()
+    inputs: list[Any] = []
     try:
-        pickled = cloudpickle.dumps((func, args, kwargs), protocol=5)
+        pickled = (dumps_with_paths((func, args, kwargs), inputs) if with_files
+                   else cloudpickle.dumps((func, args, kwargs), protocol=5))
     except Exception as exc:  # PicklingError, TypeError, RecursionError...: whatever pickle says
         raise _unpicklable(func, args, kwargs, task_name or getattr(func, "__qualname__", "?"), exc) from None
-    return Envelope(header={"python": HOST_PYTHON}, pickled_call=pickled)
+    return Envelope(header={"python": HOST_PYTHON}, pickled_call=pickled, inputs=tuple(inputs))
+
+
+def dumps_with_paths(value: Any, found: list[Any]) -> bytes:
+    """cloudpickle.dumps, with each File/Directory in ``value`` appended to ``found`` (once per object)
+    and pickled as its index there (a persistent id)."""
+    from . import files
+
+    index: dict[int, int] = {}
+
+    class Pickler(cloudpickle.Pickler):  # type: ignore[misc]
+        def persistent_id(self, obj: Any) -> Any:
+            if isinstance(obj, files._PathValue):
+                if id(obj) not in index:
+                    index[id(obj)] = len(found)
+                    found.append(obj)
+                return (files.PERSISTENT_TAG, index[id(obj)])
+            return None
+
+    buf = io.BytesIO()
+    Pickler(buf, protocol=5).dump(value)
+    return buf.getvalue()
+
+
+def loads_with_paths(data: bytes | memoryview | BinaryIO, objects: list[Any]) -> Any:
+    """The other side's dumps_with_paths: each persistent id becomes ``objects[i]``."""
+    import pickle
+
+    class Unpickler(pickle.Unpickler):
+        def persistent_load(self, pid: Any) -> Any:
+            return objects[pid[1]]
+
+    stream = io.BytesIO(data) if isinstance(data, (bytes, memoryview)) else data
+    return Unpickler(stream).load()
 
 
 def pickle_function(func: Callable[..., Any], task_name: str) -> bytes:
@@ -329,13 +382,23 @@ def pickle_function(func: Callable[..., Any], task_name: str) -> bytes:
         raise _unpicklable(func, (), {}, task_name, exc) from None
 
 
-def pickle_call_args(args: tuple[Any, ...], kwargs: dict[str, Any], task_name: str) -> bytes:
-    """One call's arguments alone (reuse mode); an unpicklable one is a TaskInputError naming it."""
+def pickle_call_args(args: tuple[Any, ...], kwargs: dict[str, Any], task_name: str,
+                     with_files: bool = False) -> tuple[bytes, tuple[Any, ...]]:
+    """One call's arguments alone (reuse mode), and the File/Directory inputs among them (sent as files);
+    an unpicklable one is a TaskInputError naming it."""
     register_user_modules()
+    inputs: list[Any] = []
     try:
-        return bytes(cloudpickle.dumps((args, kwargs), protocol=5))
+        if with_files:
+            return dumps_with_paths((args, kwargs), inputs), tuple(inputs)
+        return bytes(cloudpickle.dumps((args, kwargs), protocol=5)), ()
     except Exception as exc:
         raise _unpicklable(lambda: None, args, kwargs, task_name, exc) from None
+
+
+def input_frames(inputs: tuple[Any, ...]) -> Iterable[bytes]:
+    """What follows a call's frames when it has File/Directory inputs (nothing when it has none)."""
+    return _input_frames(inputs) if inputs else ()
 
 
 def _unpicklable(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], task_name: str,
@@ -424,6 +487,7 @@ class FrameDecoder:
         self._spool_left = 0
         self._on_stdout = on_stdout
         self.result: bytearray | BinaryIO | None = None
+        self._archive: BinaryIO | None = None  # T frames: the returned files' tar stream, on disk
 
     def feed(self, chunk: bytes) -> None:
         view = memoryview(chunk)
@@ -461,8 +525,23 @@ class FrameDecoder:
                 frame, self._frame = self._frame, None
                 if self._kind == b"O":
                     self._on_stdout(bytes(frame))
+                elif self._kind == b"T":
+                    self._archive_piece(frame)
                 else:
                     self._deliver(self._kind, frame)
+
+    def _archive_piece(self, piece: bytearray) -> None:
+        if self._archive is None:
+            from . import files
+
+            # Beside the outputs, not in /tmp (which may be memory): a returned file is bounded by disk.
+            self._archive = tempfile.TemporaryFile(dir=files.spool_dir(), prefix=".incoming-")  # noqa: SIM115
+        self._archive.write(piece)
+
+    def take_archive(self) -> BinaryIO | None:
+        """The returned files' archive so far (a call's, once its R frame came), and a fresh start."""
+        archive, self._archive = self._archive, None
+        return archive
 
     def _deliver(self, kind: bytes, frame: bytearray | BinaryIO) -> None:
         if self._on_frame is not None:
@@ -475,9 +554,14 @@ def loads(payload: bytes | memoryview) -> Any:
     return cloudpickle.loads(payload)
 
 
-def load_value(raw: RawResult) -> Any:
+def load_value(raw: RawResult, paths: list[Any] | None = None) -> Any:
     """A successful result: the returned bytes as they came (``raw``), or the unpickled value; from a
-    spooled file, read or unpickled straight from it, so only the value itself is ever in memory."""
+    spooled file, read or unpickled straight from it, so only the value itself is ever in memory.
+    ``paths``: the host's File/Directory objects for the result's persistent ids."""
+    if paths is not None:
+        if not isinstance(raw.payload, (bytes, memoryview)):
+            raw.payload.seek(raw._start())
+        return loads_with_paths(raw.payload, paths)
     if isinstance(raw.payload, (bytes, memoryview)):
         return bytes(raw.payload) if raw.meta.get("raw") == "bytes" else loads(raw.payload)
     start = raw._start()

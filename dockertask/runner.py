@@ -12,6 +12,7 @@ fresh container; host-side validation (inputs, images, secrets, outputs) is neve
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -149,7 +150,8 @@ def _attempts(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any
     lifecycle.install_signal_handlers()
     # A reused call sends its arguments on the replica's channel (workers.run_call), so its job carries none.
     envelope: payload.Envelope | None = (payload.Envelope(header={"python": payload.HOST_PYTHON}, pickled_call=b"")
-                                         if reusable else payload.make_envelope(task.function, args, kwargs, spec.name))
+                                         if reusable else payload.make_envelope(task.function, args, kwargs, spec.name,
+                                                                               task.interface.may_carry_files))
     run_id = os.urandom(8).hex()  # as uuid4().hex[:16], without importing uuid
     failures = preemptions = 0
     attempt = 0
@@ -157,7 +159,7 @@ def _attempts(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any
         attempt += 1
         interruptible = spec.interruptible and preemptions < MAX_PREEMPTIONS
         if envelope is None:  # a retry: pickle the call again rather than hold it through every attempt
-            envelope = payload.make_envelope(task.function, args, kwargs, spec.name)
+            envelope = payload.make_envelope(task.function, args, kwargs, spec.name, task.interface.may_carry_files)
         job = build_job(task, image, envelope, secret_values, run_id, attempt, interruptible, since)
         if lifecycle.interrupted(since):
             raise _not_started(spec.name)
@@ -179,7 +181,7 @@ def _attempts(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any
                     outcome = _run_job(backend, job, image, output, spare)
                 finally:
                     spares.SPARES.finished(backend, job)
-            value = interpret(task, outcome)
+            value = interpret(task, outcome, run_id)
             task.interface.check_output(value)
             return value
         except AttemptFailed as failed:
@@ -252,16 +254,18 @@ def build_job(task: Task[Any, Any], image: str, envelope: payload.Envelope,
     )
 
 
-def interpret(task: Task[Any, Any], outcome: ContainerOutcome) -> Any:
+def interpret(task: Task[Any, Any], outcome: ContainerOutcome, run_id: str = "") -> Any:
     """The value of a finished attempt, or AttemptFailed saying what went wrong."""
     try:
-        return _interpret(task, outcome)
+        return _interpret(task, outcome, run_id)
     finally:
         if outcome.result is not None and not isinstance(outcome.result, (bytes, bytearray)):
             outcome.result.close()  # a spooled result's file (already unlinked)
+        if outcome.archive is not None:
+            outcome.archive.close()  # the returned files' archive (unlinked; unpacked by now)
 
 
-def _interpret(task: Task[Any, Any], outcome: ContainerOutcome) -> Any:
+def _interpret(task: Task[Any, Any], outcome: ContainerOutcome, run_id: str = "") -> Any:
     spec = task.spec
     if outcome.cancelled:
         raise AttemptFailed(TaskFailedError(f"task {spec.name}: the host was interrupted; its container was "
@@ -293,7 +297,11 @@ def _interpret(task: Task[Any, Any], outcome: ContainerOutcome) -> Any:
             exit_code=outcome.exit_code, logs_tail=outcome.logs_tail))
     meta = raw.meta
     if raw.status == "ok":
+        if meta.get("outputs"):
+            return _load_with_files(spec.name, raw, outcome, run_id)
         return _load_result(spec.name, outcome.image, raw)
+    if raw.status == "output_error":
+        raise AttemptFailed(TaskOutputError(f"task {spec.name}: {meta.get('message')}"), retryable=False)
     if raw.status == "python_version":
         raise AttemptFailed(PythonVersionError(
             f"task {spec.name}: the image has Python {meta.get('image_python')} but the host has Python "
@@ -324,6 +332,37 @@ def _missing_module(message: str) -> str | None:
 def _image_hint(image: str, module: str) -> str:
     return (f"image {image} has no module {module!r}: run the task on an image that has it, e.g. "
             f"container_image=ImageSpec(name=..., packages=[{module!r}])")
+
+
+def _load_with_files(name: str, raw: payload.RawResult, outcome: ContainerOutcome, run_id: str) -> Any:
+    """A result holding File/Directory objects: their archive unpacked (safely) into the call's output
+    directory, and the value made with host paths. A refused archive leaves nothing behind."""
+    import shutil
+
+    from . import files
+
+    outputs = [(str(kind), str(item)) for kind, item in raw.meta["outputs"]]
+    dest = files.output_dir(name, run_id or os.urandom(8).hex())
+    staged = os.path.join(dest, ".incoming")
+    try:
+        if outcome.archive is None:
+            raise files.UnsafeArchive("the files it returned did not arrive")
+        files.unpack(outcome.archive, staged)
+        placed = files.place(staged, dest, outputs)
+        shutil.rmtree(staged, ignore_errors=True)
+    except (files.UnsafeArchive, OSError, EOFError, ValueError) as exc:
+        shutil.rmtree(dest, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.dirname(dest))  # the task's directory, if this was its only run
+        raise AttemptFailed(TaskOutputError(
+            f"task {name}: the files it returned were refused: {exc}; nothing was written outside "
+            f"{files.output_dir(name, '')}"), retryable=False) from None
+    try:
+        return payload.load_value(raw, placed)
+    except Exception as exc:
+        raise AttemptFailed(TaskOutputError(f"task {name} succeeded, but its result cannot be loaded on this host: "
+                                            f"{type(exc).__name__}: {exc}", raw_result=raw.data()),
+                            retryable=False) from None
 
 
 def _load_result(name: str, image: str, raw: payload.RawResult) -> Any:

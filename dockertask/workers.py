@@ -181,7 +181,8 @@ def run_call(task: Task[Any, Any], sample: ContainerJob, args: tuple[Any, ...], 
              backend: Backend) -> ContainerOutcome:
     """One call on a replica of ``task``'s pool; ``sample`` is the isolated job this call would have run."""
     policy: ReusePolicy = task.spec.reusable
-    call = payload.pickle_call_args(args, kwargs, task.spec.name)  # before any container: bad input fails here
+    # Before any container: bad input fails here.
+    call, inputs = payload.pickle_call_args(args, kwargs, task.spec.name, task.interface.may_carry_files)
     pool = _pool_for(_key(task, sample), policy)
 
     def start() -> Any:
@@ -208,10 +209,12 @@ def run_call(task: Task[Any, Any], sample: ContainerJob, args: tuple[Any, ...], 
             replica.loaded.add(fid)
         meta = payload.encode_meta({"fid": fid, "task": task.spec.name,
                                     "attempt": int(sample.labels["dockertask.attempt"]),
-                                    "run_id": sample.labels["dockertask.run-id"]})
+                                    "run_id": sample.labels["dockertask.run-id"],
+                                    "inputs": [[obj.kind, obj.name] for obj in inputs]})
         worker.route_output(output)
         worker.send((*payload.frame_pieces(b"call"), *payload.frame_pieces(meta), *payload.frame_pieces(call),
                      *payload.frame_pieces(secrets.to_frame(secret_values))))
+        worker.send(payload.input_frames(inputs))
         del call
         outcome, broken = _await(worker, sample)
         return outcome
@@ -236,8 +239,11 @@ def _await(worker: Any, job: ContainerJob) -> tuple[ContainerOutcome, bool]:
             worker.close()
             return ContainerOutcome(container_id=cid, exit_code=None, image=job.image, timed_out=True), True
         kind, data = frame
-        if kind == b"R":
-            return ContainerOutcome(container_id=cid, exit_code=0, image=job.image, result=data), False
+        if kind == b"R":  # the returned files' archive, if any, came just before it (T frames)
+            return ContainerOutcome(container_id=cid, exit_code=0, image=job.image, result=data,
+                                    archive=worker.take_archive()), False
+        if kind in (b"X", b"EOF") and (partial := worker.take_archive()) is not None:
+            partial.close()  # files a dead call had begun to return
         if kind == b"X":  # the call's process died without a result; the replica lives, but is replaced
             try:
                 report = payload.decode_meta(bytes(data))

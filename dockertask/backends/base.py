@@ -6,7 +6,7 @@ the result comes back on its control channel, so a remote engine runs it as well
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, NamedTuple, Protocol
 
@@ -18,14 +18,16 @@ class StdinPieces:
     """What a container reads on stdin, in pieces, handed out once: after they are sent nothing holds
     them, so a 50 MB argument is not kept for the length of the call (a retry pickles it again)."""
 
-    def __init__(self, pieces: tuple[bytes, ...]) -> None:
-        self._pieces = pieces
+    def __init__(self, pieces: Iterable[bytes]) -> None:
+        self._pieces = pieces  # a tuple, or an iterator reading input files from disk as it is sent
 
-    def take(self) -> tuple[bytes, ...]:
+    def take(self) -> Iterable[bytes]:
         pieces, self._pieces = self._pieces, ()
         return pieces
 
     def peek(self) -> tuple[bytes, ...]:
+        if not isinstance(self._pieces, tuple):  # tests only: an input file's stream, read whole
+            self._pieces = tuple(self._pieces)
         return self._pieces
 
 
@@ -56,6 +58,7 @@ class ContainerOutcome(NamedTuple):  # a NamedTuple (not a dataclass): ~0.7 ms l
     cancelled: bool = False  # the host is shutting down (Ctrl-C / SIGTERM) and killed it
     result: bytes | bytearray | BinaryIO | None = None  # the result frame (a file when large), if one came
     logs_tail: str = ""
+    archive: BinaryIO | None = None  # the returned File/Directory objects' tar stream (an unlinked file)
 
 
 class ImageInfo(NamedTuple):
@@ -88,7 +91,7 @@ class Backend(Protocol):
     def open_worker(self, job: ContainerJob, on_output: OutputSink) -> Any:
         """Start a long-lived container whose stdin stays open (a reusable replica): ``job.stdin`` goes
         first; the result has ``send(pieces)``, ``frames.next(timeout)`` (kind, frame), ``route_output``,
-        ``exit_state()`` and ``close()`` (kill and remove)."""
+        ``take_archive()`` (a call's returned files), ``exit_state()`` and ``close()`` (kill and remove)."""
         ...
 
     def image_info(self, ref: str) -> ImageInfo | None: ...

@@ -21,7 +21,7 @@ import os
 import re
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 import docker
@@ -36,6 +36,7 @@ from ..errors import (
     ImageBuildError,
     ImageNotFoundError,
     PythonVersionError,
+    TaskInputError,
     UnsupportedResourceError,
 )
 from ..payload import FrameDecoder
@@ -80,7 +81,7 @@ def _shutdown(sock: Any) -> None:
         pass
 
 
-def _send_pieces(sock: Any, pieces: tuple[bytes, ...]) -> None:
+def _send_pieces(sock: Any, pieces: Iterable[bytes]) -> None:
     raw = getattr(sock, "_sock", sock)
     for piece in pieces:
         raw.sendall(piece)
@@ -283,12 +284,21 @@ class DockerBackend:
         return sock
 
     @staticmethod
-    def _send_stdin(sock: Any, pieces: tuple[bytes, ...]) -> None:
+    def _send_stdin(sock: Any, pieces: Iterable[bytes], failed: list[BaseException]) -> None:
+        raw = getattr(sock, "_sock", sock)
         try:
-            _send_pieces(sock, pieces)
-            getattr(sock, "_sock", sock).shutdown(socket.SHUT_WR)  # with StdinOnce, the container's stdin closes
-        except OSError:
-            pass  # the container is already gone (no python3, killed): its exit status says why
+            for piece in pieces:
+                try:
+                    raw.sendall(piece)
+                except OSError:
+                    return  # the container is already gone (no python3, killed): its exit status says why
+        except Exception as exc:  # reading an input file failed (it shrank, or became unreadable)
+            failed.append(exc)
+        finally:
+            try:
+                raw.shutdown(socket.SHUT_WR)  # with StdinOnce, the container's stdin closes
+            except OSError:
+                pass
 
     def _start(self, cid: str, job: ContainerJob) -> None:
         try:
@@ -377,7 +387,8 @@ class DockerBackend:
                 self._kill(cid)
             # Send from a thread: a container that dies before reading its input (no python3)
             # stops draining the socket, and a blocking sendall would hang here for minutes.
-            sender = threading.Thread(target=self._send_stdin, args=(sock, job.stdin.take()),
+            send_failed: list[BaseException] = []
+            sender = threading.Thread(target=self._send_stdin, args=(sock, job.stdin.take(), send_failed),
                                       name="dockertask-stdin", daemon=True)
             sender.start()
             exit_code = self._wait(cid, job.timeout)
@@ -391,6 +402,9 @@ class DockerBackend:
                 sender.join(5)
             # The stream ends with the container; the result frame and the last lines are in it.
             pump.join(60)
+            if send_failed and pump.control.result is None:
+                raise TaskInputError(f"task {job.labels.get('dockertask.task', '?')}: an input could not be sent "
+                                     f"to its container: {send_failed[0]}")
             state: dict[str, Any] = {}
             if exit_code != 0:
                 state = self.api.inspect_container(cid).get("State", {})
@@ -398,6 +412,7 @@ class DockerBackend:
                 container_id=cid, exit_code=exit_code, image=job.image, oom_killed=bool(state.get("OOMKilled")),
                 timed_out=timed_out, cancelled=lifecycle.interrupted(job.since),
                 result=None if timed_out else pump.control.result, logs_tail="\n".join(pump.tail),
+                archive=pump.control.take_archive(),
             )
         except requests.exceptions.RequestException as exc:  # ConnectionError, ChunkedEncodingError, timeouts
             raise self._lost(exc, job, cid) from None
@@ -612,8 +627,12 @@ class WorkerConnection:
         """Send the replica's output lines to ``sink`` (the call running now)."""
         self._sink = sink
 
-    def send(self, pieces: tuple[bytes, ...]) -> None:
+    def send(self, pieces: Iterable[bytes]) -> None:
         _send_pieces(self.sock, pieces)
+
+    def take_archive(self) -> Any:
+        """The last call's returned-files archive (T frames come before its R frame), if any."""
+        return self.pump.control.take_archive() if self.pump is not None else None
 
     def exit_state(self) -> dict[str, Any]:
         """The container's State (after it died): ExitCode, OOMKilled."""

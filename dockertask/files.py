@@ -1,0 +1,447 @@
+"""``File`` and ``Directory``: data in files, streamed into a task's container and back.
+
+Nothing is bind-mounted: an input is sent as a tar stream on the container's stdin after the call,
+an output comes back as a tar stream on its control channel before the result, so a remote engine
+works the same. Both streams are made here, in pieces of at most CHUNK bytes read from disk, so a
+file of any size is never whole in memory on either side.
+
+In a pickled call or result a File/Directory is not pickled: it is a *persistent id* (its index in
+the stream), and the other side rebuilds it at the path where it unpacked it. This module is also
+shipped in the runtime zip (it is what the container imports when a call has files), so it imports
+nothing beyond the standard library and only what it needs, where it needs it.
+
+Host-side rules for what comes back (``unpack``): entries stay inside the output directory (no
+absolute names, no ``..``), a symlink must point inside its own tree, hard links, devices and fifos
+are refused, set-uid/gid bits are dropped, and the files belong to the host user (they are written by
+this process). A refused archive is an error, and nothing is written outside the directory.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from typing import Any, BinaryIO
+
+CHUNK = 1 << 20  # the size of a stream piece: a frame on the wire, a read or a write on disk
+PERSISTENT_TAG = "dockertask-path"
+
+
+class _PathValue(os.PathLike[str]):
+    """A path with a meaning (a file or a directory of data): os.PathLike, compared by path."""
+
+    __slots__ = ("path",)
+    kind = ""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        value = os.fspath(path)
+        if not isinstance(value, str) or not value:
+            raise TypeError(f"{type(self).__name__}() takes a path (str or os.PathLike), got {path!r}")
+        self.path = value
+
+    def __fspath__(self) -> str:
+        return self.path
+
+    def __str__(self) -> str:
+        return self.path
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.path!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.path == self.path
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self.path))
+
+    def __getstate__(self) -> str:
+        return self.path
+
+    def __setstate__(self, state: str) -> None:
+        self.path = state
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(os.path.normpath(self.path))
+
+
+class File(_PathValue):
+    """A file of data: a task parameter or return value. On the host it names a host path; in the
+    container, the local path where the file was unpacked (``open(f)`` works on either side)."""
+
+    __slots__ = ()
+    kind = "f"
+
+    def open(self, mode: str = "rb", **kwargs: Any) -> Any:
+        return open(self.path, mode, **kwargs)  # noqa: SIM115 - the caller's to close
+
+
+class Directory(_PathValue):
+    """A directory of data, with its structure, file modes and the symlinks inside it."""
+
+    __slots__ = ()
+    kind = "d"
+
+
+KINDS: dict[str, type[_PathValue]] = {"f": File, "d": Directory}
+
+
+def is_path_value(value: Any) -> bool:
+    return isinstance(value, _PathValue)
+
+
+# -- finding them in values -------------------------------------------------------------------
+
+def walk(value: Any, where: str = "") -> Iterator[tuple[str, _PathValue]]:
+    """Every File/Directory in ``value`` (lists, tuples, sets, dict values, dataclass fields), with where."""
+    seen: set[int] = set()
+    stack: list[tuple[str, Any]] = [(where, value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, _PathValue):
+            yield path, item
+            continue
+        if isinstance(item, (str, bytes, bytearray, int, float, complex, bool)) or item is None:
+            continue
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, dict):
+            stack.extend((f"{path}[{k!r}]", v) for k, v in reversed(list(item.items())))
+        elif isinstance(item, (list, tuple)):
+            stack.extend((f"{path}[{i}]", v) for i, v in reversed(list(enumerate(item))))
+        elif isinstance(item, (set, frozenset)):
+            stack.extend((f"{path} item", v) for v in item)
+        elif hasattr(type(item), "__dataclass_fields__") and not isinstance(item, type):
+            stack.extend((f"{path}.{name}", getattr(item, name, None))
+                         for name in reversed(list(type(item).__dataclass_fields__)))
+
+
+# -- the stream: a tar of the paths, in pieces --------------------------------------------------
+
+def tar_pieces(items: list[tuple[str, str]]) -> Iterator[bytes]:
+    """A tar stream of ``items`` (arcname, path) made as it is read: each file in CHUNK pieces, so
+    only one piece is in memory at a time. Symlinks are stored as links (never followed) and a
+    Directory's whole tree goes in, directories before what they hold."""
+    import tarfile
+
+    for arcname, path in items:
+        for name, full in _tree(arcname, path):
+            info = tarfile.TarInfo(name)
+            st = os.lstat(full)
+            info.mode, info.mtime = stat.S_IMODE(st.st_mode), int(st.st_mtime)
+            if stat.S_ISLNK(st.st_mode):
+                info.type, info.linkname = tarfile.SYMTYPE, os.readlink(full)
+            elif stat.S_ISDIR(st.st_mode):
+                info.type = tarfile.DIRTYPE
+            elif stat.S_ISREG(st.st_mode):
+                info.size = st.st_size
+            else:
+                continue  # a socket, fifo or device in a data directory carries no data
+            yield info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+            if info.isreg():
+                yield from _file_pieces(full, info.size)
+    yield b"\0" * (tarfile.BLOCKSIZE * 2)
+
+
+def _tree(arcname: str, path: str) -> Iterator[tuple[str, str]]:
+    yield arcname, path
+    if os.path.isdir(path) and not os.path.islink(path):
+        for root, dirs, files in os.walk(path):
+            dirs.sort()
+            rel = os.path.relpath(root, path)
+            base = arcname if rel == "." else f"{arcname}/{rel}"
+            for name in sorted(dirs) + sorted(files):
+                full = os.path.join(root, name)
+                yield f"{base}/{name}", full
+            # os.walk does not descend into symlinked directories: they are stored as links
+
+
+def _file_pieces(path: str, size: int) -> Iterator[bytes]:
+    import tarfile
+
+    left = size
+    with open(path, "rb") as f:
+        while left > 0:
+            piece = f.read(min(CHUNK, left))
+            if not piece:
+                raise OSError(f"{path} shrank while it was being sent")
+            left -= len(piece)
+            yield piece
+    if size % tarfile.BLOCKSIZE:
+        yield b"\0" * (tarfile.BLOCKSIZE - size % tarfile.BLOCKSIZE)
+
+
+class FrameStream:
+    """A read-only file over length-prefixed frames, ended by an empty frame (the container's inputs)."""
+
+    def __init__(self, read_frame: Any) -> None:
+        self._read_frame = read_frame
+        self._buffer = b""
+        self._done = False
+
+    def read(self, n: int = -1) -> bytes:
+        while not self._done and (n < 0 or len(self._buffer) < n):
+            frame = self._read_frame()
+            if not frame:
+                self._done = True
+            else:
+                self._buffer = self._buffer + frame if self._buffer else frame
+        if n < 0:
+            out, self._buffer = self._buffer, b""
+        else:
+            out, self._buffer = self._buffer[:n], self._buffer[n:]
+        return out
+
+    def drain(self) -> None:
+        while not self._done:
+            self.read(CHUNK)
+            self._buffer = b""
+
+
+def unpack_trusted(stream: Any, dest: str) -> None:
+    """Unpack a tar stream this side's peer made from its own paths (the container's inputs)."""
+    import tarfile
+
+    with tarfile.open(fileobj=stream, mode="r|") as tar:
+        if hasattr(tarfile, "fully_trusted_filter"):
+            tar.extractall(dest, filter="fully_trusted")
+        else:
+            tar.extractall(dest)
+
+
+# -- the host's side of outputs ----------------------------------------------------------------
+
+class UnsafeArchive(Exception):
+    """An entry of a returned archive that would leave its directory, or is not plain data."""
+
+
+def unpack(archive: BinaryIO, dest: str) -> None:
+    """Unpack what a container returned into ``dest``, refusing anything that would write outside it
+    (see the module's docstring). Entries are checked before they are written; on a refusal the caller
+    removes ``dest``."""
+    import tarfile
+
+    root = os.path.realpath(dest)
+    os.makedirs(root, exist_ok=True)
+    archive.seek(0)
+    with tarfile.open(fileobj=archive, mode="r|") as tar:
+        for member in tar:
+            target = _checked_target(root, member)
+            os.makedirs(os.path.dirname(target), exist_ok=True)  # inside root, through no symlink (checked)
+            if member.isdir():
+                os.makedirs(target, exist_ok=True)
+                os.chmod(target, (member.mode & 0o777) | 0o700)
+            elif member.issym():
+                _check_link(root, target, member.linkname, member.name)
+                os.symlink(member.linkname, target)
+            elif member.isreg():
+                source = tar.extractfile(member)
+                assert source is not None
+                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+                with os.fdopen(fd, "wb") as out:
+                    while piece := source.read(CHUNK):
+                        out.write(piece)
+                os.chmod(target, member.mode & 0o777)  # no set-uid/gid or sticky bits from a container
+                os.utime(target, (member.mtime, member.mtime))
+            else:
+                raise UnsafeArchive(f"entry {member.name!r} is a {_kind(member)}: only files, directories and "
+                                    "symlinks inside the tree come back")
+
+
+def _kind(member: Any) -> str:
+    if member.islnk():
+        return "hard link"
+    return "device" if member.isdev() else "fifo" if member.isfifo() else "special file"
+
+
+def _checked_target(root: str, member: Any) -> str:
+    name = member.name
+    parts = name.replace("\\", "/").split("/")
+    if name.startswith("/") or os.path.isabs(name) or ".." in parts or not name.strip("/."):
+        raise UnsafeArchive(f"entry {name!r} would be written outside the output directory")
+    target = os.path.join(root, *[p for p in parts if p not in ("", ".")])
+    # No entry is written through a symlink an earlier entry made (`link -> /etc`, then `link/passwd`).
+    parent = os.path.dirname(target)
+    probe = root
+    for part in os.path.relpath(parent, root).split(os.sep):
+        if part in ("", "."):
+            continue
+        probe = os.path.join(probe, part)
+        if os.path.islink(probe):
+            raise UnsafeArchive(f"entry {name!r} would be written through the symlink "
+                                f"{os.path.relpath(probe, root)!r}")
+    if os.path.lexists(target) and not (member.isdir() and os.path.isdir(target) and not os.path.islink(target)):
+        raise UnsafeArchive(f"entry {name!r} appears twice in the archive")
+    return target
+
+
+def _check_link(root: str, target: str, linkname: str, name: str) -> None:
+    """A symlink may point anywhere inside the tree of the output it belongs to, nowhere else."""
+    top = os.path.join(root, name.replace("\\", "/").split("/")[0])
+    resolved = os.path.normpath(os.path.join(os.path.dirname(target), linkname))
+    if os.path.isabs(linkname) or not (resolved == top or resolved.startswith(top + os.sep)):
+        raise UnsafeArchive(f"symlink {name!r} -> {linkname!r} points outside its tree")
+
+
+def output_dir(task_name: str, run_id: str) -> str:
+    """Where a call's returned files go: $DOCKERTASK_OUTPUT_DIR/<task>/<run-id>/
+    (default ./.dockertask/outputs/<task>/<run-id>/)."""
+    base = os.environ.get("DOCKERTASK_OUTPUT_DIR") or os.path.join(".dockertask", "outputs")
+    return os.path.abspath(os.path.join(base, task_name.replace(os.sep, "_"), run_id))
+
+
+def spool_dir() -> str:
+    """Where a returned archive waits until it is unpacked: beside the outputs (same disk, not /tmp,
+    which may be memory)."""
+    base = os.path.abspath(os.environ.get("DOCKERTASK_OUTPUT_DIR") or os.path.join(".dockertask", "outputs"))
+    os.makedirs(base, exist_ok=True)
+    return base
+
+
+def place(staged: str, dest: str, outputs: list[tuple[str, str]]) -> list[_PathValue]:
+    """Move each unpacked output ``<i>/<name>`` from ``staged`` to ``dest/<name>`` (``dest/<i>/<name>``
+    when two outputs share a name); the host-side File/Directory objects, in order."""
+    placed: list[_PathValue] = []
+    used: set[str] = set()
+    for i, (kind, name) in enumerate(outputs):
+        source = os.path.join(staged, str(i), name)
+        if kind not in KINDS or not os.path.lexists(source):
+            raise UnsafeArchive(f"output {i} ({name!r}) is missing from the returned archive")
+        if (kind == "d") != (os.path.isdir(source) and not os.path.islink(source)):
+            raise UnsafeArchive(f"output {i} ({name!r}) is not a {'directory' if kind == 'd' else 'file'}")
+        final = os.path.join(dest, name) if name not in used else os.path.join(dest, str(i), name)
+        used.add(name)
+        os.makedirs(os.path.dirname(final), exist_ok=True)
+        os.rename(source, final)
+        placed.append(KINDS[kind](final))
+    return placed
+
+
+# -- content hashes (the cache keys a File/Directory input by what it holds) -------------------
+
+def content_hash(value: _PathValue) -> str:
+    import hashlib
+
+    digest = hashlib.sha256(value.kind.encode())
+    for name, full in _tree(".", value.path):
+        st = os.lstat(full)
+        digest.update(f"\0{name}\0{stat.S_IFMT(st.st_mode)}\0{stat.S_IMODE(st.st_mode) & 0o111}\0".encode(
+            "utf-8", "surrogateescape"))
+        if stat.S_ISLNK(st.st_mode):
+            digest.update(os.readlink(full).encode("utf-8", "surrogateescape"))
+        elif stat.S_ISREG(st.st_mode):
+            with open(full, "rb") as f:
+                while piece := f.read(CHUNK):
+                    digest.update(piece)
+    return digest.hexdigest()
+
+
+def check_input(where: str, value: _PathValue) -> str | None:
+    """Why ``value`` cannot be sent (missing, the wrong kind, unreadable), or None."""
+    path = value.path
+    if not os.path.lexists(path):
+        return f"no such {'file' if value.kind == 'f' else 'directory'}: {path}"
+    if value.kind == "f" and not os.path.isfile(path):
+        return f"{path} is not a file" + (" (pass it as Directory)" if os.path.isdir(path) else "")
+    if value.kind == "d" and not os.path.isdir(path):
+        return f"{path} is not a directory" + (" (pass it as File)" if os.path.isfile(path) else "")
+    if not os.access(path, os.R_OK):
+        return f"{path} cannot be read by this process"
+    return None
+
+
+# -- annotations: a str or Path is accepted where File/Directory is annotated ----------------------
+
+def mentions(tp: Any) -> bool:
+    """Does the annotation ``tp`` ask for a File or Directory anywhere (in a list, a dataclass...)?"""
+    try:
+        return _mentions(tp, frozenset())
+    except RecursionError:
+        return False
+
+
+def _mentions(tp: Any, seen: frozenset[int]) -> bool:
+    import dataclasses
+    import typing
+
+    if tp is File or tp is Directory:
+        return True
+    if id(tp) in seen:
+        return False
+    seen = seen | {id(tp)}
+    if any(_mentions(arg, seen) for arg in typing.get_args(tp)):
+        return True
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        try:
+            hints = typing.get_type_hints(tp)
+        except Exception:
+            return False
+        return any(_mentions(h, seen) for h in hints.values())
+    return False
+
+
+def coerce(value: Any, tp: Any) -> Any:
+    """``value`` with a str or os.PathLike made a File/Directory wherever ``tp`` asks for one (inside
+    lists, tuples, dicts, sets, Optional/Union and dataclasses too); anything else is left as it is,
+    for the interface check to judge."""
+    import dataclasses
+    import types
+    import typing
+
+    if tp is File or tp is Directory:
+        return tp(value) if _pathish(value) else value
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Annotated:
+        return coerce(value, args[0])
+    if origin is typing.Union or origin is types.UnionType:
+        if not _pathish(value):
+            arms = [a for a in args if isinstance(typing.get_origin(a) or a, type)
+                    and isinstance(value, typing.get_origin(a) or a)]
+            return coerce(value, arms[0]) if len(arms) == 1 else value
+        if any(a is str or (isinstance(a, type) and isinstance(value, a)) for a in args):
+            return value  # Union[str, File] given a str: it stays a str
+        targets = [a for a in args if a is File or a is Directory]
+        return targets[0](value) if len(targets) == 1 else value
+    if isinstance(origin, type) and isinstance(value, origin) and args:
+        return _coerce_collection(value, origin, args)
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp) and isinstance(value, tp):
+        try:
+            hints = typing.get_type_hints(tp)
+        except Exception:
+            return value
+        changes = {f.name: coerce(getattr(value, f.name), hints[f.name]) for f in dataclasses.fields(tp)
+                   if f.name in hints and f.init and mentions(hints[f.name])}
+        changes = {k: v for k, v in changes.items() if v is not getattr(value, k)}
+        return dataclasses.replace(value, **changes) if changes else value
+    return value
+
+
+def _coerce_collection(value: Any, origin: type, args: tuple[Any, ...]) -> Any:
+    import collections.abc
+
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return _rebuilt(value, [coerce(v, args[0]) for v in value])
+        if len(args) == len(value):
+            return _rebuilt(value, [coerce(v, a) for v, a in zip(value, args, strict=True)])
+        return value
+    if issubclass(origin, collections.abc.Mapping) and len(args) == 2:
+        items = {k: coerce(v, args[1]) for k, v in value.items()}
+        changed = any(items[k] is not v for k, v in value.items())
+        return (dict(items) if origin in (dict, collections.abc.Mapping) else type(value)(items)) if changed \
+            else value
+    if isinstance(value, (list, set, frozenset)) and len(args) == 1:
+        new = [coerce(v, args[0]) for v in value]
+        return type(value)(new) if any(a is not b for a, b in zip(new, value, strict=True)) else value
+    return value
+
+
+def _pathish(value: Any) -> bool:
+    return isinstance(value, (str, os.PathLike)) and not isinstance(value, _PathValue)
+
+
+def _rebuilt(value: tuple[Any, ...], items: list[Any]) -> Any:
+    if all(a is b for a, b in zip(items, value, strict=True)):
+        return value
+    return type(value)(*items) if hasattr(value, "_fields") else tuple(items)
