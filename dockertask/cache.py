@@ -41,6 +41,10 @@ def canonical(value: Any) -> Any:
     """A JSON-able, type-tagged form of ``value`` that is equal exactly when the values are."""
     if value is None or isinstance(value, str):
         return value
+    if type(value).__module__ == "dockertask.files":  # File/Directory: what it holds, not its path or mtime
+        from . import files
+
+        return [type(value).__name__, files.content_hash(value)]
     if isinstance(value, bool):
         return ["bool", value]
     if isinstance(value, int):
@@ -175,9 +179,16 @@ class Cache:
     def _paths(self, key: str) -> tuple[Path, Path, Path]:
         return self.directory / f"{key}.pkl", self.directory / f"{key}.json", self.directory / f"{key}.lock"
 
-    def get(self, key: str) -> tuple[bool, Any]:
-        """(True, value) on a hit; a missing or damaged entry is a miss (a damaged one with a warning)."""
-        pkl, _, _ = self._paths(key)
+    def _files(self, key: str) -> Path:
+        """A cached value's File/Directory contents: ``<key>.files/<i>/<name>``."""
+        return self.directory / f"{key}.files"
+
+    def get(self, key: str, task: str = "") -> tuple[bool, Any]:
+        """(True, value) on a hit; a missing or damaged entry is a miss (a damaged one with a warning).
+        A value holding files gets copies of them in a new output directory of ``task``."""
+        pkl, meta, _ = self._paths(key)
+        if self._files(key).is_dir():
+            return self._get_with_files(key, task)
         try:
             data = pkl.read_bytes()
         except (FileNotFoundError, NotADirectoryError):
@@ -192,12 +203,41 @@ class Cache:
                           "the task's result will replace it", RuntimeWarning, stacklevel=3)
             return False, None
 
+    def _get_with_files(self, key: str, task: str) -> tuple[bool, Any]:
+        import shutil
+
+        from . import files
+        from .payload import loads_with_paths
+
+        pkl, meta, _ = self._paths(key)
+        dest = files.output_dir(task or "cached", os.urandom(8).hex())
+        try:
+            manifest = [(str(k), str(n)) for k, n in json.loads(meta.read_text())["files"]]
+            staged = os.path.join(dest, ".incoming")
+            shutil.copytree(self._files(key), staged, symlinks=True)
+            placed = files.place(staged, dest, manifest)
+            shutil.rmtree(staged, ignore_errors=True)
+            return True, loads_with_paths(pkl.read_bytes(), placed)
+        except Exception as exc:
+            shutil.rmtree(dest, ignore_errors=True)
+            warnings.warn(f"cache entry {key} (with files) is damaged ({type(exc).__name__}: {exc}); treating it "
+                          "as a miss, the task's result will replace it", RuntimeWarning, stacklevel=4)
+            return False, None
+
     def put(self, key: str, value: Any, task: str, cache_version: str) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         pkl, meta, _ = self._paths(key)
-        data = cloudpickle.dumps(value, protocol=5)
+        from . import files
+        from .payload import dumps_with_paths
+
+        found: list[Any] = []
+        data = dumps_with_paths(value, found) if any(True for _ in files.walk(value)) \
+            else cloudpickle.dumps(value, protocol=5)
         info = {"task": task, "cache_version": cache_version,
                 "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "size": len(data)}
+        if found:  # the files first, whole, under their final name: a reader never sees an entry without them
+            info["files"] = [[obj.kind, obj.name] for obj in found]
+            self._put_files(key, found)
         # Value first, each by rename: a reader sees a whole entry or none, never half a file.
         for path, payload in ((pkl, data), (meta, json.dumps(info).encode())):
             # The writer's pid in the name: a sweep can tell a dead writer's leftover from a live write.
@@ -209,6 +249,24 @@ class Cache:
             except BaseException:  # disk full, Ctrl-C: leave no half-written temp file behind
                 Path(tmp).unlink(missing_ok=True)
                 raise
+
+    def _put_files(self, key: str, found: list[Any]) -> None:
+        import shutil
+
+        tmp = Path(tempfile.mkdtemp(dir=self.directory, prefix=f".tmp-{os.getpid()}-"))
+        try:
+            for i, obj in enumerate(found):
+                target = tmp / str(i) / obj.name
+                target.parent.mkdir()
+                if obj.kind == "d":
+                    shutil.copytree(obj.path, target, symlinks=True)
+                else:
+                    shutil.copy2(obj.path, target)
+            shutil.rmtree(self._files(key), ignore_errors=True)
+            os.replace(tmp, self._files(key))
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
     @contextmanager
     def locked(self, key: str) -> Iterator[None]:
@@ -232,7 +290,12 @@ class Cache:
                 except OSError:
                     continue
             if gone:
-                tmp.unlink(missing_ok=True)
+                if tmp.is_dir():  # the files of an entry being written
+                    import shutil
+
+                    shutil.rmtree(tmp, ignore_errors=True)
+                else:
+                    tmp.unlink(missing_ok=True)
                 removed += 1
         return removed
 
@@ -256,6 +319,9 @@ class Cache:
                 continue
             for path in self._paths(entry.key):
                 path.unlink(missing_ok=True)
+            import shutil
+
+            shutil.rmtree(self._files(entry.key), ignore_errors=True)
             removed += 1
         return removed
 

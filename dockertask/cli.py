@@ -11,6 +11,7 @@ import dataclasses
 import importlib
 import inspect
 import json
+import os
 import sys
 import types
 import typing
@@ -131,7 +132,11 @@ def _click_type(annotation: Any) -> Any:
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
         annotation = args[0]  # Optional[X] and X | None take what X takes: a bare string for str
-    simple = {int: click.INT, float: click.FLOAT, str: click.STRING, bool: click.BOOL}
+    from .files import Directory, File
+
+    # A File or Directory is given as a path (the task checks it exists, and sends it).
+    simple = {int: click.INT, float: click.FLOAT, str: click.STRING, bool: click.BOOL, File: click.STRING,
+              Directory: click.STRING}
     return simple.get(annotation) or JsonType(annotation)
 
 
@@ -159,7 +164,14 @@ def task_command(t: Task[Any, Any]) -> click.Command:
 
 
 def _result_text(value: Any) -> str:
+    from .files import is_path_value
+
+    if is_path_value(value):  # a returned File/Directory: where it is on this host, ready for the shell
+        return str(os.fspath(value))
+
     def default(o: Any) -> Any:
+        if is_path_value(o):
+            return os.fspath(o)
         if dataclasses.is_dataclass(o) and not isinstance(o, type):
             return dataclasses.asdict(o)
         if isinstance(o, (set, frozenset)):

@@ -63,7 +63,12 @@ class Docker:
     ``pids_limit``: how many processes and threads the task may run at once (default
     ``DEFAULT_PIDS_LIMIT``, 0 for no limit): a fork bomb or a thread leak stops there.
     ``volumes``: ``{"/host/path": "/container/path"}``, ``{"/host": {"bind": "/c", "mode": "ro"}}``
-    or ``["/host:/container:ro"]``; ``devices``: ``["/dev/fuse"]`` or ``"/dev/x:/dev/y:rwm"``.
+    or ``["/host:/container:ro"]``. A relative host path (``./data``, ``../shared``, ``data/raw``)
+    is the directory relative to the file that defines the task, not to the current directory; a
+    named volume is written ``volume:NAME``; a bare name (``data``) could be either, and is refused.
+    ``user``: as ``docker run --user``; ``"host"`` runs the task as this process's uid:gid, so the
+    files it writes through a bind mount belong to you, not to root.
+    ``devices``: ``["/dev/fuse"]`` or ``"/dev/x:/dev/y:rwm"``.
     """
 
     network: str | None = None
@@ -87,6 +92,10 @@ class Docker:
         if self.volumes is not None and not isinstance(self.volumes, (Mapping, list, tuple)):
             raise TaskDefinitionError(f"Docker(volumes={self.volumes!r}): expected a dict or a list of "
                                       "'host:container[:mode]'")
+        if self.volumes is not None:
+            parse_volumes(self.volumes)  # every spec is understood (or refused) when decorating
+        if self.user is not None and (not isinstance(self.user, str) or not self.user.strip()):
+            raise TaskDefinitionError(f"Docker(user={self.user!r}): expected a user name, uid[:gid], or 'host'")
 
 
 def _docker_options(cfg: Docker) -> ContainerOptions:
@@ -97,12 +106,16 @@ def _docker_options(cfg: Docker) -> ContainerOptions:
     if cfg.shm_size is not None:
         host["shm_size"] = cfg.shm_size
     if cfg.volumes:
-        host["binds"] = dict(cfg.volumes) if isinstance(cfg.volumes, Mapping) else list(cfg.volumes)
+        host["binds"] = [bind.spec() for bind in parse_volumes(cfg.volumes)]
     if cfg.devices:
         host["devices"] = list(cfg.devices)
     if cfg.cap_add:
         host["cap_add"] = list(cfg.cap_add)
-    if cfg.user is not None:
+    if cfg.user == "host":
+        import os
+
+        create["user"] = f"{os.getuid()}:{os.getgid()}"
+    elif cfg.user is not None:
         create["user"] = cfg.user
     if cfg.platform is not None:
         create["platform"] = cfg.platform
@@ -112,3 +125,81 @@ def _docker_options(cfg: Docker) -> ContainerOptions:
 
 
 register(Docker, _docker_options)
+
+RELATIVE = "rel:"  # marks a bind source still relative to the defining file (resolved by resolve_binds)
+_MODES = frozenset({"ro", "rw", "z", "Z", "ro,z", "ro,Z", "rw,z", "rw,Z", "z,ro", "Z,ro", "z,rw", "Z,rw"})
+
+
+@dataclass(frozen=True)
+class Bind:
+    source: str  # an absolute host path, RELATIVE + a relative one, or a volume name
+    target: str
+    mode: str = ""
+    volume: bool = False
+
+    def spec(self) -> str:
+        return f"{self.source}:{self.target}" + (f":{self.mode}" if self.mode else "")
+
+
+def parse_volumes(volumes: Mapping[str, Any] | Sequence[str]) -> list[Bind]:
+    """Docker(volumes=...) as binds, or a TaskDefinitionError naming the spec and what would be meant."""
+    import os
+
+    entries: list[tuple[str, Any, str]] = []
+    if isinstance(volumes, Mapping):
+        for source, where in volumes.items():
+            if isinstance(where, Mapping):
+                entries.append((str(source), where.get("bind"), str(where.get("mode", ""))))
+            else:
+                entries.append((str(source), where, ""))
+    else:
+        for item in volumes:
+            if not isinstance(item, str):
+                raise TaskDefinitionError(f"Docker(volumes=[{item!r}]): expected 'host:container[:mode]'")
+            rest = item[len("volume:"):] if item.startswith("volume:") else item
+            parts = rest.split(":")
+            if len(parts) not in (2, 3):
+                raise TaskDefinitionError(f"Docker(volumes=[{item!r}]): expected 'host:container[:mode]' "
+                                          "(or 'volume:NAME:container[:mode]')")
+            entries.append((item[:len(item) - len(rest)] + parts[0], parts[1], parts[2] if len(parts) == 3 else ""))
+    binds = []
+    for source, target, mode in entries:
+        shown = f"Docker(volumes=...): {source!r} -> {target!r}"
+        if not isinstance(target, str) or not target.startswith("/"):
+            raise TaskDefinitionError(f"{shown}: the container path must be absolute, e.g. '/data'")
+        if mode and mode not in _MODES:
+            raise TaskDefinitionError(f"{shown}: mode {mode!r} is not one of ro, rw (optionally with z or Z)")
+        if source.startswith("volume:"):
+            name = source[len("volume:"):]
+            if not name or not (name[0].isalnum() and all(c.isalnum() or c in "_.-" for c in name)):
+                raise TaskDefinitionError(f"{shown}: {name!r} is not a volume name ([a-zA-Z0-9][a-zA-Z0-9_.-]*)")
+            binds.append(Bind(name, target, mode, volume=True))
+        elif source.startswith("~"):
+            binds.append(Bind(os.path.expanduser(source), target, mode))
+        elif source.startswith("/"):
+            binds.append(Bind(os.path.normpath(source), target, mode))
+        elif source in (".", "..") or source.startswith(("./", "../")) or "/" in source:
+            binds.append(Bind(RELATIVE + source, target, mode))
+        else:
+            raise TaskDefinitionError(
+                f"{shown}: {source!r} could be the directory {source} next to the task's file or a named volume; "
+                f"write './{source}' for the directory, or 'volume:{source}' for the named volume")
+    return binds
+
+
+def resolve_binds(options: ContainerOptions, base_dir: str) -> ContainerOptions:
+    """The options with every relative bind source made absolute against ``base_dir`` (the directory of
+    the file that defines the task)."""
+    import os
+
+    binds = options.host_config.get("binds")
+    if not binds or not any(isinstance(b, str) and b.startswith(RELATIVE) for b in binds):
+        return options
+    resolved = []
+    for b in binds:
+        if isinstance(b, str) and b.startswith(RELATIVE):
+            source, _, rest = b[len(RELATIVE):].partition(":")
+            b = f"{os.path.normpath(os.path.join(base_dir, source))}:{rest}"
+        resolved.append(b)
+    return ContainerOptions(host_config={**options.host_config, "binds": resolved}, create=options.create,
+                            environment=options.environment)

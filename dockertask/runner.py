@@ -99,11 +99,11 @@ def call(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], ba
     if key is None:
         return _attempts(task, bound.args, bound.kwargs, backend or default_backend(), output, since)
     store = Cache()
-    hit, value = store.get(key)
+    hit, value = store.get(key, spec.name)
     if hit:
         return value
     with store.locked(key):
-        hit, value = store.get(key)  # an identical call may have finished while we waited
+        hit, value = store.get(key, spec.name)  # an identical call may have finished while we waited
         if hit:
             return value
         # The engine is reached only on a miss: a hit needs neither Docker nor its SDK.

@@ -336,6 +336,9 @@ def _make_task(
         source_text = inspect.getsource(fn)
     except (OSError, TypeError):
         source_file, source_text = "", name
+    # Relative bind sources are relative to the file that defines the task (the cwd for one without a file).
+    options = plugins.resolve_binds(options, os.path.dirname(os.path.abspath(source_file)) if source_file
+                                    else os.getcwd())
     spec = TaskSpec(
         name=name, interface=Interface.from_function(fn, name),
         container_image=container_image or images.DEFAULT_TEMPLATE,
