@@ -397,8 +397,8 @@ def pickle_call_args(args: tuple[Any, ...], kwargs: dict[str, Any], task_name: s
 
 
 def input_frames(inputs: tuple[Any, ...]) -> Iterable[bytes]:
-    """What follows a call's frames when it has File/Directory inputs (nothing when it has none)."""
-    return _input_frames(inputs) if inputs else ()
+    """What follows a call's frames when it has File/Directory inputs."""
+    return _input_frames(inputs)
 
 
 def _unpicklable(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], task_name: str,

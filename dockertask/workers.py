@@ -214,7 +214,8 @@ def run_call(task: Task[Any, Any], sample: ContainerJob, args: tuple[Any, ...], 
         worker.route_output(output)
         worker.send((*payload.frame_pieces(b"call"), *payload.frame_pieces(meta), *payload.frame_pieces(call),
                      *payload.frame_pieces(secrets.to_frame(secret_values))))
-        worker.send(payload.input_frames(inputs))
+        if inputs:
+            worker.send(payload.input_frames(inputs))
         del call
         outcome, broken = _await(worker, sample)
         return outcome

@@ -1,0 +1,227 @@
+"""File/Directory without an engine: the streams, the host's refusals of unsafe archives, annotations,
+volumes, cache keys, and a round trip through the real bootstrap in a local interpreter."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import stat
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dockertask import Directory, Docker, File, TaskDefinitionError, TaskInputError, payload, task
+from dockertask.cache import cache_key
+from dockertask.files import CHUNK, UnsafeArchive, coerce, tar_pieces, unpack
+
+
+def _tree(root: Path) -> dict[str, Any]:
+    """name -> ("link", target) | ("dir", mode) | ("file", mode, content)"""
+    out: dict[str, Any] = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        st = path.lstat()
+        if stat.S_ISLNK(st.st_mode):
+            out[rel] = ("link", os.readlink(path))
+        elif stat.S_ISDIR(st.st_mode):
+            out[rel] = ("dir", stat.S_IMODE(st.st_mode))
+        else:
+            out[rel] = ("file", stat.S_IMODE(st.st_mode), path.read_bytes())
+    return out
+
+
+def _sample_dir(base: Path) -> Path:
+    d = base / "site"
+    (d / "sub").mkdir(parents=True)
+    (d / "sub" / "a.txt").write_text("a")
+    (d / "run.sh").write_text("#!/bin/sh\n")
+    (d / "run.sh").chmod(0o755)
+    (d / "empty").mkdir()
+    (d / "index").symlink_to("sub/a.txt")
+    return d
+
+
+def test_a_directory_streams_and_unpacks_to_the_same_tree(tmp_path: Path) -> None:
+    """Structure, file modes and symlinks inside the tree survive; every piece is at most CHUNK bytes."""
+    src = _sample_dir(tmp_path)
+    big = src / "big.bin"
+    big.write_bytes(os.urandom(CHUNK * 2 + 5))
+    pieces = list(tar_pieces([("0/site", str(src))]))
+    assert max(map(len, pieces)) <= CHUNK
+    archive = io.BytesIO(b"".join(pieces))
+    unpack(archive, str(tmp_path / "out"))
+    assert _tree(tmp_path / "out" / "0" / "site") == _tree(src)
+
+
+def _archive(*members: tuple[tarfile.TarInfo, bytes]) -> io.BytesIO:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for info, data in members:
+            info.size = len(data) if info.isreg() else 0
+            tar.addfile(info, io.BytesIO(data) if info.isreg() else None)
+    buf.seek(0)
+    return buf
+
+
+def _file(name: str, data: bytes = b"x", mode: int = 0o644) -> tuple[tarfile.TarInfo, bytes]:
+    info = tarfile.TarInfo(name)
+    info.mode = mode
+    return info, data
+
+
+def _dir(name: str) -> tuple[tarfile.TarInfo, bytes]:
+    info = tarfile.TarInfo(name)
+    info.type, info.mode = tarfile.DIRTYPE, 0o755
+    return info, b""
+
+
+def _link(name: str, target: str, kind: bytes = tarfile.SYMTYPE) -> tuple[tarfile.TarInfo, bytes]:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, target
+    return info, b""
+
+
+@pytest.mark.parametrize("members", [
+    [_file("0/../../escaped")],
+    [_file("/abs/escaped")],
+    [_link("0/out", "/tmp")],
+    [_link("0/out", "../../..")],
+    [_link("0/d", "../.."), _file("0/d/escaped")],
+    [_link("0/sneaky", "/"), _file("0/sneaky/escaped")],
+    [_dir("0/sub"), _link("0/inner", "sub"), _file("0/inner/written-through")],
+    [_file("0/a"), _link("0/b", "0/a", tarfile.LNKTYPE)],
+    [(lambda i: (setattr(i, "type", tarfile.CHRTYPE), i)[1])(tarfile.TarInfo("0/dev")), b""],
+], ids=["dotdot", "absolute", "symlink-absolute", "symlink-up", "through-symlink-dir", "through-symlink-root",
+        "through-inner-symlink", "hard-link", "device"])
+def test_unsafe_archives_are_refused_and_nothing_lands_outside(tmp_path: Path, members: list[Any]) -> None:
+    if isinstance(members[-1], bytes):  # the device case: (info, data) built inline
+        members = [tuple(members)]
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    dest = tmp_path / "a" / "b" / "out"
+    with pytest.raises(UnsafeArchive, match="outside|through the symlink|only files"):
+        unpack(_archive(*members), str(dest))
+    assert list(outside.iterdir()) == []
+    assert not any(p.name == "escaped" for p in tmp_path.rglob("*") if not str(p).startswith(str(dest)))
+
+
+def test_set_uid_bits_are_dropped(tmp_path: Path) -> None:
+    unpack(_archive(_file("0/tool", b"#!", 0o4755)), str(tmp_path / "out"))
+    assert stat.S_IMODE((tmp_path / "out" / "0" / "tool").stat().st_mode) == 0o755
+
+
+@dataclasses.dataclass
+class Job:
+    data: File
+    label: str
+
+
+def test_a_str_or_path_becomes_a_file_where_one_is_annotated() -> None:
+    assert coerce("a.csv", File) == File("a.csv")
+    assert coerce(Path("d"), Directory) == Directory("d")
+    assert coerce(["a", Path("b")], list[File]) == [File("a"), File("b")]
+    assert coerce({"x": "a"}, dict[str, File]) == {"x": File("a")}
+    assert coerce("a", File | None) == File("a")
+    assert coerce(None, File | None) is None
+    assert coerce("a", str | File) == "a"  # a str is still a str where a str is accepted
+    assert coerce(("a", 1), tuple[File, int]) == (File("a"), 1)
+    assert coerce(Job("a", "l"), Job) == Job(File("a"), "l")
+    assert coerce("a", int) == "a"  # not ours to judge: the interface check says what is wrong
+
+
+@task
+def reads(data: File, more: list[Directory] | None = None) -> int:
+    return 0
+
+
+def test_a_missing_or_wrong_input_is_a_task_input_error_naming_parameter_and_path(tmp_path: Path,
+                                                                                  fake: Any) -> None:
+    missing = tmp_path / "nope.csv"
+    with pytest.raises(TaskInputError, match=rf"parameter 'data': no such file: {missing}"):
+        reads(data=str(missing))
+    with pytest.raises(TaskInputError, match=r"parameter 'more\[0\]'.*is not a directory"):
+        (tmp_path / "f").write_text("x")
+        reads(data=tmp_path / "f", more=[tmp_path / "f"])
+    assert fake.jobs == []  # no container was asked for
+
+
+def test_volumes_relative_to_the_task_file_named_volumes_explicit_and_bare_names_refused() -> None:
+    here = os.path.dirname(os.path.abspath(__file__))
+
+    @task(task_config=Docker(volumes=["./data:/data:ro", "volume:cache:/cache", "/abs:/abs"]))
+    def t() -> None: ...
+
+    binds = t.container_options.host_config["binds"]
+    assert binds == [f"{here}/data:/data:ro", "cache:/cache", "/abs:/abs"]
+
+    @task(task_config=Docker(volumes={"../up": {"bind": "/up", "mode": "rw"}}))
+    def u() -> None: ...
+
+    assert u.container_options.host_config["binds"] == [f"{os.path.dirname(here)}/up:/up:rw"]
+    with pytest.raises(TaskDefinitionError, match=r"'data' could be the directory.*'./data'.*'volume:data'"):
+        Docker(volumes=["data:/data"])
+    with pytest.raises(TaskDefinitionError, match="must be absolute"):
+        Docker(volumes=["./data:data"])
+    with pytest.raises(TaskDefinitionError, match="mode 'rx'"):
+        Docker(volumes=["./data:/data:rx"])
+
+
+def test_user_host_is_this_process_uid_and_gid() -> None:
+    @task(task_config=Docker(user="host"))
+    def t() -> None: ...
+
+    assert t.container_options.create["user"] == f"{os.getuid()}:{os.getgid()}"
+
+
+def test_the_cache_keys_files_by_content_not_path_or_mtime(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_text("same")
+    b.write_text("same")
+    os.utime(b, (0, 0))
+
+    def key(v: Any) -> str:
+        return cache_key("t", "", "", {"data": v})
+
+    assert key(File(str(a))) == key(File(str(b)))
+    b.write_text("other")
+    assert key(File(str(a))) != key(File(str(b)))
+    d1, d2 = _sample_dir(tmp_path / "1"), _sample_dir(tmp_path / "2")
+    assert key(Directory(str(d1))) == key(Directory(str(d2)))
+    (d2 / "sub" / "a.txt").write_text("changed")
+    assert key(Directory(str(d1))) != key(Directory(str(d2)))
+
+
+def _copy_in_container(data: File) -> File:
+    out = "/tmp/" + os.path.basename(data) + ".copy"
+    with open(data, "rb") as f, open(out, "wb") as g:
+        g.write(f.read() + b"!")
+    return File(out)
+
+
+def test_files_go_in_and_come_back_through_the_real_bootstrap(tmp_path: Path) -> None:
+    """The bootstrap in a local interpreter (no Docker): the input arrives at a local path, the output
+    comes back in T frames and its persistent id names it in the result."""
+    src = tmp_path / "in.bin"
+    src.write_bytes(b"hello")
+    env = payload.make_envelope(_copy_in_container, (File(str(src)),), {}, "t", with_files=True)
+    assert env.inputs == (File(str(src)),)
+    proc = subprocess.run([sys.executable, "-I", "-S", "-c", payload.LOADER],
+                          input=env.stdin_bytes({"task": "t", "attempt": 1, "run_id": "r"}),
+                          capture_output=True, timeout=60, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    decoder = payload.FrameDecoder(lambda _: None)
+    decoder.feed(proc.stdout)
+    raw = payload.parse_result(decoder.result)  # type: ignore[arg-type]
+    assert raw.meta["outputs"] == [["f", "in.bin.copy"]]
+    archive = decoder.take_archive()
+    assert archive is not None
+    unpack(archive, str(tmp_path / "got"))
+    (placed,) = __import__("dockertask.files").files.place(str(tmp_path / "got"), str(tmp_path / "final"),
+                                                          [("f", "in.bin.copy")])
+    assert payload.load_value(raw, [placed]) == placed
+    assert Path(placed).read_bytes() == b"hello!"
