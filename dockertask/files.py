@@ -177,33 +177,40 @@ class FrameStream:
 
     def __init__(self, read_frame: Any) -> None:
         self._read_frame = read_frame
-        self._buffer = b""
+        self._frame = b""
+        self._pos = 0  # how much of the current frame was read: never re-sliced (1 MiB frames, small reads)
         self._done = False
 
     def read(self, n: int = -1) -> bytes:
-        while not self._done and (n < 0 or len(self._buffer) < n):
-            frame = self._read_frame()
-            if not frame:
-                self._done = True
-            else:
-                self._buffer = self._buffer + frame if self._buffer else frame
-        if n < 0:
-            out, self._buffer = self._buffer, b""
-        else:
-            out, self._buffer = self._buffer[:n], self._buffer[n:]
-        return out
+        parts = []
+        want = n
+        while want != 0:
+            if self._pos == len(self._frame):
+                if self._done:
+                    break
+                self._frame, self._pos = self._read_frame(), 0
+                if not self._frame:
+                    self._done = True
+                    break
+            end = len(self._frame) if want < 0 else min(len(self._frame), self._pos + want)
+            parts.append(self._frame[self._pos:end] if (self._pos, end) != (0, len(self._frame)) else self._frame)
+            if want > 0:
+                want -= end - self._pos
+            self._pos = end
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def drain(self) -> None:
         while not self._done:
+            self._frame, self._pos = b"", 0
             self.read(CHUNK)
-            self._buffer = b""
 
 
 def unpack_trusted(stream: Any, dest: str) -> None:
     """Unpack a tar stream this side's peer made from its own paths (the container's inputs)."""
     import tarfile
 
-    with tarfile.open(fileobj=stream, mode="r|") as tar:
+    with tarfile.open(fileobj=stream, mode="r|", bufsize=CHUNK) as tar:
+        tar.copybufsize = CHUNK  # type: ignore[attr-defined]  # it copies in 16 KiB pieces otherwise
         if hasattr(tarfile, "fully_trusted_filter"):
             tar.extractall(dest, filter="fully_trusted")
         else:
@@ -225,7 +232,7 @@ def unpack(archive: BinaryIO, dest: str) -> None:
     root = os.path.realpath(dest)
     os.makedirs(root, exist_ok=True)
     archive.seek(0)
-    with tarfile.open(fileobj=archive, mode="r|") as tar:
+    with tarfile.open(fileobj=archive, mode="r|", bufsize=CHUNK) as tar:
         for member in tar:
             target = _checked_target(root, member)
             os.makedirs(os.path.dirname(target), exist_ok=True)  # inside root, through no symlink (checked)

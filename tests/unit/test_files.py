@@ -225,3 +225,21 @@ def test_files_go_in_and_come_back_through_the_real_bootstrap(tmp_path: Path) ->
                                                           [("f", "in.bin.copy")])
     assert payload.load_value(raw, [placed]) == placed
     assert Path(placed).read_bytes() == b"hello!"
+
+
+@pytest.mark.parametrize("reads", [[1], [3, 1000], [4096], [-1]])
+def test_the_frame_stream_reads_any_split_once(reads: list[int]) -> None:
+    """What tarfile reads from the container's input frames: the same bytes, whatever the read sizes."""
+    from dockertask.files import FrameStream
+
+    data = os.urandom(10_000)
+    chunks = iter([data[:3000], data[3000:3001], data[3001:], b""])
+    stream = FrameStream(lambda: next(chunks))
+    got = b""
+    while True:
+        for n in reads:
+            piece = stream.read(n)
+            got += piece
+        if not piece:
+            break
+    assert got == data
