@@ -67,6 +67,7 @@ def _isolated_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     monkeypatch.setenv("DOCKERTASK_CACHE_DIR", str(base / "cache"))
     monkeypatch.setenv("DOCKERTASK_SECRETS_DIR", str(base / "secrets"))
     monkeypatch.setenv("DOCKERTASK_STATE_DIR", str(base / "state"))
+    monkeypatch.setenv("DOCKERTASK_OUTPUT_DIR", str(base / "outputs"))
     for key in list(os.environ):
         if key.startswith(("DOCKERTASK_SECRET_", "DOCKERTASK_IMAGE_")):
             monkeypatch.delenv(key)
