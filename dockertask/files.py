@@ -126,6 +126,9 @@ def tar_pieces(items: list[tuple[str, str]]) -> Iterator[bytes]:
     import tarfile
 
     for arcname, path in items:
+        # The File or Directory itself may be a symlink: what is sent is what it names. Links *inside*
+        # a directory are sent as links.
+        path = os.path.realpath(path)
         for name, full in _tree(arcname, path):
             info = tarfile.TarInfo(name)
             st = os.lstat(full)
@@ -331,7 +334,7 @@ def content_hash(value: _PathValue) -> str:
     import hashlib
 
     digest = hashlib.sha256(value.kind.encode())
-    for name, full in _tree(".", value.path):
+    for name, full in _tree(".", os.path.realpath(value.path)):  # what is sent (tar_pieces) is what is hashed
         st = os.lstat(full)
         digest.update(f"\0{name}\0{stat.S_IFMT(st.st_mode)}\0{stat.S_IMODE(st.st_mode) & 0o111}\0".encode(
             "utf-8", "surrogateescape"))

@@ -243,3 +243,13 @@ def test_the_frame_stream_reads_any_split_once(reads: list[int]) -> None:
         if not piece:
             break
     assert got == data
+
+
+def test_a_file_that_is_a_symlink_is_sent_as_what_it_names(tmp_path: Path) -> None:
+    """Returning (or passing) File('/tmp/latest.csv') where latest.csv is a link sends the file it names."""
+    (tmp_path / "real.csv").write_text("data")
+    (tmp_path / "latest.csv").symlink_to("real.csv")
+    unpack(io.BytesIO(b"".join(tar_pieces([("0/latest.csv", str(tmp_path / "latest.csv"))]))),
+           str(tmp_path / "out"))
+    got = tmp_path / "out" / "0" / "latest.csv"
+    assert not got.is_symlink() and got.read_text() == "data"
