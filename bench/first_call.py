@@ -22,7 +22,7 @@ from dockertask.images import default_image_ref, ensure_image
 HERE = Path(__file__).resolve().parent
 BARE = """
 import docker
-api = docker.APIClient(version="auto")
+api = docker.APIClient(version="auto", **docker.utils.kwargs_from_env())
 c = api.create_container({image!r}, ["python3", "-c", "pass"])
 api.start(c); api.wait(c); api.remove_container(c, force=True)
 """

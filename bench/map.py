@@ -23,6 +23,7 @@ from overhead import floor_once  # the same floor as bench/overhead.py (this fol
 
 from dockertask import map_task, task
 from dockertask.backends import default_backend
+from dockertask.backends.discovery import api_client
 from dockertask.images import default_image_ref, ensure_image
 
 
@@ -62,7 +63,7 @@ def main() -> int:
     os.environ["DOCKERTASK_PROGRESS"] = "0"
     image = default_image_ref()
     ensure_image(default_backend(), image)
-    api = docker.APIClient(version="auto", max_pool_size=args.concurrency * 2)
+    api = api_client(max_pool_size=args.concurrency * 2)
     map_once(args.concurrency, args.concurrency)  # warm: runtime zip, connection pool
     floors, maps = [], []
     for _ in range(args.rounds):

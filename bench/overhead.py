@@ -25,6 +25,7 @@ import docker
 
 from dockertask import task
 from dockertask.backends import default_backend
+from dockertask.backends.discovery import api_client
 from dockertask.images import default_image_ref, ensure_image
 
 
@@ -77,7 +78,7 @@ def main() -> int:
     image = default_image_ref()
     backend = default_backend()
     ensure_image(backend, image)
-    api = docker.APIClient(version="auto")
+    api = api_client()
     floor_once(api, image), task_once()  # warm both paths (connection pools, runtime zip)
     if args.phases:
         timed(api, "floor")

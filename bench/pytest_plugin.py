@@ -20,10 +20,10 @@ import textwrap
 import time
 from pathlib import Path
 
-import docker
 from overhead import floor_once  # the same floor as bench/overhead.py (this folder is on sys.path)
 
 from dockertask.backends import default_backend
+from dockertask.backends.discovery import api_client
 from dockertask.images import default_image_ref, ensure_image
 
 TESTS = """
@@ -54,7 +54,7 @@ def main() -> int:
     args = ap.parse_args()
     image = default_image_ref()
     ensure_image(default_backend(), image)
-    api = docker.APIClient(version="auto")
+    api = api_client()
     with tempfile.TemporaryDirectory() as tmp:
         marked, plain = Path(tmp, "marked"), Path(tmp, "plain")
         for project, mark in ((marked, "@pytest.mark.dockertask"), (plain, "")):

@@ -17,11 +17,11 @@ import statistics
 import sys
 import time
 
-import docker
 from overhead import floor_once  # the same floor as bench/overhead.py (this folder is on sys.path)
 
 from dockertask import ReusePolicy, map_task, task
 from dockertask.backends import default_backend
+from dockertask.backends.discovery import api_client
 from dockertask.images import default_image_ref, ensure_image
 
 
@@ -43,7 +43,7 @@ def main() -> int:
     os.environ["DOCKERTASK_PROGRESS"] = "0"
     image = default_image_ref()
     ensure_image(default_backend(), image)
-    api = docker.APIClient(version="auto")
+    api = api_client()
     floor_once(api, image)
     inc(0)  # start the replica
     floors, warm = [], []

@@ -70,3 +70,10 @@ def locate(environ: Mapping[str, str] | None = None, system_socket: str = SYSTEM
                 f"{found.how} is {found.base_url}, an ssh:// engine, which needs paramiko: "
                 "pip install 'dockertask[ssh]'") from None
     return found
+
+
+def api_client(**kwargs: Any) -> docker.APIClient:
+    """A docker SDK low-level client for the engine dockertask itself finds (``DOCKER_HOST``, context,
+    socket), for tests and benchmarks that look at the engine beside it: ``docker.APIClient()`` alone
+    always opens /var/run/docker.sock, whatever DOCKER_HOST says."""
+    return docker.APIClient(version="auto", **{**locate().client_kwargs, **kwargs})

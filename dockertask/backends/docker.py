@@ -21,6 +21,7 @@ import os
 import re
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
@@ -463,13 +464,21 @@ class DockerBackend:
             pass
 
     def _remove(self, cid: str) -> None:
-        try:
-            self.api.remove_container(cid, force=True, v=True)
-        except NotFound:
-            pass
-        except APIError as exc:
-            if "already in progress" not in str(exc):
-                raise
+        for attempt in range(3):
+            try:
+                self.api.remove_container(cid, force=True, v=True)
+                return
+            except NotFound:
+                return
+            except APIError as exc:
+                text = str(exc)
+                if "already in progress" in text:
+                    return
+                # Podman: a container that exits while a forced removal kills it ("could not be stopped:
+                # ... container state improper: stopped") is removable a moment later.
+                if "state improper" not in text or attempt == 2:
+                    raise
+                time.sleep(0.1)
 
     def kill_all(self, container_ids: list[str]) -> None:
         for cid in container_ids:

@@ -9,11 +9,11 @@ import pytest
 
 def _leftovers() -> list[str]:
     """This session's task containers still on the engine (other users of the engine are not ours)."""
-    import docker
+    from dockertask.backends.discovery import api_client
 
     from ..conftest import SESSION, SESSION_LABEL
 
-    api = docker.APIClient(version="auto")
+    api = api_client()
     return [c["Id"][:12] for c in api.containers(all=True, filters={"label": ["dockertask.run-id",
                                                                              f"{SESSION_LABEL}={SESSION}"]})]
 
@@ -36,6 +36,6 @@ def no_leftover_containers(request: pytest.FixtureRequest) -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def api():  # type: ignore[no-untyped-def]
-    import docker
+    from dockertask.backends.discovery import api_client
 
-    return docker.APIClient(version="auto")
+    return api_client()

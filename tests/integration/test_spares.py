@@ -23,7 +23,8 @@ DOCKERTASK = str(Path(sys.executable).parent / "dockertask")
 
 def _spares(api: Any, mark: str | None = None) -> list[dict[str, Any]]:
     """Containers created but never started, of this process (or of the script marked ``mark``)."""
-    found = api.containers(all=True, filters={"label": "dockertask.run-id", "status": "created"})
+    # By State, not a status filter: Podman's compat API answers status=created with nothing.
+    found = [c for c in api.containers(all=True, filters={"label": "dockertask.run-id"}) if c["State"] == "created"]
     if mark is None:
         return [c for c in found if c["Labels"].get("dockertask.host-pid") == str(os.getpid())]
     return [c for c in found if f"MARK={mark}" in (api.inspect_container(c["Id"])["Config"]["Env"] or [])]

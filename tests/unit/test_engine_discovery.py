@@ -98,3 +98,34 @@ def test_an_engine_that_never_answers_is_reported_in_seconds(silent_engine: str,
     with pytest.raises(DockerUnavailableError, match="found through DOCKER_HOST"):
         DockerBackend()
     assert time.monotonic() - start < 6
+
+
+class _RacingAPI:
+    """remove_container as Podman answers a forced removal racing the container's own exit."""
+
+    base_url = "unix://fake"
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls = 0
+
+    def remove_container(self, cid: str, force: bool, v: bool) -> None:
+        from docker.errors import APIError
+
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise APIError("500 Server Error: cannot remove container as it could not be stopped: sending SIGKILL "
+                           "to container: container state improper: stopped")
+
+
+def test_a_removal_racing_the_containers_exit_is_tried_again() -> None:
+    """Podman refuses a forced removal of a container that stopped meanwhile; a moment later it works."""
+    from dockertask.backends.docker import DockerBackend
+
+    api = _RacingAPI(failures=1)
+    DockerBackend(client=api)._remove("c")  # type: ignore[arg-type]
+    assert api.calls == 2
+    from docker.errors import APIError
+
+    with pytest.raises(APIError):  # not forever: a third refusal is a real one (recorded as abandoned)
+        DockerBackend(client=_RacingAPI(failures=5))._remove("c")  # type: ignore[arg-type]
