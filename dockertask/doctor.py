@@ -64,6 +64,10 @@ def run_checks(fix: bool = False) -> int:
         except DockerTaskError as exc:
             ok &= _line(False, "default image runs a task", f"{type(exc).__name__}: {exc}")
     left = backend.gc(is_orphan, dry_run=True)
+    if left and fix:  # what `gc` would do: they belong to processes that no longer exist
+        removed = backend.gc(is_orphan)
+        _line(True, f"removed {len(removed)} container(s) left by dead dockertask processes")
+        left = [c for c in left if c not in removed]
     ok &= _line(not left, f"{len(left)} container(s) left by dead dockertask processes",
                 "run `dockertask gc` to remove them")
     return 0 if ok else 1

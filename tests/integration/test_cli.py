@@ -101,6 +101,30 @@ def test_doctor_reports_a_healthy_setup() -> None:
     assert "found through" in out.stdout
 
 
+def test_doctor_fix_removes_what_dead_processes_left(api) -> None:  # type: ignore[no-untyped-def]
+    """A container of a process that no longer exists fails `doctor` (which says to run gc), and `doctor
+    --fix` removes it, so `./dev.sh test` after a killed run goes on instead of stopping there."""
+    import socket
+
+    from dockertask.images import default_image_ref
+
+    from ..conftest import SESSION, SESSION_LABEL
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    labels = {"dockertask.run-id": "orphan", "dockertask.host": socket.gethostname(),
+              "dockertask.host-pid": gone.stdout.strip(), SESSION_LABEL: SESSION}
+    cid = api.create_container(default_image_ref(), ["true"], labels=labels)["Id"]
+    try:
+        out = dt("doctor")
+        assert out.returncode == 1 and "run `dockertask gc`" in out.stdout, out.stdout
+        out = dt("doctor", "--fix")
+        assert out.returncode == 0, out.stdout
+        assert "container(s) left by dead dockertask processes" in out.stdout and "removed " in out.stdout
+        assert not api.containers(all=True, filters={"id": cid})
+    finally:
+        api.remove_container(cid, force=True) if api.containers(all=True, filters={"id": cid}) else None
+
+
 def test_run_writes_the_result_to_a_file_with_output(tmp_path: Path) -> None:
     """--output FILE puts the JSON result in FILE instead of stdout."""
     target = tmp_path / "result.json"
