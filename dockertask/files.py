@@ -315,6 +315,10 @@ def place(staged: str, dest: str, outputs: list[tuple[str, str]]) -> list[_PathV
     placed: list[_PathValue] = []
     used: set[str] = set()
     for i, (kind, name) in enumerate(outputs):
+        # The names come from the container's result metadata, not from the checked archive: each must be
+        # one path component, or '../x' would move a file across the output directory's edge.
+        if not name or name in (".", "..") or "/" in name or os.sep in name or "\0" in name:
+            raise UnsafeArchive(f"output {i} is named {name!r}, which is not a plain file name")
         source = os.path.join(staged, str(i), name)
         if kind not in KINDS or not os.path.lexists(source):
             raise UnsafeArchive(f"output {i} ({name!r}) is missing from the returned archive")

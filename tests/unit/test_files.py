@@ -253,3 +253,20 @@ def test_a_file_that_is_a_symlink_is_sent_as_what_it_names(tmp_path: Path) -> No
            str(tmp_path / "out"))
     got = tmp_path / "out" / "0" / "latest.csv"
     assert not got.is_symlink() and got.read_text() == "data"
+
+
+@pytest.mark.parametrize("name", ["../escaped", "a/b", "..", ".", ""])
+def test_an_output_name_from_the_container_cannot_leave_the_output_directory(tmp_path: Path, name: str) -> None:
+    """The names in the result's metadata come from the container too: one that is not a single path
+    component is refused before anything is moved (a '../x' would have moved a file out of, or into,
+    a place outside the output directory)."""
+    from dockertask.files import place
+
+    staged, dest = tmp_path / "staged", tmp_path / "a" / "dest"
+    (staged / "0").mkdir(parents=True)
+    (tmp_path / "staged" / "escaped").write_text("x")  # what '0/../escaped' names
+    (tmp_path / "a" / "escaped").mkdir(parents=True)
+    with pytest.raises(UnsafeArchive, match="not a plain file name"):
+        place(str(staged), str(dest), [("f", name)])
+    assert (tmp_path / "staged" / "escaped").read_text() == "x"
+    assert not dest.exists()
