@@ -169,12 +169,10 @@ def dumps(value, outputs=None):
     imported. (An object's __reduce__ may then run twice; pickling has no business with side effects.)
     With ``outputs`` (a list), every File/Directory in ``value`` is appended to it and pickled as its
     index: the files themselves travel in the archive (send_outputs)."""
-    import io
-
     files = sys.modules.get("dockertask.files") if outputs is not None else None
     if files is None:  # nobody imported File or Directory: there can be none in the value
         try:
-            return _pickle().dumps(value, protocol=5)
+            return _pickle().dumps(value, protocol=5)  # straight into one bytes object, no buffer to copy
         except Exception:
             pass
     else:
@@ -184,14 +182,8 @@ def dumps(value, outputs=None):
                 return (files.PERSISTENT_TAG, len(outputs) - 1)
             return None
 
-        class Dumper(_pickle().Pickler):
-            pass
-
-        Dumper.persistent_id = staticmethod(persistent_id)
-        buf = io.BytesIO()
         try:
-            Dumper(buf, protocol=5).dump(value)
-            return buf.getvalue()
+            return _dump_with(_pickle().Pickler, value, persistent_id)
         except Exception:
             del outputs[:]
     import cloudpickle
@@ -206,13 +198,19 @@ def dumps(value, outputs=None):
             cp._DYNAMIC_CLASS_TRACKER_BY_ID.update(fast._DYNAMIC_CLASS_TRACKER_BY_ID)
     if files is None:
         return cloudpickle.dumps(value, protocol=5)
+    return _dump_with(cloudpickle.Pickler, value, persistent_id)
 
-    class CloudDumper(cloudpickle.Pickler):
+
+def _dump_with(pickler, value, persistent_id):
+    """Pickle ``value`` (protocol 5) with a subclass of ``pickler`` that has this persistent_id."""
+    import io
+
+    class Dumper(pickler):
         pass
 
-    CloudDumper.persistent_id = staticmethod(persistent_id)
+    Dumper.persistent_id = staticmethod(persistent_id)
     buf = io.BytesIO()
-    CloudDumper(buf, protocol=5).dump(value)
+    Dumper(buf, protocol=5).dump(value)
     return buf.getvalue()
 
 
@@ -280,15 +278,14 @@ def main(read_frame):
         return serve(read_frame, channel, run_dir)
     pickled_call = read_frame()
     secrets = marshal.loads(read_frame())
-    failed = paths = None
     try:  # before the redirection below, which gives fd 0 to /dev/null
         paths = receive_inputs(read_frame, header.get("inputs"), run_dir)
-    except BaseException as exc:
-        failed = exc
+    except BaseException as exc:  # reported below, as serve's child does, as a load error of the call
+        paths = exc
     pump = redirect_stdout(channel)
     try:
-        if failed is not None:
-            raise failed
+        if isinstance(paths, BaseException):
+            raise paths
         install_secrets(secrets)
         del secrets
         publish_context(header)

@@ -213,13 +213,11 @@ class Cache:
         dest = files.output_dir(task or "cached", os.urandom(8).hex())
         try:
             manifest = [(str(k), str(n)) for k, n in json.loads(meta.read_text())["files"]]
-            staged = os.path.join(dest, ".incoming")
-            shutil.copytree(self._files(key), staged, symlinks=True)
-            placed = files.place(staged, dest, manifest)
-            shutil.rmtree(staged, ignore_errors=True)
+            placed = files.deliver(dest, manifest,
+                                   lambda staged: shutil.copytree(self._files(key), staged, symlinks=True))
             return True, loads_with_paths(pkl.read_bytes(), placed)
         except Exception as exc:
-            shutil.rmtree(dest, ignore_errors=True)
+            shutil.rmtree(dest, ignore_errors=True)  # the copies, when it is the value that cannot be loaded
             warnings.warn(f"cache entry {key} (with files) is damaged ({type(exc).__name__}: {exc}); treating it "
                           "as a miss, the task's result will replace it", RuntimeWarning, stacklevel=4)
             return False, None

@@ -154,7 +154,7 @@ def _tree(arcname: str, path: str) -> Iterator[tuple[str, str]]:
             dirs.sort()
             rel = os.path.relpath(root, path)
             base = arcname if rel == "." else f"{arcname}/{rel}"
-            for name in sorted(dirs) + sorted(files):
+            for name in dirs + sorted(files):  # dirs is sorted in place above (and so walked in order)
                 full = os.path.join(root, name)
                 yield f"{base}/{name}", full
             # os.walk does not descend into symlinked directories: they are stored as links
@@ -294,19 +294,42 @@ def _check_link(root: str, target: str, linkname: str, name: str) -> None:
         raise UnsafeArchive(f"symlink {name!r} -> {linkname!r} points outside its tree")
 
 
+def _outputs_root() -> str:
+    """$DOCKERTASK_OUTPUT_DIR, by default ./.dockertask/outputs."""
+    return os.path.abspath(os.environ.get("DOCKERTASK_OUTPUT_DIR") or os.path.join(".dockertask", "outputs"))
+
+
 def output_dir(task_name: str, run_id: str) -> str:
-    """Where a call's returned files go: $DOCKERTASK_OUTPUT_DIR/<task>/<run-id>/
-    (default ./.dockertask/outputs/<task>/<run-id>/)."""
-    base = os.environ.get("DOCKERTASK_OUTPUT_DIR") or os.path.join(".dockertask", "outputs")
-    return os.path.abspath(os.path.join(base, task_name.replace(os.sep, "_"), run_id))
+    """Where a call's returned files go: <outputs root>/<task>/<run-id>/."""
+    return os.path.join(_outputs_root(), task_name.replace(os.sep, "_"), run_id)
 
 
 def spool_dir() -> str:
     """Where a returned archive waits until it is unpacked: beside the outputs (same disk, not /tmp,
     which may be memory)."""
-    base = os.path.abspath(os.environ.get("DOCKERTASK_OUTPUT_DIR") or os.path.join(".dockertask", "outputs"))
+    base = _outputs_root()
     os.makedirs(base, exist_ok=True)
     return base
+
+
+def deliver(dest: str, outputs: list[tuple[str, str]], fill: Any) -> list[_PathValue]:
+    """Returned files into ``dest``: ``fill(staged)`` puts ``<i>/<name>`` under a staging directory
+    inside it (an archive unpacked, a cache entry copied), then each is placed (``place``). Whatever
+    fails, ``dest`` is removed, with the task's directory if this was its only run, and the error raised."""
+    import contextlib
+    import shutil
+
+    staged = os.path.join(dest, ".incoming")
+    try:
+        fill(staged)
+        placed = place(staged, dest, outputs)
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.dirname(dest))
+        raise
+    shutil.rmtree(staged, ignore_errors=True)
+    return placed
 
 
 def place(staged: str, dest: str, outputs: list[tuple[str, str]]) -> list[_PathValue]:

@@ -258,9 +258,6 @@ def bootstrap_pieces() -> tuple[bytes, ...]:
     return (*frame_pieces(MAGIC_NUMBER), *frame_pieces(code), *frame_pieces(source))
 
 
-EMPTY_LIST = marshal.dumps([], 2)
-
-
 # Small structured frames (headers, secrets, result metadata) are marshal, not JSON: the container
 # would pay ~8 ms to import json (and re) where marshal is built in. Version 2 of the format is read
 # by every Python 3, so an image with another Python still gets far enough to say so.
@@ -278,6 +275,9 @@ def decode_meta(data: bytes | bytearray | memoryview) -> Any:
         return marshal.loads(data)
     except (EOFError, TypeError) as exc:
         raise ValueError(f"a damaged control frame: {exc}") from None
+
+
+EMPTY_LIST = encode_meta([])
 
 
 def frame_pieces(data: bytes) -> tuple[bytes, bytes]:
@@ -307,15 +307,16 @@ class Envelope(NamedTuple):  # records internal to the package are NamedTuples: 
         )
         if not self.inputs:
             return head
-        return itertools.chain(head, _input_frames(self.inputs))
+        return itertools.chain(head, input_frames(self.inputs))
 
     def stdin_bytes(self, header: dict[str, Any], secrets_frame: bytes = EMPTY_LIST) -> bytes:
         """The same as one bytes object (tests feed it to a local interpreter)."""
         return b"".join(self.stdin_pieces(header, secrets_frame))
 
 
-def _input_frames(inputs: tuple[Any, ...]) -> Iterator[bytes]:
-    """The inputs as one tar stream of ``<i>/<name>``, framed, ended by an empty frame."""
+def input_frames(inputs: tuple[Any, ...]) -> Iterator[bytes]:
+    """The inputs as one tar stream of ``<i>/<name>``, framed, ended by an empty frame: what follows a
+    call's frames when it has File/Directory inputs."""
     from . import files
 
     for piece in files.tar_pieces([(f"{i}/{obj.name}", obj.path) for i, obj in enumerate(inputs)]):
@@ -331,13 +332,20 @@ def make_envelope(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[
     argument, raised before any container starts. ``with_files``: the arguments may hold File or
     Directory objects, which are sent as files (see files.py), not pickled."""
     register_user_modules()
-    inputs: list[Any] = []
     try:
-        pickled = (dumps_with_paths((func, args, kwargs), inputs) if with_files
-                   else cloudpickle.dumps((func, args, kwargs), protocol=5))
+        pickled, inputs = _dumps_call((func, args, kwargs), with_files)
     except Exception as exc:  # PicklingError, TypeError, RecursionError...: whatever pickle says
         raise _unpicklable(func, args, kwargs, task_name or getattr(func, "__qualname__", "?"), exc) from None
-    return Envelope(header={"python": HOST_PYTHON}, pickled_call=pickled, inputs=tuple(inputs))
+    return Envelope(header={"python": HOST_PYTHON}, pickled_call=pickled, inputs=inputs)
+
+
+def _dumps_call(value: Any, with_files: bool) -> tuple[bytes, tuple[Any, ...]]:
+    """The pickled call (or arguments) and its File/Directory inputs; the plain cloudpickle path for a
+    task whose arguments cannot hold any (no Python callback per pickled object)."""
+    if not with_files:
+        return bytes(cloudpickle.dumps(value, protocol=5)), ()
+    inputs: list[Any] = []
+    return dumps_with_paths(value, inputs), tuple(inputs)
 
 
 def dumps_with_paths(value: Any, found: list[Any]) -> bytes:
@@ -387,18 +395,10 @@ def pickle_call_args(args: tuple[Any, ...], kwargs: dict[str, Any], task_name: s
     """One call's arguments alone (reuse mode), and the File/Directory inputs among them (sent as files);
     an unpicklable one is a TaskInputError naming it."""
     register_user_modules()
-    inputs: list[Any] = []
     try:
-        if with_files:
-            return dumps_with_paths((args, kwargs), inputs), tuple(inputs)
-        return bytes(cloudpickle.dumps((args, kwargs), protocol=5)), ()
+        return _dumps_call((args, kwargs), with_files)
     except Exception as exc:
         raise _unpicklable(lambda: None, args, kwargs, task_name, exc) from None
-
-
-def input_frames(inputs: tuple[Any, ...]) -> Iterable[bytes]:
-    """What follows a call's frames when it has File/Directory inputs."""
-    return _input_frames(inputs)
 
 
 def _unpicklable(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], task_name: str,

@@ -12,7 +12,6 @@ fresh container; host-side validation (inputs, images, secrets, outputs) is neve
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
@@ -165,7 +164,8 @@ def _attempts(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any
             raise _not_started(spec.name)
         # A container made ahead for this configuration (spares.py): the call takes it, and its run id.
         # From here to backend.run nothing can fail, and run() removes the spare on every outcome.
-        spare = spares.SPARES.claim(backend, job) if not reusable and attempt == 1 else None
+        claim = spares.SPARES.claim(backend, job) if not reusable and attempt == 1 else None
+        spare = claim.spare if claim is not None else None
         if spare is not None:
             run_id = spare.run_id
             job = build_job(task, image, envelope, secret_values, run_id, attempt, interruptible, since)
@@ -180,7 +180,8 @@ def _attempts(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any
                 try:
                     outcome = _run_job(backend, job, image, output, spare)
                 finally:
-                    spares.SPARES.finished(backend, job)
+                    if claim is not None:
+                        spares.SPARES.finished(claim)
             value = interpret(task, outcome, run_id)
             task.interface.check_output(value)
             return value
@@ -337,38 +338,30 @@ def _image_hint(image: str, module: str) -> str:
 def _load_with_files(name: str, raw: payload.RawResult, outcome: ContainerOutcome, run_id: str) -> Any:
     """A result holding File/Directory objects: their archive unpacked (safely) into the call's output
     directory, and the value made with host paths. A refused archive leaves nothing behind."""
-    import shutil
-
     from . import files
 
+    archive = outcome.archive
     outputs = [(str(kind), str(item)) for kind, item in raw.meta["outputs"]]
-    dest = files.output_dir(name, run_id or os.urandom(8).hex())
-    staged = os.path.join(dest, ".incoming")
-    try:
-        if outcome.archive is None:
+
+    def unpack(staged: str) -> None:
+        if archive is None:
             raise files.UnsafeArchive("the files it returned did not arrive")
-        files.unpack(outcome.archive, staged)
-        placed = files.place(staged, dest, outputs)
-        shutil.rmtree(staged, ignore_errors=True)
+        files.unpack(archive, staged)
+
+    try:
+        placed = files.deliver(files.output_dir(name, run_id or os.urandom(8).hex()), outputs, unpack)
     except (files.UnsafeArchive, OSError, EOFError, ValueError) as exc:
-        shutil.rmtree(dest, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            os.rmdir(os.path.dirname(dest))  # the task's directory, if this was its only run
         raise AttemptFailed(TaskOutputError(
             f"task {name}: the files it returned were refused: {exc}; nothing was written outside "
             f"{files.output_dir(name, '')}"), retryable=False) from None
-    try:
-        return payload.load_value(raw, placed)
-    except Exception as exc:
-        raise AttemptFailed(TaskOutputError(f"task {name} succeeded, but its result cannot be loaded on this host: "
-                                            f"{type(exc).__name__}: {exc}", raw_result=raw.data()),
-                            retryable=False) from None
+    return _load_result(name, outcome.image, raw, placed)
 
 
-def _load_result(name: str, image: str, raw: payload.RawResult) -> Any:
-    """The returned value; one this host cannot load is a TaskOutputError that keeps the bytes."""
+def _load_result(name: str, image: str, raw: payload.RawResult, paths: list[Any] | None = None) -> Any:
+    """The returned value (its persistent ids standing for ``paths``, the returned files); one this host
+    cannot load is a TaskOutputError that keeps the bytes."""
     try:
-        return payload.load_value(raw)
+        return payload.load_value(raw, paths)
     except Exception as exc:
         missing = getattr(exc, "name", None) if isinstance(exc, ImportError) else None
         what = (f"its class comes from module {missing!r}, which is in image {image} but not installed here: "

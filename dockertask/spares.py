@@ -47,6 +47,14 @@ class Spare(NamedTuple):
     made: float
 
 
+class Claim(NamedTuple):
+    """A call counted in flight for its configuration (``slot``), with the spare it got, if any; given
+    back to ``finished`` when the call is over."""
+
+    slot: tuple[int, str]
+    spare: Spare | None
+
+
 def key_of(job: ContainerJob) -> str:
     """Everything a container is created with, but the run id: two jobs with one key can share a spare."""
     labels = {k: v for k, v in job.labels.items() if k != LABEL_RUN_ID}
@@ -69,8 +77,9 @@ class Spares:
         self._thread: threading.Thread | None = None
         self._closed = False
 
-    def claim(self, backend: Backend, job: ContainerJob) -> Spare | None:
-        """A spare made for ``job``'s configuration, or None; a call that will follow others gets one ordered."""
+    def claim(self, backend: Backend, job: ContainerJob) -> Claim | None:
+        """The call of ``job`` begins: the spare made for its configuration, if one waits, and one ordered
+        for the call after it. None when spares are off (or the backend makes none)."""
         if not enabled() or not hasattr(backend, "prepare"):
             return None
         slot = (id(backend), key_of(job))
@@ -87,15 +96,12 @@ class Spares:
                 self._making[slot] += 1
                 self._orders.put((backend, job, slot))
                 self._start_maker()
-        return spare
+        return Claim(slot, spare)
 
-    def finished(self, backend: Backend, job: ContainerJob) -> None:
-        """The call that claimed (or could have claimed) for ``job`` is over."""
-        if not enabled() or not hasattr(backend, "prepare"):
-            return
-        slot = (id(backend), key_of(job))
+    def finished(self, claim: Claim) -> None:
+        """The call that made ``claim`` is over."""
         with self._cond:
-            self._in_flight[slot] = max(0, self._in_flight[slot] - 1)
+            self._in_flight[claim.slot] -= 1
 
     def _start_maker(self) -> None:
         if self._thread is None:
@@ -118,19 +124,20 @@ class Spares:
         run_id = os.urandom(8).hex()
         template = dataclasses.replace(job, stdin=StdinPieces(()), labels={**job.labels, LABEL_RUN_ID: run_id})
         prepared = None
+        failed = False
         with self._cond:
             closed = self._closed
-        try:
-            if not closed:
+        if not closed:
+            try:
                 prepared = backend.prepare(template)
-        except Exception as exc:  # the call itself will meet (and report) whatever this is; stop trying
-            log.debug("dockertask: could not pre-create a container: %s", exc)
-            closed = False
+            except Exception as exc:  # the call itself will meet (and report) whatever this is; stop trying
+                log.debug("dockertask: could not pre-create a container: %s", exc)
+                failed = True
         with self._cond:
             self._making[slot] -= 1
-            if prepared is None and not closed:
+            if failed:
                 self._failed.add(slot)
-            elif not self._closed:
+            elif prepared is not None and not self._closed:
                 self._idle[slot].append(Spare(backend, slot[1], run_id, prepared, time.monotonic()))
                 prepared = None
             self._cond.notify_all()
@@ -138,11 +145,12 @@ class Spares:
             backend.discard(prepared)
 
     def _expire(self, now: float, everything: bool = False) -> None:
+        old: list[Spare] = []
         with self._cond:
-            old = []
             for spares in self._idle.values():
-                keep = [s for s in spares if not everything and now - s.made < IDLE_SECONDS]
-                old += [s for s in spares if s not in keep]
+                keep: list[Spare] = []
+                for spare in spares:
+                    (keep if not everything and now - spare.made < IDLE_SECONDS else old).append(spare)
                 spares[:] = keep
         for spare in old:
             spare.backend.discard(spare.prepared)

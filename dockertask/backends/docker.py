@@ -341,13 +341,18 @@ class DockerBackend:
             removed.append(cid)
         return removed
 
-    def prepare(self, job: ContainerJob) -> Prepared:
+    def prepare(self, job: ContainerJob, stdin_once: bool = True) -> Prepared:
+        """Create the container and attach to it, before it starts, so not one line of its output can be
+        missed: for run(), for a spare (spares.py) and for a replica (open_worker)."""
         try:
-            cid = self._create(job)
+            cid = self._create(job, stdin_once)
         except requests.exceptions.RequestException as exc:
             raise self._lost(exc, job, None) from None
         try:
-            return Prepared(cid, self._attach(cid))  # attached before start, as in run()
+            return Prepared(cid, self._attach(cid))
+        except requests.exceptions.RequestException as exc:
+            self._release(cid, None)
+            raise self._lost(exc, job, cid) from None
         except BaseException:
             self._release(cid, None)
             raise
@@ -358,23 +363,15 @@ class DockerBackend:
     def run(self, job: ContainerJob, on_output: OutputSink, prepared: Any = None) -> ContainerOutcome:
         try:
             self.sweep_abandoned()
+            if prepared is None:
+                prepared = self.prepare(job)
         except BaseException:
-            if prepared is not None:  # it is ours to remove from the moment we are given it
+            if prepared is not None:  # given a spare, it is ours to remove from that moment
                 self.discard(prepared)
             raise
-        sock: Any = None
-        if prepared is not None:
-            cid, sock = prepared.container_id, prepared.sock
-        else:
-            try:
-                cid = self._create(job)
-            except requests.exceptions.RequestException as exc:
-                raise self._lost(exc, job, None) from None
+        cid, sock = prepared
         lifecycle.add(cid, self.kill_all)
         try:
-            # Attach before start, so not one line of output can be missed.
-            if sock is None:
-                sock = self._attach(cid)
             pump = _Pump(sock, on_output)
             pump.start()
             if lifecycle.interrupted(job.since):  # Ctrl-C came after the runner's check: never start it
@@ -438,14 +435,11 @@ class DockerBackend:
         """Start a long-lived container (a reusable replica) whose stdin stays open: ``job.stdin`` is
         sent first, then whatever the caller sends; every control frame but O arrives in order."""
         self.sweep_abandoned()
-        try:
-            cid = self._create(job, stdin_once=False)
-        except requests.exceptions.RequestException as exc:
-            raise self._lost(exc, job, None) from None
+        cid, sock = self.prepare(job, stdin_once=False)
         lifecycle.add(cid, self.kill_all)
         conn = WorkerConnection(self, cid, job, on_output)
+        conn.sock = sock
         try:
-            conn.sock = self._attach(cid)
             conn.pump = _Pump(conn.sock, conn.output, conn.frames.put_frame)
             conn.pump.start()
             self._start(cid, job)
