@@ -128,3 +128,43 @@ def test_retries_and_reusable_tasks_never_take_a_spare(spare_backend: SpareBacke
         image="i", command=["c"], stdin=job.stdin, labels={"dockertask.run-id": "b", "dockertask.attempt": "2"}))
     assert spares.key_of(job) != spares.key_of(ContainerJob(
         image="i", command=["c"], stdin=job.stdin, labels={"dockertask.run-id": "a", "dockertask.attempt": "1"}))
+
+
+@task(retries=1)
+def flaky_or_slow(mode: str) -> int:
+    return 1
+
+
+def test_a_retried_call_leaves_the_count_of_calls_in_flight_right(spare_backend: SpareBackend,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """While one call runs, another that is retried must not take it off the count of calls in flight
+    (spares are ordered one per call in flight): only a call that claimed is counted out, once."""
+    import threading
+
+    from dockertask.backends.base import ContainerJob, OutputSink
+
+    from ..fakes import crashed, ok
+
+    release = threading.Event()
+    attempts: list[str] = []
+    inner = SpareBackend.run
+
+    def run(self: SpareBackend, job: ContainerJob, on_output: OutputSink, prepared: Any = None) -> Any:
+        inner(self, job, on_output, prepared)
+        mode = "slow" if job.labels.get("dockertask.attempt") == "1" and not attempts.count("slow") else "flaky"
+        attempts.append(mode)
+        if mode == "slow":
+            release.wait(10)
+            return ok(1)
+        return crashed(1) if attempts.count("flaky") == 1 else ok(1)
+
+    monkeypatch.setattr(SpareBackend, "run", run)
+    slow = threading.Thread(target=flaky_or_slow, args=("slow",))
+    slow.start()
+    while "slow" not in attempts:
+        time.sleep(0.01)
+    assert flaky_or_slow(mode="flaky") == 1  # its first attempt crashed, its retry succeeded
+    counts = [n for n in spares.SPARES._in_flight.values() if n]
+    release.set()
+    slow.join(10)
+    assert counts == [1], "the slow call, still running, is no longer counted in flight"
