@@ -248,8 +248,7 @@ def inspect_cmd(target: str) -> None:
     except USER_ERRORS as exc:
         _fail(exc, 2)
     spec["docker"] = {"image": spec["image"], "host_config": t.spec.docker_constraints(),
-                      **({"task_config": {k: dict(v) for k, v in (("host_config", t.container_options.host_config),
-                                                                  ("create", t.container_options.create))}}
+                      **({"task_config": t.container_options.describe()}
                          if t.spec.task_config is not None else {})}
     click.echo(json.dumps(spec, indent=2, default=str))
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from .errors import TaskDefinitionError
@@ -16,11 +16,31 @@ from .errors import TaskDefinitionError
 
 @dataclass(frozen=True)
 class ContainerOptions:
-    """Extra docker SDK kwargs: ``host_config`` for ``create_host_config``, ``create`` for ``create_container``."""
+    """What a ``task_config`` asks of the task's container, in dockertask's own terms: each backend
+    translates these (and refuses, before anything starts, what it cannot enforce).
 
+    ``host_config`` and ``create`` are raw docker SDK kwargs (for ``create_host_config`` and
+    ``create_container``) for a plugin that needs an engine setting not named here: only the
+    single-engine backend can apply them; the Swarm backend refuses a task that has any.
+    """
+
+    environment: Mapping[str, str] = field(default_factory=dict)
+    network: str | None = None
+    shm_bytes: int | None = None
+    user: str | None = None  # as `docker run --user`: name, uid or uid:gid
+    binds: tuple[str, ...] = ()  # "source:target[:mode]"; a named volume's source is its name
+    devices: tuple[str, ...] = ()
+    cap_add: tuple[str, ...] = ()
+    platform: str | None = None
+    pids_limit: int | None = None  # None: DEFAULT_PIDS_LIMIT, 0: no limit
     host_config: Mapping[str, Any] = field(default_factory=dict)
     create: Mapping[str, Any] = field(default_factory=dict)
-    environment: Mapping[str, str] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        """The options that are set, for ``dockertask inspect``."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {k: (list(v) if isinstance(v, tuple) else dict(v) if isinstance(v, Mapping) else v)
+                for k, v in out.items() if v not in (None, (), {})}
 
 
 # Processes + threads per task container unless Docker(pids_limit=...) says otherwise: room for
@@ -99,29 +119,31 @@ class Docker:
 
 
 def _docker_options(cfg: Docker) -> ContainerOptions:
-    host: dict[str, Any] = {}
-    create: dict[str, Any] = {}
-    if cfg.network is not None:
-        host["network_mode"] = cfg.network
-    if cfg.shm_size is not None:
-        host["shm_size"] = cfg.shm_size
-    if cfg.volumes:
-        host["binds"] = [bind.spec() for bind in parse_volumes(cfg.volumes)]
-    if cfg.devices:
-        host["devices"] = list(cfg.devices)
-    if cfg.cap_add:
-        host["cap_add"] = list(cfg.cap_add)
-    if cfg.user == "host":
+    user = cfg.user
+    if user == "host":
         import os
 
-        create["user"] = f"{os.getuid()}:{os.getgid()}"
-    elif cfg.user is not None:
-        create["user"] = cfg.user
-    if cfg.platform is not None:
-        create["platform"] = cfg.platform
-    if cfg.pids_limit is not None:
-        host["pids_limit"] = cfg.pids_limit or -1  # the engine's "unlimited"
-    return ContainerOptions(host_config=host, create=create)
+        user = f"{os.getuid()}:{os.getgid()}"
+    return ContainerOptions(
+        network=cfg.network, shm_bytes=_shm_bytes(cfg.shm_size), user=user,
+        binds=tuple(bind.spec() for bind in parse_volumes(cfg.volumes)) if cfg.volumes else (),
+        devices=tuple(cfg.devices or ()), cap_add=tuple(cfg.cap_add or ()), platform=cfg.platform,
+        pids_limit=cfg.pids_limit,
+    )
+
+
+def _shm_bytes(size: str | int | None) -> int | None:
+    """Docker(shm_size=...) in bytes: a number, or docker's "64m" / "1g" (a TaskDefinitionError otherwise)."""
+    if size is None:
+        return None
+    if isinstance(size, int) and not isinstance(size, bool) and size > 0:
+        return size
+    units = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30}
+    text = str(size).strip().lower()
+    number, unit = (text[:-1], text[-1]) if text[-1:] in "bkmg" else (text, "")
+    if isinstance(size, str) and number.isdigit() and int(number) > 0:
+        return int(number) * units[unit]
+    raise TaskDefinitionError(f"Docker(shm_size={size!r}): expected bytes, or a size like '64m' or '1g'")
 
 
 register(Docker, _docker_options)
@@ -192,14 +214,12 @@ def resolve_binds(options: ContainerOptions, base_dir: str) -> ContainerOptions:
     the file that defines the task)."""
     import os
 
-    binds = options.host_config.get("binds")
-    if not binds or not any(isinstance(b, str) and b.startswith(RELATIVE) for b in binds):
+    if not any(b.startswith(RELATIVE) for b in options.binds):
         return options
     resolved = []
-    for b in binds:
-        if isinstance(b, str) and b.startswith(RELATIVE):
+    for b in options.binds:
+        if b.startswith(RELATIVE):
             source, _, rest = b[len(RELATIVE):].partition(":")
             b = f"{os.path.normpath(os.path.join(base_dir, source))}:{rest}"
         resolved.append(b)
-    return ContainerOptions(host_config={**options.host_config, "binds": resolved}, create=options.create,
-                            environment=options.environment)
+    return replace(options, binds=tuple(resolved))

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import hostproc, images, lifecycle, payload, progress, secrets, spares
 from .backends import Backend, ContainerJob, ContainerOutcome, default_backend
-from .backends.base import OutputSink, StdinPieces
+from .backends.base import JobResources, OutputSink, StdinPieces
 from .errors import (
     ImageNotFoundError,
     PythonVersionError,
@@ -32,8 +32,7 @@ from .errors import (
     TaskOutputError,
     TaskTimeoutError,
 )
-from .plugins import DEFAULT_PIDS_LIMIT
-from .resources import describe_bytes, host_config_kwargs
+from .resources import describe_bytes
 
 if TYPE_CHECKING:
     from .tasks import Task
@@ -231,14 +230,8 @@ def build_job(task: Task[Any, Any], image: str, envelope: payload.Envelope,
     spec = task.spec
     header = {"task": spec.name, "attempt": attempt, "run_id": run_id}
     secrets_frame = secrets.to_frame(secret_values)
-    host_config: dict[str, Any] = {
-        "init": True,  # an init as PID 1: `docker stop` (preemption) then ends the task at once
-        **host_config_kwargs(spec.requests, spec.limits, interruptible=interruptible),
-    }
-    host_config["pids_limit"] = DEFAULT_PIDS_LIMIT
-    host_config.update(task.container_options.host_config)
-    if secret_values:
-        host_config["tmpfs"] = secrets.tmpfs_for(secret_values)
+    resources = JobResources(spec.requests, spec.limits, interruptible,
+                             secrets.tmpfs_mib(secret_values) if secret_values else 0)
     labels = {
         "dockertask.run-id": run_id,
         "dockertask.task": spec.name,
@@ -250,7 +243,7 @@ def build_job(task: Task[Any, Any], image: str, envelope: payload.Envelope,
     return ContainerJob(
         image=image, command=list(payload.COMMAND), stdin=StdinPieces(envelope.stdin_pieces(header, secrets_frame)),
         environment={**task.container_options.environment, **spec.environment}, labels=labels,
-        host_config=host_config, create_kwargs=dict(task.container_options.create),
+        resources=resources, options=task.container_options,
         timeout=spec.timeout_seconds or None, since=since,
     )
 

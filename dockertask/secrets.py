@@ -161,10 +161,10 @@ def _size(value: SecretValue) -> int:
     return len(value) if isinstance(value, bytes) else len(value.encode())
 
 
-def tmpfs_for(values: dict[Secret, SecretValue]) -> dict[str, str]:
-    """The secrets tmpfs, sized to hold these values (4 MiB at least)."""
+def tmpfs_mib(values: dict[Secret, SecretValue]) -> int:
+    """The size of a secrets tmpfs that holds these values, in MiB (4 at least)."""
     need = sum(_size(v) + 4096 for v in values.values())  # a block per file, for the metadata
-    return tmpfs_of(max(4, -(-need // 2**20) + 1))
+    return max(4, -(-need // 2**20) + 1)
 
 
 def tmpfs_of(mib: int) -> dict[str, str]:

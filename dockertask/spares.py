@@ -59,8 +59,7 @@ def key_of(job: ContainerJob) -> str:
     """Everything a container is created with, but the run id: two jobs with one key can share a spare."""
     labels = {k: v for k, v in job.labels.items() if k != LABEL_RUN_ID}
     return json.dumps([job.image, job.command, sorted(job.environment.items()), sorted(labels.items()),
-                       sorted((k, repr(v)) for k, v in job.host_config.items()),
-                       sorted((k, repr(v)) for k, v in job.create_kwargs.items())])
+                       repr(job.resources), repr(job.options)])
 
 
 class Spares:

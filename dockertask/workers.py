@@ -156,23 +156,22 @@ def _replica_job(task: Task[Any, Any], image: str, sample: ContainerJob) -> Cont
     header = payload.encode_meta({"python": payload.HOST_PYTHON, "mode": "serve", "task": task.spec.name})
     stdin = (*payload.bootstrap_pieces(), *payload.frame_pieces(header),
              *payload.frame_pieces(payload.runtime_zip()))
-    host_config = dict(sample.host_config)
-    if task.spec.secret_requests:  # every call's secrets land here, however large (up to the limit)
-        host_config["tmpfs"] = secrets.tmpfs_of(secrets.MAX_SECRETS_BYTES >> 20)
+    # Every call's secrets land in the replica's tmpfs, however large (up to the limit).
+    resources = sample.resources._replace(
+        secrets_mib=secrets.MAX_SECRETS_BYTES >> 20 if task.spec.secret_requests else 0)
     labels = {**sample.labels, "dockertask.run-id": "replica-" + uuid.uuid4().hex[:12], "dockertask.replica": "true"}
     labels.pop("dockertask.attempt", None)
     return ContainerJob(image=image, command=list(payload.COMMAND), stdin=StdinPieces(stdin),
                         environment=dict(sample.environment), labels=labels,  # owner labels included
-                        host_config=host_config, create_kwargs=dict(sample.create_kwargs))
+                        resources=resources, options=sample.options)
 
 
 def _key(task: Task[Any, Any], job: ContainerJob) -> str:
     """What makes two tasks share replicas: image, resources, environment, secret requests, options, and
     the same ReusePolicy (so neither gets the other's replica count or idle_ttl)."""
     policy = task.spec.reusable
-    return json.dumps([job.image, sorted(job.environment.items()), sorted((k, repr(v)) for k, v in
-                       job.host_config.items() if k != "tmpfs"), sorted((k, repr(v)) for k, v in
-                       job.create_kwargs.items()), sorted(s.env_name for s in task.spec.secret_requests),
+    return json.dumps([job.image, sorted(job.environment.items()), repr(job.resources._replace(secrets_mib=0)),
+                       repr(job.options), sorted(s.env_name for s in task.spec.secret_requests),
                        policy.replicas, policy.idle_seconds])
 
 

@@ -10,6 +10,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, NamedTuple, Protocol
 
+from ..plugins import ContainerOptions
+from ..resources import Resources
+
 # Called from a pump thread with ("stdout" | "stderr", one line without its newline).
 OutputSink = Callable[[str, str], None]
 
@@ -31,6 +34,15 @@ class StdinPieces:
         return self._pieces
 
 
+class JobResources(NamedTuple):
+    """What the container may use and is promised, in dockertask's terms (each backend translates)."""
+
+    requests: Resources | None = None
+    limits: Resources | None = None
+    interruptible: bool = False  # the lowest CPU weight, the first to go under memory pressure
+    secrets_mib: int = 0  # a private tmpfs of this size at secrets.SECRETS_MOUNT for secret files; 0: none
+
+
 @dataclass(frozen=True)
 class ContainerJob:
     image: str
@@ -38,8 +50,8 @@ class ContainerJob:
     stdin: StdinPieces  # what the container reads, in pieces sent in turn (never joined into one copy)
     environment: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
-    host_config: dict[str, Any] = field(default_factory=dict)  # docker SDK create_host_config kwargs
-    create_kwargs: dict[str, Any] = field(default_factory=dict)  # docker SDK create_container kwargs
+    resources: JobResources = JobResources()
+    options: ContainerOptions = ContainerOptions()  # the task_config's (environment already merged above)
     timeout: float | None = None  # seconds from start; None means no limit
     since: int = 0  # lifecycle.generation() when the call was made: a later Ctrl-C cancels it
 

@@ -41,7 +41,7 @@ from ..errors import (
     UnsupportedResourceError,
 )
 from ..payload import FrameDecoder
-from . import discovery
+from . import discovery, engine_config
 from .base import ContainerJob, ContainerOutcome, ImageInfo, OutputSink
 
 HOW_TO_START = (
@@ -256,11 +256,9 @@ class DockerBackend:
     # -- running -------------------------------------------------------------------------
 
     def _create(self, job: ContainerJob, stdin_once: bool = True) -> str:
-        # No log driver: output is streamed live over the attach socket, and the control channel
-        # (the result included) must not be written to a log file on the engine's disk.
-        host_config = self.api.create_host_config(**{"log_config": {"type": "none"}, **job.host_config})
+        host_config = self.api.create_host_config(**engine_config.host_config(job))
         try:
-            create = dict(job.create_kwargs)
+            create = engine_config.create_kwargs(job)
             platform = create.pop("platform", None)
             config = self.api.create_container_config(
                 job.image, job.command, environment=job.environment, labels=job.labels,

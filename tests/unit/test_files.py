@@ -156,13 +156,13 @@ def test_volumes_relative_to_the_task_file_named_volumes_explicit_and_bare_names
     @task(task_config=Docker(volumes=["./data:/data:ro", "volume:cache:/cache", "/abs:/abs"]))
     def t() -> None: ...
 
-    binds = t.container_options.host_config["binds"]
-    assert binds == [f"{here}/data:/data:ro", "cache:/cache", "/abs:/abs"]
+    binds = t.container_options.binds
+    assert binds == (f"{here}/data:/data:ro", "cache:/cache", "/abs:/abs")
 
     @task(task_config=Docker(volumes={"../up": {"bind": "/up", "mode": "rw"}}))
     def u() -> None: ...
 
-    assert u.container_options.host_config["binds"] == [f"{os.path.dirname(here)}/up:/up:rw"]
+    assert u.container_options.binds == (f"{os.path.dirname(here)}/up:/up:rw",)
     with pytest.raises(TaskDefinitionError, match=r"'data' could be the directory.*'./data'.*'volume:data'"):
         Docker(volumes=["data:/data"])
     with pytest.raises(TaskDefinitionError, match="must be absolute"):
@@ -175,7 +175,7 @@ def test_user_host_is_this_process_uid_and_gid() -> None:
     @task(task_config=Docker(user="host"))
     def t() -> None: ...
 
-    assert t.container_options.create["user"] == f"{os.getuid()}:{os.getgid()}"
+    assert t.container_options.user == f"{os.getuid()}:{os.getgid()}"
 
 
 def test_the_cache_keys_files_by_content_not_path_or_mtime(tmp_path: Path) -> None:

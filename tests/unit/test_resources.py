@@ -85,3 +85,36 @@ def test_limits_docker_cannot_enforce_are_refused_at_decoration() -> None:
     with pytest.raises(ResourceSpecError, match="at least 6Mi"):
         task(requests=Resources(mem="1Mi"))(lambda: None)
     task(requests=Resources(cpu="5m"), limits=Resources(cpu="1"))(lambda: None)  # a tiny request is a fine weight
+
+
+def test_job_options_translate_to_one_engines_settings() -> None:
+    """A job's typed resources and Docker(...) options become the engine's HostConfig and create kwargs."""
+    from dockertask import Docker
+    from dockertask.backends.base import ContainerJob, JobResources, StdinPieces
+    from dockertask.backends.engine_config import create_kwargs, host_config
+    from dockertask.plugins import DEFAULT_PIDS_LIMIT, options_for
+
+    opts = options_for(Docker(shm_size="128m", user="7:8", network="none", cap_add=["NET_ADMIN"],
+                              volumes=["/a:/b:ro"], platform="linux/amd64"))
+    job = ContainerJob("img", ["python3"], StdinPieces(()), options=opts,
+                       resources=JobResources(None, Resources(cpu="1", mem="64Mi"), secrets_mib=5))
+    hc = host_config(job)
+    assert hc["shm_size"] == 128 * 2**20 and hc["network_mode"] == "none" and hc["cap_add"] == ["NET_ADMIN"]
+    assert hc["binds"] == ["/a:/b:ro"] and hc["nano_cpus"] == 10**9 and hc["mem_limit"] == 64 * 2**20
+    assert hc["pids_limit"] == DEFAULT_PIDS_LIMIT and hc["init"] is True and hc["log_config"] == {"type": "none"}
+    assert hc["tmpfs"] == {"/etc/secrets": "rw,noexec,nosuid,nodev,size=5m,mode=1777"}
+    assert create_kwargs(job) == {"user": "7:8", "platform": "linux/amd64"}
+    unlimited = ContainerJob("img", ["python3"], StdinPieces(()), options=options_for(Docker(pids_limit=0)))
+    assert host_config(unlimited)["pids_limit"] == -1
+
+
+def test_shm_size_spellings() -> None:
+    """Docker(shm_size=) takes bytes or docker's '64m'; anything else is refused when decorating."""
+    from dockertask import Docker
+    from dockertask.errors import TaskDefinitionError
+    from dockertask.plugins import options_for
+
+    assert options_for(Docker(shm_size="1g")).shm_bytes == 2**30
+    assert options_for(Docker(shm_size=4096)).shm_bytes == 4096
+    with pytest.raises(TaskDefinitionError, match="shm_size='lots'"):
+        options_for(Docker(shm_size="lots"))

@@ -20,6 +20,7 @@ from dockertask import (
     payload,
     task,
 )
+from dockertask.backends.engine_config import create_kwargs, host_config
 from dockertask.errors import RemoteTraceback
 from dockertask.runner import MAX_PREEMPTIONS
 
@@ -138,7 +139,8 @@ def test_preemptions_are_bounded_and_the_last_attempt_is_not_interruptible(fake:
     assert len(fake.jobs) == MAX_PREEMPTIONS + 2  # preemptions, then 1 try + 1 retry
     tail = fake.jobs[MAX_PREEMPTIONS:]
     assert all("dockertask.interruptible" not in j.labels for j in tail)
-    assert all(j.host_config.get("oom_score_adj") is None for j in tail)
+    assert all(not j.resources.interruptible for j in tail)
+    assert all(host_config(j).get("oom_score_adj") is None for j in tail)
 
 
 def test_non_interruptible_external_kill_uses_retries(fake: FakeBackend) -> None:
@@ -183,9 +185,10 @@ def test_secret_values_travel_on_stdin_not_in_the_job_config(fake: FakeBackend,
     needs_secret()
     job = fake.jobs[0]
     assert b"s3cr3t-value" in job.stdin_data
-    visible = json.dumps([job.environment, job.labels, job.command, job.host_config, job.create_kwargs], default=str)
+    visible = json.dumps([job.environment, job.labels, job.command, host_config(job), create_kwargs(job)],
+                         default=str)
     assert "s3cr3t-value" not in visible
-    assert job.host_config["tmpfs"] == {"/etc/secrets": "rw,noexec,nosuid,nodev,size=4m,mode=1777"}
+    assert host_config(job)["tmpfs"] == {"/etc/secrets": "rw,noexec,nosuid,nodev,size=4m,mode=1777"}
 
 
 @task(cache=True, cache_version="1")
