@@ -28,6 +28,7 @@ _EXPORTS = {
     "TaskInterruptedError": "errors", "PythonVersionError": "errors", "ImageResolutionError": "errors",
     "ImageNotFoundError": "errors", "ImageBuildError": "errors", "SecretNotFoundError": "errors",
     "ResourceSpecError": "errors", "UnsupportedResourceError": "errors", "DockerUnavailableError": "errors",
+    "TaskSchedulingError": "errors", "configure": "config",
 }
 __all__ = [
     "Directory",
@@ -55,15 +56,18 @@ __all__ = [
     "TaskInterruptedError",
     "TaskOOMError",
     "TaskOutputError",
+    "TaskSchedulingError",
     "TaskSpec",
     "TaskTimeoutError",
     "UnsupportedResourceError",
+    "configure",
     "current_context",
     "map_task",
     "task",
 ]
 
 if TYPE_CHECKING:
+    from .config import configure
     from .context import ExecutionContext, current_context
     from .errors import (
         DockerTaskError,
@@ -81,6 +85,7 @@ if TYPE_CHECKING:
         TaskInterruptedError,
         TaskOOMError,
         TaskOutputError,
+        TaskSchedulingError,
         TaskTimeoutError,
         UnsupportedResourceError,
     )

@@ -19,6 +19,7 @@
     ├── ResourceSpecError (ValueError)   a ``Resources`` field cannot be parsed
     ├── UnsupportedResourceError         the engine cannot enforce a requested resource
     ├── DockerUnavailableError           no Docker engine is reachable (or it was lost mid-task)
+    ├── TaskSchedulingError              no Swarm node took the task within the scheduling wait
     └── MapTaskError                     too few items of a map_task succeeded (.failures, .results)
 
 This module imports nothing so that every other module (and the in-container runtime) can use it.
@@ -123,6 +124,10 @@ class UnsupportedResourceError(DockerTaskError):
 
 class DockerUnavailableError(DockerTaskError):
     """No Docker engine could be reached."""
+
+
+class TaskSchedulingError(DockerTaskError):
+    """No node of the Swarm cluster took the task (its requests fit no node) within the wait."""
 
 
 class MapTaskError(DockerTaskError):

@@ -79,7 +79,7 @@ class Spares:
     def claim(self, backend: Backend, job: ContainerJob) -> Claim | None:
         """The call of ``job`` begins: the spare made for its configuration, if one waits, and one ordered
         for the call after it. None when spares are off (or the backend makes none)."""
-        if not enabled() or not hasattr(backend, "prepare"):
+        if not enabled() or not getattr(backend, "makes_spares", hasattr(backend, "prepare")):
             return None
         slot = (id(backend), key_of(job))
         with self._cond:

@@ -17,7 +17,7 @@ _lock = threading.Lock()
 
 
 def default_backend() -> Backend:
-    """The process-wide Docker backend, connected on first use (never at import)."""
+    """The process-wide backend (``config.settings().backend``), connected on first use (never at import)."""
     global _default
     with _lock:
         if _default is None:
@@ -30,7 +30,15 @@ def default_backend() -> Backend:
                 where = ("inside a task's container: call the other task from the host, or use "
                          "t.local(...)" if current_context().in_container else "here: pip install docker")
                 raise DockerUnavailableError(f"the docker SDK cannot be imported ({exc}) {where}") from None
-            _default = DockerBackend()
+            from ..config import settings
+
+            chosen = settings()
+            if chosen.backend == "swarm":
+                from .swarm import client_for
+
+                _default = client_for(chosen)
+            else:
+                _default = DockerBackend()
         return _default
 
 

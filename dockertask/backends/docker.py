@@ -18,7 +18,6 @@ from __future__ import annotations
 import collections
 import io
 import os
-import re
 import socket
 import threading
 import time
@@ -40,9 +39,9 @@ from ..errors import (
     TaskInputError,
     UnsupportedResourceError,
 )
-from ..payload import FrameDecoder
 from . import discovery, engine_config
 from .base import ContainerJob, ContainerOutcome, ImageInfo, OutputSink
+from .streams import Pump
 
 HOW_TO_START = (
     "start one with `sudo systemctl start docker` (or `sudo dockerd &`), install it with "
@@ -51,7 +50,6 @@ HOW_TO_START = (
 )
 LABEL_RUN_ID = "dockertask.run-id"
 NETWORK_LABEL = "dockertask.network"  # networks the pytest plugin makes (dockertask_network)
-_LOG_TAIL_LINES = 50
 
 
 def _refusal(exc: APIError, stage: str, job: ContainerJob) -> DockerTaskError:
@@ -107,119 +105,6 @@ def _first_contact_timeout() -> float:
     if not 0 < value < 3600:
         raise DockerUnavailableError(f"DOCKERTASK_ENGINE_TIMEOUT={raw!r}: expected seconds between 0 and 3600")
     return value
-
-
-_BREAK = re.compile(rb"\r\n|\n|\r")
-MAX_LINE = 64 * 1024  # a longer line without an end is shown in pieces: memory stays bounded
-
-
-class _Lines:
-    """Bytes in, lines out to the sink, in linear time and bounded memory.
-
-    ``\n`` (or ``\r\n``) ends a line; ``\r`` ends an *update* (a progress bar redrawing its line),
-    passed on with its ``\r`` so the terminal redraws it live. Output that never ends a line goes
-    out in pieces of at most MAX_LINE bytes, cut on a UTF-8 character boundary.
-    """
-
-    def __init__(self, stream: str, sink: OutputSink, tail: collections.deque[str]) -> None:
-        self._stream = stream
-        self._sink = sink
-        self._tail = tail
-        self._pending = bytearray()
-        self._cr = False  # the last chunk ended in \r: a \n first in the next one makes it \r\n
-
-    def feed(self, chunk: bytes) -> None:
-        if self._cr:
-            self._cr = False
-            if chunk.startswith(b"\n"):
-                self._emit("")
-                chunk = chunk[1:]
-            else:
-                self._emit("\r")
-        pos = 0
-        for m in _BREAK.finditer(chunk):
-            self._pending += chunk[pos:m.start()]
-            pos = m.end()
-            if m.group() == b"\r" and pos == len(chunk):
-                self._cr = True
-                return
-            self._emit("\r" if m.group() == b"\r" else "")
-        self._pending += chunk[pos:]
-        while len(self._pending) > MAX_LINE:
-            cut = MAX_LINE
-            while cut > MAX_LINE - 4 and self._pending[cut] & 0xC0 == 0x80:  # inside a UTF-8 character
-                cut -= 1
-            piece = bytes(self._pending[:cut])
-            del self._pending[:cut]
-            self._send(piece.decode("utf-8", errors="replace"))
-
-    def close(self) -> None:
-        if self._cr:
-            self._cr = False
-            self._emit("\r")
-        if self._pending:
-            self._emit("")
-
-    def _emit(self, end: str) -> None:
-        line = self._pending.decode("utf-8", errors="replace") + end
-        self._pending.clear()
-        self._send(line)
-
-    def _send(self, line: str) -> None:
-        self._tail.append(line)
-        try:
-            self._sink(self._stream, line)
-        except Exception:  # a broken sink must not stop the pump (or the task)
-            pass
-
-
-class _Pump:
-    """Reads the attach socket in a thread: stderr → lines; stdout → the control channel."""
-
-    def __init__(self, sock: Any, sink: OutputSink,
-                 on_frame: Callable[[bytes, Any], None] | None = None) -> None:
-        self._sock = sock
-        self._on_frame = on_frame
-        self.tail: collections.deque[str] = collections.deque(maxlen=_LOG_TAIL_LINES)
-        self._stdout = _Lines("stdout", sink, self.tail)
-        self._stderr = _Lines("stderr", sink, self.tail)
-        self.control = FrameDecoder(self._stdout.feed, on_frame)
-        self.broken = False
-        self._thread = threading.Thread(target=self._run, name="dockertask-output", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def join(self, timeout: float) -> None:
-        self._thread.join(timeout)
-
-    def _run(self) -> None:
-        frames = frames_iter(self._sock, tty=False)
-        try:
-            for stream_id, chunk in frames:
-                if stream_id == 1:
-                    self.control.feed(chunk)
-                elif stream_id == 2:
-                    self._stderr.feed(chunk)
-        except (OSError, ValueError):  # the socket is closed when the container is removed
-            pass
-        except Exception as exc:  # a fault of ours: say so, but keep draining (see below)
-            self.tail.append(f"[dockertask: output handling failed: {type(exc).__name__}: {exc}]")
-            self.broken = True
-            try:
-                # An undrained attach stream blocks the container's writes, and then the engine's
-                # kill and remove hang behind it: whatever happened, read to the end.
-                for _ in frames:
-                    pass
-            except (OSError, ValueError):
-                pass
-        try:
-            self._stdout.close()
-            self._stderr.close()
-        except Exception:
-            pass
-        if self._on_frame is not None:
-            self._on_frame(b"EOF", b"")  # reuse mode: the waiting call learns the container is gone
 
 
 class _Gone(DockerTaskError):
@@ -370,7 +255,7 @@ class DockerBackend:
         cid, sock = prepared
         lifecycle.add(cid, self.kill_all)
         try:
-            pump = _Pump(sock, on_output)
+            pump = Pump(frames_iter(sock, tty=False), on_output)
             pump.start()
             if lifecycle.interrupted(job.since):  # Ctrl-C came after the runner's check: never start it
                 return ContainerOutcome(container_id=cid, exit_code=None, image=job.image, cancelled=True)
@@ -438,7 +323,7 @@ class DockerBackend:
         conn = WorkerConnection(self, cid, job, on_output)
         conn.sock = sock
         try:
-            conn.pump = _Pump(conn.sock, conn.output, conn.frames.put_frame)
+            conn.pump = Pump(frames_iter(conn.sock, tty=False), conn.output, conn.frames.put_frame)
             conn.pump.start()
             self._start(cid, job)
             conn.send(job.stdin.take())
@@ -617,7 +502,7 @@ class WorkerConnection:
         self.job = job
         self.frames = _Frames()
         self.sock: Any = None
-        self.pump: _Pump | None = None
+        self.pump: Pump | None = None
         self._sink = on_output
         self._closed = False
 

@@ -1,0 +1,173 @@
+"""The host's end of the Swarm carrier: a TLS listener that task containers connect back to.
+
+Each call registers a one-time token; the container (``_connector.py``) presents it first thing on
+an encrypted connection, checks the host's certificate against the digest it was given, and from
+then on the connection carries the call in and the output, files and result out, just as the
+attach stream does on one engine. A connection with an unknown or used token is closed at once.
+
+The certificate is self-signed, made per process (``cryptography``), and never written anywhere
+but a 0600 file that is removed as soon as the ssl module has read it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import ssl
+import struct
+import tempfile
+import threading
+from collections.abc import Iterable, Iterator
+
+from ..errors import DockerTaskError
+
+HANDSHAKE_TIMEOUT = 10.0
+
+
+class Call:
+    """One call waiting for its container to connect."""
+
+    def __init__(self, token: bytes) -> None:
+        self.token = token
+        self.conn: ssl.SSLSocket | None = None
+        self.arrived = threading.Event()
+        self.exit_record: tuple[int, bool] | None = None  # (exit code, OOM-killed), once the container says
+
+    def frames(self) -> Iterator[tuple[int, bytes]]:
+        """(stream, bytes) as the container sends them (1 stdout, 2 stderr); the exit record is kept."""
+        conn = self.conn
+        assert conn is not None
+        while True:
+            header = _recv_exact(conn, 8)
+            if header is None:
+                return
+            stream, size = struct.unpack(">BxxxI", header)
+            data = _recv_exact(conn, size)
+            if data is None:
+                return
+            if stream == 3:
+                code, oom = data.split()
+                self.exit_record = (int(code), oom == b"1")
+                return
+            yield stream, data
+
+    def send_stdin(self, pieces: Iterable[bytes]) -> None:
+        """The container's stdin, framed; then the frame that closes it."""
+        conn = self.conn
+        assert conn is not None
+        for piece in pieces:
+            if piece:
+                conn.sendall(struct.pack(">I", len(piece)))
+                conn.sendall(piece)
+        conn.sendall(struct.pack(">I", 0))
+
+    def hang_up(self) -> None:
+        """Close the connection: the container's relay kills the call (a timeout, Ctrl-C)."""
+        if self.conn is not None:
+            try:
+                self.conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self.conn.close()
+
+
+def _recv_exact(conn: ssl.SSLSocket, n: int) -> bytes | None:
+    buf = bytearray()
+    while len(buf) < n:
+        try:
+            chunk = conn.recv(min(n - len(buf), 1 << 20))
+        except (OSError, ValueError):
+            return None
+        if not chunk:
+            return None
+        buf += chunk
+    return bytes(buf)
+
+
+def _self_signed() -> tuple[bytes, bytes]:
+    """A fresh certificate and key (PEM) for this process's listener."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dockertask-callback")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=7)).sign(key, hashes.SHA256()))
+    return (cert.public_bytes(serialization.Encoding.PEM),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()))
+
+
+class CallbackServer:
+    """Listens on all interfaces at the configured port (or any free one); containers are told
+    ``advertised_host:port``. One per process, started on the first Swarm call."""
+
+    def __init__(self, callback_address: str) -> None:
+        try:
+            cert_pem, key_pem = _self_signed()
+        except ImportError:
+            raise DockerTaskError("the Swarm backend needs the cryptography package for its encrypted callback "
+                                  "connection: pip install 'dockertask[swarm]'") from None
+        self._ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self._ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        self._ctx.num_tickets = 0  # nothing sent after the handshake: reads and writes stay independent
+        with tempfile.TemporaryDirectory(prefix="dockertask-tls-") as d:  # 0700, removed on exit
+            path = os.path.join(d, "cert.pem")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(cert_pem + key_pem)
+            self._ctx.load_cert_chain(path)
+        der = ssl.PEM_cert_to_DER_cert(cert_pem.decode())
+        self.pin = hashlib.sha256(der).hexdigest()
+        host, _, port = callback_address.rpartition(":") if ":" in callback_address else (callback_address, "", "0")
+        self._listener = socket.create_server(("", int(port)), backlog=128, reuse_port=False)
+        self.address = f"{host}:{self._listener.getsockname()[1]}"
+        self._lock = threading.Lock()
+        self._waiting: dict[bytes, Call] = {}
+        threading.Thread(target=self._accept, name="dockertask-callback", daemon=True).start()
+
+    def expect(self) -> Call:
+        call = Call(os.urandom(32).hex().encode())
+        with self._lock:
+            self._waiting[call.token] = call
+        return call
+
+    def forget(self, call: Call) -> None:
+        with self._lock:
+            self._waiting.pop(call.token, None)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                raw, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._handshake, args=(raw,), daemon=True).start()
+
+    def _handshake(self, raw: socket.socket) -> None:
+        try:
+            raw.settimeout(HANDSHAKE_TIMEOUT)
+            conn = self._ctx.wrap_socket(raw, server_side=True)
+            line = b""
+            while not line.endswith(b"\n") and len(line) < 128:  # byte by byte: what follows is the call's
+                chunk = conn.recv(1)
+                if not chunk:
+                    break
+                line += chunk
+            with self._lock:
+                call = self._waiting.pop(line.strip(), None)  # one use: a replayed token finds nothing
+            if call is None:
+                conn.close()
+                return
+            conn.settimeout(None)
+            call.conn = conn
+            call.arrived.set()
+        except (OSError, ValueError):
+            raw.close()

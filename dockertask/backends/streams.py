@@ -1,0 +1,129 @@
+"""A container's output, as lines for the user and frames for dockertask (no docker SDK here)."""
+
+from __future__ import annotations
+
+import collections
+import re
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from ..payload import FrameDecoder
+from .base import OutputSink
+
+LOG_TAIL_LINES = 50
+
+_BREAK = re.compile(rb"\r\n|\n|\r")
+MAX_LINE = 64 * 1024  # a longer line without an end is shown in pieces: memory stays bounded
+
+
+class _Lines:
+    """Bytes in, lines out to the sink, in linear time and bounded memory.
+
+    ``\n`` (or ``\r\n``) ends a line; ``\r`` ends an *update* (a progress bar redrawing its line),
+    passed on with its ``\r`` so the terminal redraws it live. Output that never ends a line goes
+    out in pieces of at most MAX_LINE bytes, cut on a UTF-8 character boundary.
+    """
+
+    def __init__(self, stream: str, sink: OutputSink, tail: collections.deque[str]) -> None:
+        self._stream = stream
+        self._sink = sink
+        self._tail = tail
+        self._pending = bytearray()
+        self._cr = False  # the last chunk ended in \r: a \n first in the next one makes it \r\n
+
+    def feed(self, chunk: bytes) -> None:
+        if self._cr:
+            self._cr = False
+            if chunk.startswith(b"\n"):
+                self._emit("")
+                chunk = chunk[1:]
+            else:
+                self._emit("\r")
+        pos = 0
+        for m in _BREAK.finditer(chunk):
+            self._pending += chunk[pos:m.start()]
+            pos = m.end()
+            if m.group() == b"\r" and pos == len(chunk):
+                self._cr = True
+                return
+            self._emit("\r" if m.group() == b"\r" else "")
+        self._pending += chunk[pos:]
+        while len(self._pending) > MAX_LINE:
+            cut = MAX_LINE
+            while cut > MAX_LINE - 4 and self._pending[cut] & 0xC0 == 0x80:  # inside a UTF-8 character
+                cut -= 1
+            piece = bytes(self._pending[:cut])
+            del self._pending[:cut]
+            self._send(piece.decode("utf-8", errors="replace"))
+
+    def close(self) -> None:
+        if self._cr:
+            self._cr = False
+            self._emit("\r")
+        if self._pending:
+            self._emit("")
+
+    def _emit(self, end: str) -> None:
+        line = self._pending.decode("utf-8", errors="replace") + end
+        self._pending.clear()
+        self._send(line)
+
+    def _send(self, line: str) -> None:
+        self._tail.append(line)
+        try:
+            self._sink(self._stream, line)
+        except Exception:  # a broken sink must not stop the pump (or the task)
+            pass
+
+
+class Pump:
+    """Reads a container's multiplexed output in a thread: stderr → lines; stdout → the control channel.
+
+    ``frames`` yields (stream id, bytes) as the engine's attach stream does (1 stdout, 2 stderr), from
+    the attach socket on one engine or from the callback connection on Swarm."""
+
+    def __init__(self, frames: Iterator[tuple[int, bytes]], sink: OutputSink,
+                 on_frame: Callable[[bytes, Any], None] | None = None) -> None:
+        self._frames = frames
+        self._on_frame = on_frame
+        self.tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
+        self._stdout = _Lines("stdout", sink, self.tail)
+        self._stderr = _Lines("stderr", sink, self.tail)
+        self.control = FrameDecoder(self._stdout.feed, on_frame)
+        self.broken = False
+        self._thread = threading.Thread(target=self._run, name="dockertask-output", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        frames = self._frames
+        try:
+            for stream_id, chunk in frames:
+                if stream_id == 1:
+                    self.control.feed(chunk)
+                elif stream_id == 2:
+                    self._stderr.feed(chunk)
+        except (OSError, ValueError):  # the socket is closed when the container is removed
+            pass
+        except Exception as exc:  # a fault of ours: say so, but keep draining (see below)
+            self.tail.append(f"[dockertask: output handling failed: {type(exc).__name__}: {exc}]")
+            self.broken = True
+            try:
+                # An undrained attach stream blocks the container's writes, and then the engine's
+                # kill and remove hang behind it: whatever happened, read to the end.
+                for _ in frames:
+                    pass
+            except (OSError, ValueError):
+                pass
+        try:
+            self._stdout.close()
+            self._stderr.close()
+        except Exception:
+            pass
+        if self._on_frame is not None:
+            self._on_frame(b"EOF", b"")  # reuse mode: the waiting call learns the container is gone

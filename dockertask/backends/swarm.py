@@ -1,0 +1,428 @@
+"""The Docker Swarm backend: each attempt is a one-task service, placed by its requests.
+
+    refuse what a service cannot enforce → publish the image (push to the registry, run by digest)
+    → a one-time token as a Swarm secret → create the service (restart: never) → wait for the task
+    to be scheduled (bounded) and to connect back → send the call → relay output → wait (timeout
+    from the connection) → result → remove service and secret (finally)
+
+The call, its secrets and its result travel over the callback connection (``callback.py``,
+``_connector.py``): no bind mount, no payload in a spec, env var or log. Everything else — the
+bootstrap and its frames — is exactly what runs on one engine. Images are built and kept on the
+manager's engine (``DOCKER_HOST``), which pushes them for the nodes.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import docker
+import requests
+from docker.errors import APIError, DockerException, NotFound
+from docker.types import ContainerSpec, Mount, Resources, RestartPolicy, SecretReference, TaskTemplate
+
+from .. import lifecycle, payload
+from ..config import Settings
+from ..errors import (
+    DockerTaskError,
+    DockerUnavailableError,
+    ImageNotFoundError,
+    ImageResolutionError,
+    TaskSchedulingError,
+    UnsupportedResourceError,
+)
+from ..secrets import SECRETS_MOUNT
+from . import callback
+from .base import ContainerJob, ContainerOutcome, ImageInfo, OutputSink
+from .docker import DockerBackend
+from .streams import Pump
+
+LABEL_RUN_ID = "dockertask.run-id"
+TOKEN_PATH = "/run/secrets/dockertask-token"
+# Exit codes of the connector (see _connector.py) before the call ran.
+_UNREACHABLE, _NOT_THE_HOST, _NO_TOKEN = 97, 98, 99
+_PENDING = ("new", "allocated", "pending")
+_ENDED = ("complete", "failed", "shutdown", "rejected", "orphaned", "remove")
+CONNECT_GRACE = 40.0  # a running task that has not connected by then never will (its relay gives up at 20 s)
+PREPARE_LIMIT = 900.0  # pulling an image: slow registries happen, a hang must still end
+_server_lock = threading.Lock()
+_server: callback.CallbackServer | None = None
+
+
+def refusal(job: ContainerJob) -> str | None:
+    """Why a service cannot run ``job`` as asked (checked before anything is created), or None."""
+    res, opt = job.resources, job.options
+    for label, r in (("limits", res.limits), ("requests", res.requests)):
+        if r is not None and r.gpu_count:
+            return f"{label}.gpu: the Swarm backend cannot give a task a GPU (services have no device requests)"
+        if r is not None and r.storage_bytes is not None:
+            return f"{label}.ephemeral_storage: a Swarm service cannot limit its container's disk"
+    if opt.devices:
+        return f"Docker(devices={list(opt.devices)!r}): a Swarm service cannot be given host devices"
+    if opt.platform is not None:
+        return f"Docker(platform={opt.platform!r}): choose the nodes by image architecture, not per task, on Swarm"
+    if opt.network in ("none", "host", "bridge"):
+        return (f"Docker(network={opt.network!r}): a Swarm task reaches the host over the network; use an "
+                "attachable overlay network, or no network option")
+    for bind in opt.binds:
+        source = bind.split(":", 1)[0]
+        if source.startswith("/"):
+            return (f"Docker(volumes=[{bind!r}]): a host path would be whichever node's disk the task lands on; "
+                    "pass data as File/Directory arguments, or use a named volume ('volume:NAME:/path')")
+    if opt.host_config or opt.create:
+        return (f"task_config raw engine settings {sorted({**opt.host_config, **opt.create})}: "
+                "only the single-engine backend can apply them")
+    return None
+
+
+def _server_for(settings: Settings) -> callback.CallbackServer:
+    global _server
+    with _server_lock:
+        if _server is None:
+            assert settings.callback_address is not None
+            _server = callback.CallbackServer(settings.callback_address)
+        return _server
+
+
+class SwarmBackend:
+    """Runs jobs as services of the Swarm whose manager DOCKER_HOST names."""
+
+    makes_spares = False  # a service cannot be made now and started later
+
+    def __init__(self, settings: Settings, engine: DockerBackend | None = None) -> None:
+        for name, value in (("registry", settings.registry), ("callback_address", settings.callback_address)):
+            if not value:
+                env = "DOCKERTASK_SWARM_REGISTRY" if name == "registry" else "DOCKERTASK_SWARM_CALLBACK"
+                raise DockerUnavailableError(
+                    f"backend='swarm' needs {name}: set it in [tool.dockertask.swarm], {env}, or "
+                    f"dockertask.configure({name}=...)")
+        self.settings = settings
+        self.engine = engine or DockerBackend()  # the manager's engine: images are built and kept there
+        self.api = self.engine.api
+        swarm = self.engine_info().get("Swarm") or {}
+        if not swarm.get("ControlAvailable"):
+            raise DockerUnavailableError(
+                f"backend='swarm': the engine at {self.engine._engine()} is not a Swarm manager "
+                f"(swarm state {swarm.get('LocalNodeState', 'unknown')!r}); point DOCKER_HOST at a manager node")
+        self._published: dict[str, tuple[str, str]] = {}  # image ref → (image id, registry ref by digest)
+        self._publish_lock = threading.Lock()
+
+    # -- running -------------------------------------------------------------------------
+
+    def run(self, job: ContainerJob, on_output: OutputSink, prepared: Any = None) -> ContainerOutcome:
+        why = refusal(job)
+        if why is not None:
+            raise UnsupportedResourceError(why)
+        image = self.publish(job.image)
+        server = _server_for(self.settings)
+        call = server.expect()
+        suffix = f"{job.labels.get(LABEL_RUN_ID, 'x')}-{job.labels.get('dockertask.attempt', '1')}"
+        secret_id = service_id = None
+        try:
+            secret_id = self._api(lambda: self.api.create_secret(
+                f"dockertask-token-{suffix}", call.token, labels=job.labels)["ID"], job)
+            service_id = self._api(lambda: self.api.create_service(
+                self._template(job, image, server, str(secret_id), suffix), name=f"dockertask-{suffix}",
+                labels=job.labels)["ID"], job)
+            lifecycle.add(str(service_id), self.kill_all)
+            early = self._await_connection(job, call, str(service_id), image)
+            if early is not None:
+                return early
+            return self._converse(job, call, str(service_id), on_output)
+        finally:
+            server.forget(call)
+            call.hang_up()
+            if service_id is not None:
+                self._remove_service(service_id)
+                lifecycle.discard(service_id)
+            if secret_id is not None:
+                self._remove_secret(secret_id)
+
+    def _template(self, job: ContainerJob, image: str, server: callback.CallbackServer, secret_id: str,
+                  suffix: str) -> TaskTemplate:
+        res, opt = job.resources, job.options
+        req, lim = res.requests, res.limits
+        cpu_limit = lim.cpu_cores if lim is not None and lim.cpu_cores is not None else (req.cpu_cores if req else None)
+        mem_limit = lim.mem_bytes if lim is not None and lim.mem_bytes is not None else (req.mem_bytes if req else None)
+        resources = Resources(
+            cpu_limit=int(cpu_limit * 1e9) if cpu_limit is not None else None, mem_limit=mem_limit,
+            cpu_reservation=int(req.cpu_cores * 1e9) if req is not None and req.cpu_cores is not None else None,
+            mem_reservation=req.mem_bytes if req is not None else None)
+        from ..plugins import DEFAULT_PIDS_LIMIT
+
+        pids = DEFAULT_PIDS_LIMIT if opt.pids_limit is None else opt.pids_limit
+        if pids:
+            resources.setdefault("Limits", {})["Pids"] = pids
+        mounts = []
+        if res.secrets_mib:
+            mounts.append(Mount(SECRETS_MOUNT, None, type="tmpfs", tmpfs_size=res.secrets_mib << 20, tmpfs_mode=0o1777))
+        if opt.shm_bytes is not None:
+            mounts.append(Mount("/dev/shm", None, type="tmpfs", tmpfs_size=opt.shm_bytes, tmpfs_mode=0o1777))
+        for bind in opt.binds:  # named volumes only (refusal() turned host paths away)
+            source, target, *mode = bind.split(":")
+            mounts.append(Mount(target, source, type="volume", read_only="ro" in (mode[0] if mode else "")))
+        from .. import _connector
+
+        env = {**job.environment, "DOCKERTASK_CALLBACK": server.address, "DOCKERTASK_CALLBACK_PIN": server.pin,
+               "DOCKERTASK_TOKEN_FILE": TOKEN_PATH}
+        spec = ContainerSpec(
+            image, command=["python3", "-c", _connector_source(_connector.__file__), payload.LOADER],
+            env=env, labels=job.labels, mounts=mounts, user=opt.user, init=True,
+            cap_add=list(opt.cap_add) or None, stop_grace_period=1_000_000_000,
+            secrets=[SecretReference(secret_id, f"dockertask-token-{suffix}", filename="dockertask-token",
+                                     uid="0", gid="0", mode=0o444)])
+        return TaskTemplate(spec, resources=resources, restart_policy=RestartPolicy(condition="none"),
+                            networks=[opt.network] if opt.network else None)
+
+    def _await_connection(self, job: ContainerJob, call: callback.Call, service_id: str,
+                          image: str) -> ContainerOutcome | None:
+        """Wait for the task to be scheduled, pull its image, start and connect back; None once it has.
+        Errors a user can act on for a task no node takes, an image the nodes cannot pull, or a callback
+        address they cannot reach; an outcome for a container that ended before it connected."""
+        task = job.labels.get("dockertask.task", "?")
+        begun = time.monotonic()
+        state_since = begun
+        last_state = ""
+        while not call.arrived.wait(0.25):
+            if lifecycle.interrupted(job.since):
+                return ContainerOutcome(container_id=service_id, exit_code=None, image=job.image, cancelled=True)
+            tasks = self._api(lambda: self.api.tasks(filters={"service": service_id}), job)
+            if not tasks:
+                continue
+            status = tasks[0].get("Status") or {}
+            state, err = str(status.get("State", "")), str(status.get("Err", ""))
+            now = time.monotonic()
+            if state != last_state:
+                last_state, state_since = state, now
+            if state in _PENDING and now - begun > self.settings.schedule_timeout:
+                raise TaskSchedulingError(
+                    f"task {task}: no node of the Swarm took it within {self.settings.schedule_timeout:g} s "
+                    f"({err or state}); its requests {_describe(job)} fit no ready node. Lower them, add nodes, "
+                    "or wait longer with DOCKERTASK_SWARM_SCHEDULE_TIMEOUT")
+            if state in ("assigned", "accepted", "preparing") and now - state_since > PREPARE_LIMIT:
+                raise ImageResolutionError(f"task {task}: its node has been pulling {image} for "
+                                           f"{PREPARE_LIMIT:g} s; check that the nodes reach {self.settings.registry}")
+            if state in ("running", "starting") and now - state_since > CONNECT_GRACE:
+                raise self._unreachable(task, "it started but never connected back")
+            if state in ("rejected", "failed") and not (status.get("ContainerStatus") or {}).get("ContainerID"):
+                if any(w in err.lower() for w in ("no such image", "pull", "manifest", "not found")):
+                    raise ImageResolutionError(
+                        f"task {task}: the Swarm nodes could not pull {image} ({err}); check that every node "
+                        f"reaches the registry {self.settings.registry} (a plain-HTTP registry must be in each "
+                        "engine's insecure-registries)")
+                raise DockerTaskError(f"task {task}: Swarm could not start its container: {err}")
+            if state in _ENDED and not call.arrived.is_set():
+                code = (status.get("ContainerStatus") or {}).get("ExitCode")
+                if code == _UNREACHABLE:
+                    raise self._unreachable(task, "it could not connect")
+                if code == _NOT_THE_HOST:
+                    raise self._unreachable(task, "something else answered at that address")
+                if code == _NO_TOKEN:
+                    raise DockerTaskError(f"task {task}: its container could not read its call token "
+                                          f"({TOKEN_PATH}); Docker(user=...) must be able to read Swarm secrets")
+                return ContainerOutcome(container_id=service_id, exit_code=code if isinstance(code, int) else None,
+                                        image=job.image, logs_tail=err)
+        return None
+
+    def _unreachable(self, task: str, what: str) -> DockerUnavailableError:
+        return DockerUnavailableError(
+            f"task {task}: its container could not reach this host at {_server_for(self.settings).address} "
+            f"({what}); set callback_address ([tool.dockertask.swarm], DOCKERTASK_SWARM_CALLBACK) to an address "
+            "of this machine that the Swarm nodes' containers can connect to, and open that port")
+
+    def _converse(self, job: ContainerJob, call: callback.Call, service_id: str,
+                  on_output: OutputSink) -> ContainerOutcome:
+        """The connected call: send stdin, relay output, wait (its timeout counts from here)."""
+        pump = Pump(call.frames(), on_output)
+        pump.start()
+        sender = threading.Thread(target=self._send, args=(call, job), name="dockertask-stdin", daemon=True)
+        sender.start()
+        pump.join(job.timeout if job.timeout is not None else 1e9)
+        timed_out = pump_alive = _alive(pump)
+        if pump_alive:
+            call.hang_up()  # the relay in the container kills the call
+            self._remove_service(service_id)
+            pump.join(30)
+        record = call.exit_record
+        cancelled = lifecycle.interrupted(job.since)
+        if record is None and not timed_out:  # the connection ended without an exit: stopped from outside
+            code: int | None = 137
+        else:
+            code = record[0] if record is not None else None
+        return ContainerOutcome(
+            container_id=service_id, exit_code=code, image=job.image, oom_killed=bool(record and record[1]),
+            timed_out=timed_out and not cancelled, cancelled=cancelled,
+            result=None if timed_out else pump.control.result, logs_tail="\n".join(pump.tail),
+            archive=pump.control.take_archive())
+
+    @staticmethod
+    def _send(call: callback.Call, job: ContainerJob) -> None:
+        try:
+            call.send_stdin(job.stdin.take())
+        except OSError:
+            pass  # the container is gone: its exit (or the lack of one) says why
+
+    def _api(self, fn: Callable[[], Any], job: ContainerJob) -> Any:
+        try:
+            return fn()
+        except APIError as exc:
+            raise DockerTaskError(f"task {job.labels.get('dockertask.task', '?')}: the Swarm manager refused: "
+                                  f"{exc.explanation or exc}") from None
+        except (requests.exceptions.RequestException, DockerException) as exc:
+            raise self.engine._lost(exc, job, None) from None
+
+    def _remove_service(self, service_id: str) -> None:
+        try:
+            self.api.remove_service(service_id)
+        except NotFound:
+            pass
+        except (APIError, requests.exceptions.RequestException, DockerException):
+            pass  # `dockertask gc` removes services of dead processes
+
+    def _remove_secret(self, secret_id: str) -> None:
+        for _ in range(20):  # a secret is in use until its service's task is gone
+            try:
+                self.api.remove_secret(secret_id)
+                return
+            except NotFound:
+                return
+            except APIError:
+                time.sleep(0.25)
+            except (requests.exceptions.RequestException, DockerException):
+                return
+
+    def kill_all(self, container_ids: list[str]) -> None:
+        for service_id in container_ids:
+            self._remove_service(service_id)
+
+    def prepare(self, job: ContainerJob) -> Any:
+        raise UnsupportedResourceError("the Swarm backend makes no containers ahead of their call")
+
+    def discard(self, prepared: Any) -> None:
+        return None
+
+    def open_worker(self, job: ContainerJob, on_output: OutputSink) -> Any:
+        raise UnsupportedResourceError(
+            f"task {job.labels.get('dockertask.task', '?')}: reusable containers (ReusePolicy) run on one engine "
+            "only for now; drop reusable= for the Swarm backend")
+
+    # -- images --------------------------------------------------------------------------
+
+    def publish(self, ref: str) -> str:
+        """``ref`` (on the manager's engine) pushed to the registry: the reference by digest the nodes run."""
+        info = self.engine.image_info(ref)
+        if info is None:
+            raise ImageNotFoundError(f"image {ref!r} is not on the Swarm manager's engine")
+        with self._publish_lock:
+            known = self._published.get(ref)
+            if known is not None and known[0] == info.id:
+                return known[1]
+            repo, tag = _registry_name(ref, str(self.settings.registry))
+            try:
+                self.api.tag(info.id, repo, tag)
+                digest = ""
+                for line in self.api.push(repo, tag=tag, stream=True, decode=True):
+                    if "error" in line:
+                        raise ImageResolutionError(f"pushing {ref} to {self.settings.registry} failed: "
+                                                   f"{line['error']}; check that the manager reaches the registry")
+                    digest = str((line.get("aux") or {}).get("Digest", digest))
+            except APIError as exc:
+                raise ImageResolutionError(f"pushing {ref} to {self.settings.registry} failed: "
+                                           f"{exc.explanation or exc}") from None
+            except requests.exceptions.RequestException as exc:
+                raise DockerUnavailableError(f"lost the Swarm manager while pushing {ref}: {exc}") from None
+            if not digest:
+                raise ImageResolutionError(f"pushing {ref} to {self.settings.registry} gave no digest")
+            by_digest = f"{repo}@{digest}"
+            self._published[ref] = (info.id, by_digest)
+            return by_digest
+
+    def image_info(self, ref: str) -> ImageInfo | None:
+        return self.engine.image_info(ref)
+
+    def pull(self, ref: str) -> bool:
+        return self.engine.pull(ref)
+
+    def build(self, context_tar: bytes, tag: str, buildargs: dict[str, str], labels: dict[str, str],
+              on_log: Callable[[str], None]) -> None:
+        self.engine.build(context_tar, tag, buildargs, labels, on_log)
+
+    def import_rootfs(self, path: str, tag: str, changes: list[str]) -> None:
+        self.engine.import_rootfs(path, tag, changes)
+
+    def images(self, label: str) -> list[ImageInfo]:
+        return self.engine.images(label)
+
+    # -- housekeeping --------------------------------------------------------------------
+
+    def gc(self, is_orphan: Callable[[dict[str, str]], bool], dry_run: bool = False) -> list[str]:
+        """Services (and their token secrets) of dead processes, then the manager engine's own containers."""
+        removed = []
+        try:
+            for s in self.api.services(filters={"label": LABEL_RUN_ID}):
+                labels = (s.get("Spec") or {}).get("Labels") or {}
+                if is_orphan(labels):
+                    if not dry_run:
+                        self._remove_service(s["ID"])
+                    removed.append(str(s["ID"]))
+            for sec in self.api.secrets(filters={"label": LABEL_RUN_ID}):
+                labels = (sec.get("Spec") or {}).get("Labels") or {}
+                if is_orphan(labels):
+                    if not dry_run:
+                        self._remove_secret(sec["ID"])
+                    removed.append(str(sec["ID"]))
+        except requests.exceptions.ConnectionError as exc:
+            raise DockerUnavailableError(f"the Swarm manager is unreachable: {exc}") from None
+        return removed + self.engine.gc(is_orphan, dry_run)
+
+    def remove_network(self, name: str) -> None:
+        self.engine.remove_network(name)
+
+    def gc_networks(self, is_orphan: Callable[[dict[str, str]], bool], dry_run: bool = False) -> list[str]:
+        return self.engine.gc_networks(is_orphan, dry_run)
+
+    def engine_info(self) -> dict[str, Any]:
+        return self.engine.engine_info()
+
+
+def _alive(pump: Pump) -> bool:
+    return pump._thread.is_alive()
+
+
+def _describe(job: ContainerJob) -> str:
+    r = job.resources.requests
+    return str(r.to_dict()) if r is not None else "{}"
+
+
+def _registry_name(ref: str, registry: str) -> tuple[str, str]:
+    """Where ``ref`` goes in the registry: ``registry/path`` and a tag (the original registry host dropped)."""
+    name, _, digest = ref.partition("@")
+    repo, sep, tag = name.rpartition(":")
+    if not sep or "/" in tag:
+        repo, tag = name, "latest"
+    if digest:
+        tag = "sha256-" + digest.split(":", 1)[-1][:32]
+    first, _, rest = repo.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        repo = rest
+    return f"{registry}/{repo}", tag
+
+
+_source_cache: dict[str, str] = {}
+
+
+def _connector_source(path: str) -> str:
+    if path not in _source_cache:
+        with open(path, encoding="utf-8") as f:
+            _source_cache[path] = f.read()
+    return _source_cache[path]
+
+
+def client_for(settings: Settings) -> SwarmBackend:
+    """The Swarm backend for ``settings`` (its manager is DOCKER_HOST)."""
+    try:
+        return SwarmBackend(settings)
+    except docker.errors.DockerException as exc:
+        raise DockerUnavailableError(f"the Swarm manager is unreachable: {exc}") from None
