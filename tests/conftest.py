@@ -43,8 +43,10 @@ def engine_problem() -> str | None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     problem = None
     for item in items:
-        if "integration" in item.path.parts:
+        if "integration" in item.path.parts or "swarm" in item.path.parts:
             item.add_marker(pytest.mark.docker)
+        if "swarm" in item.path.parts:
+            item.add_marker(pytest.mark.swarm)
     for item in items:
         if item.get_closest_marker("docker"):
             problem = problem or engine_problem()

@@ -139,6 +139,10 @@ class CallbackServer:
             self._waiting[call.token] = call
         return call
 
+    def close(self) -> None:
+        """Stop listening (calls already connected go on)."""
+        self._listener.close()
+
     def forget(self, call: Call) -> None:
         with self._lock:
             self._waiting.pop(call.token, None)

@@ -13,6 +13,7 @@ manager's engine (``DOCKER_HOST``), which pushes them for the nodes.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -47,8 +48,6 @@ _PENDING = ("new", "allocated", "pending")
 _ENDED = ("complete", "failed", "shutdown", "rejected", "orphaned", "remove")
 CONNECT_GRACE = 40.0  # a running task that has not connected by then never will (its relay gives up at 20 s)
 PREPARE_LIMIT = 900.0  # pulling an image: slow registries happen, a hang must still end
-_server_lock = threading.Lock()
-_server: callback.CallbackServer | None = None
 
 
 def refusal(job: ContainerJob) -> str | None:
@@ -77,15 +76,6 @@ def refusal(job: ContainerJob) -> str | None:
     return None
 
 
-def _server_for(settings: Settings) -> callback.CallbackServer:
-    global _server
-    with _server_lock:
-        if _server is None:
-            assert settings.callback_address is not None
-            _server = callback.CallbackServer(settings.callback_address)
-        return _server
-
-
 class SwarmBackend:
     """Runs jobs as services of the Swarm whose manager DOCKER_HOST names."""
 
@@ -108,6 +98,22 @@ class SwarmBackend:
                 f"(swarm state {swarm.get('LocalNodeState', 'unknown')!r}); point DOCKER_HOST at a manager node")
         self._published: dict[str, tuple[str, str]] = {}  # image ref → (image id, registry ref by digest)
         self._publish_lock = threading.Lock()
+        self._server: callback.CallbackServer | None = None  # listening from the first call on
+        self._server_lock = threading.Lock()
+
+    def server(self) -> callback.CallbackServer:
+        with self._server_lock:
+            if self._server is None:
+                assert self.settings.callback_address is not None
+                self._server = callback.CallbackServer(self.settings.callback_address)
+            return self._server
+
+    def close(self) -> None:
+        """Stop the callback listener (tests make several backends in one process)."""
+        with self._server_lock:
+            if self._server is not None:
+                self._server.close()
+                self._server = None
 
     # -- running -------------------------------------------------------------------------
 
@@ -116,7 +122,7 @@ class SwarmBackend:
         if why is not None:
             raise UnsupportedResourceError(why)
         image = self.publish(job.image)
-        server = _server_for(self.settings)
+        server = self.server()
         call = server.expect()
         suffix = f"{job.labels.get(LABEL_RUN_ID, 'x')}-{job.labels.get('dockertask.attempt', '1')}"
         secret_id = service_id = None
@@ -166,7 +172,8 @@ class SwarmBackend:
         from .. import _connector
 
         env = {**job.environment, "DOCKERTASK_CALLBACK": server.address, "DOCKERTASK_CALLBACK_PIN": server.pin,
-               "DOCKERTASK_TOKEN_FILE": TOKEN_PATH}
+               "DOCKERTASK_TOKEN_FILE": TOKEN_PATH,
+               "DOCKERTASK_CONNECT_TIMEOUT": os.environ.get("DOCKERTASK_SWARM_CONNECT_TIMEOUT", "20")}
         spec = ContainerSpec(
             image, command=["python3", "-c", _connector_source(_connector.__file__), payload.LOADER],
             env=env, labels=job.labels, mounts=mounts, user=opt.user, init=True,
@@ -228,7 +235,7 @@ class SwarmBackend:
 
     def _unreachable(self, task: str, what: str) -> DockerUnavailableError:
         return DockerUnavailableError(
-            f"task {task}: its container could not reach this host at {_server_for(self.settings).address} "
+            f"task {task}: its container could not reach this host at {self.server().address} "
             f"({what}); set callback_address ([tool.dockertask.swarm], DOCKERTASK_SWARM_CALLBACK) to an address "
             "of this machine that the Swarm nodes' containers can connect to, and open that port")
 

@@ -6,7 +6,7 @@ import collections
 
 import pytest
 
-from dockertask.backends.docker import MAX_LINE, _Lines
+from dockertask.backends.streams import MAX_LINE, _Lines
 
 
 def _split(*chunks: bytes) -> list[str]:

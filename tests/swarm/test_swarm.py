@@ -1,0 +1,366 @@
+"""Tasks on a real 3-node Swarm: every seed parameter, the errors a user can act on, and cleanup."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dockertask import (
+    DockerUnavailableError,
+    Resources,
+    Secret,
+    TaskOOMError,
+    TaskSchedulingError,
+    TaskTimeoutError,
+    UnsupportedResourceError,
+    current_context,
+    map_task,
+    task,
+)
+from dockertask.errors import ImageResolutionError
+
+from . import cluster as cluster_mod
+from .conftest import leftovers, make_backend
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@task
+def where(x: int) -> dict[str, Any]:
+    import socket
+
+    print(f"line {x} from the task", flush=True)
+    return {"x": x, "container": socket.gethostname(), "attempt": current_context().attempt}
+
+
+@task
+def big(n: int) -> bytes:
+    return os.urandom(16) * (n // 16)
+
+
+class Refused(ValueError):
+    pass
+
+
+@task
+def fails(why: str) -> None:
+    raise Refused(why)
+
+
+def test_result_output_and_user_exception(capfd: pytest.CaptureFixture[str]) -> None:
+    """A call returns its value, prints its output live on the host, and raises the task's own exception."""
+    got = where(3)
+    assert got["x"] == 3 and got["attempt"] == 1
+    assert "line 3 from the task" in capfd.readouterr().out
+    with pytest.raises(Refused, match="no thanks"):
+        fails("no thanks")
+
+
+def test_a_50_mb_result_comes_back_whole() -> None:
+    """50 MB travels back over the callback connection intact."""
+    data = big(50 * 2**20)
+    assert len(data) == 50 * 2**20 and data[:16] * 4 == data[:64]
+
+
+@task(limits=Resources(cpu="500m", mem="96Mi"), requests=Resources(cpu="100m", mem="32Mi"),
+      environment={"STAGE": "swarm"})
+def limited() -> dict[str, str]:
+    def read(*paths: str) -> str:
+        for p in paths:
+            try:
+                with open(p) as f:
+                    return f.read().strip()
+            except OSError:
+                continue
+        return "?"
+
+    return {"mem": read("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory.max"),
+            "quota": read("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu.max"),
+            "pids": read("/sys/fs/cgroup/pids/pids.max", "/sys/fs/cgroup/pids.max"),
+            "stage": os.environ.get("STAGE", "")}
+
+
+def test_limits_environment_and_pids_apply_in_the_container() -> None:
+    """Limits reach the container's cgroup on its node; the environment is set."""
+    got = limited()
+    assert got["mem"] == str(96 * 2**20)
+    assert got["quota"].split()[0] == "50000"  # 0.5 CPU of a 100 ms period
+    assert got["pids"] == "4096"
+    assert got["stage"] == "swarm"
+
+
+@task(requests=Resources(cpu="64"))
+def too_big() -> None: ...
+
+
+def test_a_task_no_node_can_take_fails_after_the_scheduling_wait(swarm_cluster: cluster_mod.Cluster) -> None:
+    """Requests that fit no node end in TaskSchedulingError after the configured wait, not a hang."""
+    from dockertask import backends
+
+    backend = make_backend(swarm_cluster, schedule_timeout=3.0)
+    backends.set_default_backend(backend)
+    try:
+        began = time.monotonic()
+        with pytest.raises(TaskSchedulingError, match=r"no node of the Swarm took it within 3 s.*cpu"):
+            too_big()
+        assert time.monotonic() - began < 20
+    finally:
+        backend.close()
+
+
+@task(limits=Resources(mem="64Mi"))
+def hog() -> None:
+    chunks = []
+    while True:
+        chunks.append(bytearray(8 << 20))
+
+
+def test_oom_is_reported_as_oom() -> None:
+    """A task killed at its memory limit is a TaskOOMError, though the manager never reports OOM."""
+    with pytest.raises(TaskOOMError, match="64Mi"):
+        hog()
+
+
+@task(timeout=2)
+def sleeps() -> None:
+    time.sleep(60)
+
+
+def test_timeout_kills_the_task() -> None:
+    """A task past its timeout is killed: TaskTimeoutError in seconds, and its service is gone."""
+    began = time.monotonic()
+    with pytest.raises(TaskTimeoutError, match="timeout of 2s"):
+        sleeps()
+    assert time.monotonic() - began < 20
+
+
+@task(retries=2)
+def flaky() -> int:
+    attempt = current_context().attempt
+    if attempt < 2:
+        raise RuntimeError(f"attempt {attempt} fails")
+    return attempt
+
+
+def test_retries_run_again_in_a_fresh_service() -> None:
+    """A failed attempt is retried as a new service."""
+    assert flaky() == 2
+
+
+@task(secret_requests=[Secret("swarmdb", "password"), Secret("swarmdb", "token", Secret.MountType.ENV_VAR)])
+def reads_secrets() -> list[str]:
+    time.sleep(2)  # long enough for the test to inspect the running service
+    ctx = current_context()
+    return [ctx.secrets.get("swarmdb", "password"), ctx.secrets.get("swarmdb", "token")]
+
+
+def test_secrets_arrive_but_never_in_a_service_spec(swarm_cluster: cluster_mod.Cluster,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Secret values reach the task, and appear in no `docker service inspect` or secret list."""
+    monkeypatch.setenv("DOCKERTASK_SECRET_SWARMDB_PASSWORD", "pw-swarm-123")
+    monkeypatch.setenv("DOCKERTASK_SECRET_SWARMDB_TOKEN", "tok-swarm-456")
+    seen: list[str] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        manager = swarm_cluster.engine("manager")
+        while not done.is_set():
+            for s in manager.services():
+                seen.append(json.dumps(manager.inspect_service(s["ID"])))
+            seen.append(json.dumps(manager.secrets()))
+            time.sleep(0.2)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        assert reads_secrets() == ["pw-swarm-123", "tok-swarm-456"]
+    finally:
+        done.set()
+        watcher.join()
+    assert any("dockertask-" in s for s in seen), "the watcher never saw the service"
+    for value in ("pw-swarm-123", "tok-swarm-456"):
+        assert not any(value in s for s in seen)
+
+
+@task(cache=True, cache_version="1")
+def cached(x: int) -> str:
+    import socket
+
+    return f"{x}@{socket.gethostname()}"
+
+
+def test_cache_hits_need_no_service() -> None:
+    """A second identical call is answered from the cache."""
+    first = cached(5)
+    began = time.monotonic()
+    assert cached(5) == first
+    assert time.monotonic() - began < 0.3
+
+
+@task
+def slow_where(x: int) -> str:
+    import socket
+
+    time.sleep(3)
+    return socket.gethostname()
+
+
+def test_concurrent_calls_spread_over_nodes(swarm_cluster: cluster_mod.Cluster) -> None:
+    """map_task's concurrent calls land on more than one node, as the nodes' own engines show."""
+    from ..conftest import SESSION, SESSION_LABEL
+
+    nodes_used: set[str] = set()
+    done = threading.Event()
+
+    def watch() -> None:
+        engines = {name: swarm_cluster.engine(name) for name in swarm_cluster.node_urls}
+        while not done.is_set():
+            for name, api in engines.items():
+                if api.containers(filters={"label": f"{SESSION_LABEL}={SESSION}"}):
+                    nodes_used.add(name)
+            time.sleep(0.2)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        results = map_task(slow_where, concurrency=6)(x=list(range(6)))
+    finally:
+        done.set()
+        watcher.join()
+    assert len(results) == 6
+    assert len(nodes_used) >= 2, nodes_used
+
+
+def test_submit_runs_calls_concurrently() -> None:
+    """submit() returns futures whose calls run at once on the cluster."""
+    began = time.monotonic()
+    futures = [slow_where.submit(i) for i in range(3)]
+    assert len({f.result(timeout=120) for f in futures}) == 3
+    assert time.monotonic() - began < 3 * 3
+
+
+@task(limits=Resources(gpu=1))
+def wants_gpu() -> None: ...
+
+
+def test_settings_swarm_cannot_enforce_are_refused_before_anything_starts(
+        swarm_cluster: cluster_mod.Cluster) -> None:
+    """A GPU (or host device, host path...) is an UnsupportedResourceError and no service is made."""
+    with pytest.raises(UnsupportedResourceError, match="gpu"):
+        wants_gpu()
+    assert not swarm_cluster.engine("manager").services()
+
+
+def test_unreachable_callback_address_is_one_clear_error(swarm_cluster: cluster_mod.Cluster,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A callback address the nodes cannot reach fails with DockerUnavailableError naming it, not a hang."""
+    from dockertask import backends
+
+    monkeypatch.setenv("DOCKERTASK_SWARM_CONNECT_TIMEOUT", "3")
+    backend = make_backend(swarm_cluster, callback_address="192.0.2.1")  # TEST-NET-1: routes nowhere
+    backends.set_default_backend(backend)
+    try:
+        began = time.monotonic()
+        with pytest.raises(DockerUnavailableError, match=r"could not reach this host at 192\.0\.2\.1:\d+"):
+            where(1)
+        assert time.monotonic() - began < 40
+    finally:
+        backend.close()
+
+
+def test_a_registry_the_manager_cannot_reach_is_named(swarm_cluster: cluster_mod.Cluster) -> None:
+    """Images go through the registry: one that cannot be reached is an ImageResolutionError naming it."""
+    from dockertask import backends
+
+    backend = make_backend(swarm_cluster, registry="no-such-registry:5000")
+    backends.set_default_backend(backend)
+    try:
+        with pytest.raises(ImageResolutionError, match="no-such-registry:5000"):
+            where(1)
+    finally:
+        backend.close()
+
+
+SCRIPT = """
+import sys, time
+sys.path.insert(0, {root!r})
+import dockertask
+from dockertask import task
+
+@task
+def forever() -> None:
+    time.sleep(300)
+
+dockertask.configure(backend="swarm", registry={registry!r}, callback_address={callback!r})
+print("calling", flush=True)
+forever()
+"""
+
+
+def _script_process(c: cluster_mod.Cluster, tmp_path: Path) -> subprocess.Popen[str]:
+    script = tmp_path / "forever.py"
+    script.write_text(SCRIPT.format(root=str(ROOT), registry=c.registry, callback=c.gateway))
+    env = {**os.environ, "DOCKER_HOST": c.manager_url}
+    return subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def _wait_for_service(c: cluster_mod.Cluster, running: bool = True) -> None:
+    from ..conftest import SESSION, SESSION_LABEL
+
+    manager = c.engine("manager")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        for s in manager.services(filters={"label": f"{SESSION_LABEL}={SESSION}"}):
+            tasks = manager.tasks(filters={"service": s["ID"]})
+            if tasks and tasks[0]["Status"]["State"] == "running":
+                return
+        time.sleep(0.2)
+    raise AssertionError("the task's service never ran")
+
+
+def test_ctrl_c_removes_the_service(swarm_cluster: cluster_mod.Cluster, tmp_path: Path) -> None:
+    """Ctrl-C on the host removes the running task's service, its secret and its container."""
+    proc = _script_process(swarm_cluster, tmp_path)
+    try:
+        _wait_for_service(swarm_cluster)
+        time.sleep(1)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0
+    assert "Traceback" not in err or "KeyboardInterrupt" in err or "interrupted" in err, err
+    deadline = time.monotonic() + 20
+    while leftovers(swarm_cluster) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not leftovers(swarm_cluster)
+
+
+def test_gc_removes_services_of_a_killed_host_process(swarm_cluster: cluster_mod.Cluster, tmp_path: Path) -> None:
+    """After kill -9 the service stays; `dockertask gc` on the manager removes it and its secret."""
+    proc = _script_process(swarm_cluster, tmp_path)
+    try:
+        _wait_for_service(swarm_cluster)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert leftovers(swarm_cluster).get("services")
+    env = {**os.environ, "DOCKER_HOST": swarm_cluster.manager_url, "DOCKERTASK_BACKEND": "swarm",
+           "DOCKERTASK_SWARM_REGISTRY": swarm_cluster.registry, "DOCKERTASK_SWARM_CALLBACK": swarm_cluster.gateway}
+    out = subprocess.run([sys.executable, "-m", "dockertask", "gc"], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    deadline = time.monotonic() + 20
+    while leftovers(swarm_cluster) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not leftovers(swarm_cluster)
