@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from .errors import DockerTaskError
 from .images import HOST_PYTHON, build_default_image, default_image_ref
+
+if TYPE_CHECKING:
+    from .backends.swarm import SwarmBackend
 
 
 def _line(ok: bool, what: str, fix: str = "") -> bool:
@@ -44,6 +49,10 @@ def run_checks(fix: bool = False) -> int:
     at = f" at {where.base_url} (found through {where.how})" if where is not None else ""
     _line(True, f"Docker engine {info.get('ServerVersion')} reachable{at} ({info.get('Driver')}, "
                 f"cgroup v{info.get('CgroupVersion', '1')})")
+    from .backends.swarm import SwarmBackend
+
+    if isinstance(backend, SwarmBackend):
+        ok &= _swarm_checks(backend)
     ref = default_image_ref()
     present = backend.image_info(ref) is not None
     if not present and fix:
@@ -59,7 +68,9 @@ def run_checks(fix: bool = False) -> int:
         try:
             version = _image_python()
             same = version.rsplit(".", 1)[0] == HOST_PYTHON
-            ok &= _line(same, f"default image runs a task: Python {version}",
+            ok &= _line(same, f"default image runs a task: Python {version}" + (
+                        " (on a node, its call and result over the callback connection)"
+                        if isinstance(backend, SwarmBackend) else ""),
                         f"the image needs Python {HOST_PYTHON}; set DOCKERTASK_IMAGE_DEFAULT to one that has it")
         except DockerTaskError as exc:
             ok &= _line(False, "default image runs a task", f"{type(exc).__name__}: {exc}")
@@ -71,3 +82,32 @@ def run_checks(fix: bool = False) -> int:
     ok &= _line(not left, f"{len(left)} container(s) left by dead dockertask processes",
                 "run `dockertask gc` to remove them")
     return 0 if ok else 1
+
+
+def _swarm_checks(backend: SwarmBackend) -> bool:
+    """The cluster: nodes ready, the registry reachable from the manager (push) and every node (pull).
+    The callback path is checked by running a task (below)."""
+    from .hostproc import owner_labels
+
+    nodes = backend.nodes()
+    down = [f"{name} ({state}, {availability})" for name, state, availability in nodes
+            if state != "ready" or availability != "active"]
+    ok = _line(not down, f"Swarm manager at {backend.engine._engine()}: {len(nodes)} node(s), "
+                         f"{len(nodes) - len(down)} ready and active" + (f"; not: {', '.join(down)}" if down else ""),
+               "`docker node ls` on the manager; bring the nodes back or `docker node rm` them")
+    ref = default_image_ref()
+    if backend.image_info(ref) is None:
+        return _line(False, f"default image {ref} is not on the manager's engine",
+                     "run `dockertask doctor --fix` to build it there") and ok
+    try:
+        published = backend.publish(ref)
+    except DockerTaskError as exc:
+        return _line(False, f"registry {backend.settings.registry} takes the manager's push", str(exc)) and ok
+    ok &= _line(True, f"registry {backend.settings.registry} takes the manager's push ({published})")
+    answers = backend.probe_pulls(published, {**owner_labels(), "dockertask.run-id": f"doctor-{os.getpid()}"})
+    bad = {node: why for node, why in answers.items() if why != "ok"}
+    ok &= _line(not bad, f"every node pulls and runs it from {backend.settings.registry} ({len(answers)} node(s))"
+                + "".join(f"\n       {node}: {why}" for node, why in bad.items()),
+                f"each node's engine must reach {backend.settings.registry} (a plain-HTTP registry must be in its "
+                "insecure-registries)")
+    return ok

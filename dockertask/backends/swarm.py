@@ -315,6 +315,36 @@ class SwarmBackend:
             f"task {job.labels.get('dockertask.task', '?')}: reusable containers (ReusePolicy) run on one engine "
             "only for now; drop reusable= for the Swarm backend")
 
+    # -- checks (dockertask doctor) -------------------------------------------------------
+
+    def nodes(self) -> list[tuple[str, str, str]]:
+        """(hostname, state, availability) of every node."""
+        return [(str(n["Description"]["Hostname"]), str(n["Status"]["State"]), str(n["Spec"]["Availability"]))
+                for n in self.api.nodes()]
+
+    def probe_pulls(self, image: str, labels: dict[str, str], timeout: float = 120) -> dict[str, str]:
+        """Each node's answer to running ``image`` (by digest): "ok", or why it could not (pull errors).
+        A global service runs once per node; it is removed before this returns."""
+        names = {str(n["ID"]): str(n["Description"]["Hostname"]) for n in self.api.nodes()}
+        spec = ContainerSpec(image, command=["python3", "-c", "pass"], labels=labels)
+        service = self.api.create_service(TaskTemplate(spec, restart_policy=RestartPolicy(condition="none")),
+                                          name=f"dockertask-doctor-{os.getpid()}", labels=labels, mode="global")["ID"]
+        answers: dict[str, str] = {}
+        try:
+            deadline = time.monotonic() + timeout
+            while len(answers) < len(names) and time.monotonic() < deadline:
+                for t in self.api.tasks(filters={"service": service}):
+                    status = t.get("Status") or {}
+                    node = names.get(str(t.get("NodeID")), str(t.get("NodeID")))
+                    if status.get("State") == "complete":
+                        answers[node] = "ok"
+                    elif status.get("State") in ("failed", "rejected"):
+                        answers[node] = str(status.get("Err") or status.get("State"))
+                time.sleep(0.3)
+        finally:
+            self._remove_service(service)
+        return {name: answers.get(name, f"no answer within {timeout:g} s") for name in names.values()}
+
     # -- images --------------------------------------------------------------------------
 
     def publish(self, ref: str) -> str:

@@ -364,3 +364,19 @@ def test_gc_removes_services_of_a_killed_host_process(swarm_cluster: cluster_mod
     while leftovers(swarm_cluster) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not leftovers(swarm_cluster)
+
+
+def test_doctor_checks_the_cluster(swarm_cluster: cluster_mod.Cluster) -> None:
+    """`dockertask doctor` on Swarm: nodes ready, registry push and pull on every node, and a task's round trip."""
+    env = {**os.environ, "DOCKER_HOST": swarm_cluster.manager_url, "DOCKERTASK_BACKEND": "swarm",
+           "DOCKERTASK_SWARM_REGISTRY": swarm_cluster.registry, "DOCKERTASK_SWARM_CALLBACK": swarm_cluster.gateway}
+    out = subprocess.run([sys.executable, "-m", "dockertask", "doctor"], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "3 node(s), 3 ready and active" in out.stdout
+    assert "every node pulls and runs it from registry:5000 (3 node(s))" in out.stdout
+    assert "over the callback connection" in out.stdout
+    bad = {**env, "DOCKERTASK_SWARM_CALLBACK": "192.0.2.1", "DOCKERTASK_SWARM_CONNECT_TIMEOUT": "2"}
+    out = subprocess.run([sys.executable, "-m", "dockertask", "doctor"], env=bad, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 1 and "could not reach this host at 192.0.2.1" in out.stdout, out.stdout
