@@ -65,12 +65,28 @@ def _refusal(exc: APIError, stage: str, job: ContainerJob) -> DockerTaskError:
             f"gpu was requested but the engine has no GPU runtime ({text}); "
             "install the NVIDIA container toolkit or drop gpu from Resources"
         )
-    if "executable file not found" in text or "no such file or directory" in text:
+    missing = "executable file not found" in text or "no such file or directory" in text.lower()
+    if missing and _names_init(text):
+        return DockerTaskError(
+            f"the engine could not {stage} the container: its init binary is missing ({text}); dockertask runs "
+            "every task under an init (PID 1 that forwards signals): install docker-init/tini (Docker) or "
+            "catatonit (Podman) on the engine's host")
+    if missing:
         return PythonVersionError(
             f"image {job.image!r} has no Python: {job.command[0]!r} is not on its PATH; "
             "dockertask needs the host's Python major.minor in the image"
         )
     return DockerTaskError(f"the engine could not {stage} the container: {text}")
+
+
+_INITS = ("docker-init", "tini", "catatonit", "init_path", "init binary", "/dev/init")
+
+
+def _names_init(text: str) -> bool:
+    """The engine's refusal is about the init binary it injects (``init: true``), not the task's command.
+    Podman's words name catatonit; Docker's name docker-init; neither names python3."""
+    lowered = text.lower()
+    return any(name in lowered for name in _INITS) and "python3" not in lowered
 
 
 def _shutdown(sock: Any) -> None:

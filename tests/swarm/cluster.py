@@ -49,9 +49,9 @@ class Cluster:
         return docker.APIClient(base_url=self.node_urls[name], version="auto", timeout=60)
 
 
-def node_image(api: docker.APIClient) -> str:
-    """The node image, built once per version of its files (about 20 s)."""
-    digest = hashlib.sha256(b"".join((HERE / f).read_bytes() for f in NODE_FILES)).hexdigest()[:12]
+def node_image(api: docker.APIClient, base: str) -> str:
+    """The node image on ``base`` (the default image), built once per version of its files (about 20 s)."""
+    digest = hashlib.sha256(b"".join((HERE / f).read_bytes() for f in NODE_FILES) + base.encode()).hexdigest()[:12]
     tag = f"dockertask-swarm-node:{digest}"
     if api.images(name=tag):
         return tag
@@ -60,7 +60,8 @@ def node_image(api: docker.APIClient) -> str:
         for f in NODE_FILES:
             tar.add(str(HERE / f), arcname=f)
     for chunk in api.build(fileobj=io.BytesIO(context.getvalue()), custom_context=True, tag=tag, rm=True,
-                           forcerm=True, dockerfile="node.Dockerfile", network_mode="host", decode=True):
+                           forcerm=True, dockerfile="node.Dockerfile", network_mode="host", decode=True,
+                           buildargs={"BASE": base}):
         if "error" in chunk:
             raise RuntimeError(f"building {tag} failed: {chunk['error']}")
     return tag
@@ -80,7 +81,8 @@ def _wait_engine(url: str, seconds: float = 90) -> docker.APIClient:
 
 
 def start(labels: dict[str, str], images: list[str], workers: int = 2) -> tuple[Cluster, Any, list[Any]]:
-    """Start the registry and the nodes, form the Swarm, load ``images`` into the manager's engine.
+    """Start the registry and the nodes, form the Swarm, load ``images`` into the manager's engine (the
+    first, the default image, is also what the node image is built on).
     Returns the cluster, its testcontainers Network and containers (for ``stop``)."""
     from testcontainers.core.config import testcontainers_config
     from testcontainers.core.container import DockerContainer
@@ -88,7 +90,7 @@ def start(labels: dict[str, str], images: list[str], workers: int = 2) -> tuple[
 
     host = docker.APIClient(version="auto", timeout=300)
     testcontainers_config.ryuk_disabled = True  # its image cannot be pulled here; the network label stands in
-    image = node_image(host)
+    image = node_image(host, images[0])
     network = Network(docker_network_kw={"labels": labels})
     network.create()
     containers: list[Any] = []

@@ -1,7 +1,8 @@
 # A Swarm test node (and the test registry): Debian's docker.io and docker-registry on dockertask's
-# own Debian base, so it builds with no registry reachable. Legacy iptables: nf_tables is not usable
-# inside a nested container here.
-FROM dockertask-base:bookworm
+# default image (Debian, whatever it was built from), so it builds with no registry reachable.
+# Legacy iptables: nf_tables is not usable inside a nested container here.
+ARG BASE
+FROM ${BASE}
 RUN apt-get update -q \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
         docker.io iptables iproute2 docker-registry ca-certificates \

@@ -129,3 +129,25 @@ def test_a_removal_racing_the_containers_exit_is_tried_again() -> None:
 
     with pytest.raises(APIError):  # not forever: a third refusal is a real one (recorded as abandoned)
         DockerBackend(client=_RacingAPI(failures=5))._remove("c")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("text,kind", [
+    ('crun: executable file `/usr/libexec/podman/catatonit` not found: No such file or directory: OCI runtime '
+     'attempted to invoke a command that was not found', "init"),
+    ('OCI runtime create failed: exec: "docker-init": executable file not found in $PATH', "init"),
+    ('OCI runtime create failed: exec: "python3": executable file not found in $PATH', "python"),
+    ('crun: executable file `python3` not found in $PATH: No such file or directory', "python"),
+])
+def test_a_missing_init_is_not_reported_as_a_missing_python(text: str, kind: str) -> None:
+    """A missing init binary gets an error naming the init; only a missing python3 is a PythonVersionError."""
+    from docker.errors import APIError
+
+    from dockertask.backends.base import ContainerJob, StdinPieces
+    from dockertask.backends.docker import _refusal
+    from dockertask.errors import PythonVersionError
+
+    err = _refusal(APIError("500", explanation=text), "start", ContainerJob("img", ["python3"], StdinPieces(())))
+    if kind == "init":
+        assert not isinstance(err, PythonVersionError) and "init binary is missing" in str(err)
+    else:
+        assert isinstance(err, PythonVersionError) and "has no Python" in str(err)
