@@ -16,6 +16,7 @@ import pytest
 
 from dockertask import (
     DockerUnavailableError,
+    ImageSpec,
     Resources,
     Secret,
     TaskOOMError,
@@ -187,6 +188,7 @@ def test_secrets_arrive_but_never_in_a_service_spec(swarm_cluster: cluster_mod.C
         done.set()
         watcher.join()
     assert any("dockertask-" in s for s in seen), "the watcher never saw the service"
+    assert any(f"{swarm_cluster.registry}/dockertask-runtime@sha256:" in s for s in seen), "not run by digest"
     for value in ("pw-swarm-123", "tok-swarm-456"):
         assert not any(value in s for s in seen)
 
@@ -380,3 +382,46 @@ def test_doctor_checks_the_cluster(swarm_cluster: cluster_mod.Cluster) -> None:
     out = subprocess.run([sys.executable, "-m", "dockertask", "doctor"], env=bad, capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 1 and "could not reach this host at 192.0.2.1" in out.stdout, out.stdout
+
+
+@task(container_image=ImageSpec(name="dockertask-test/swarm-spec", env={"FROM_SPEC": "built on the manager"},
+                                commands=["echo spec > /spec.txt"]))
+def in_spec_image() -> str:
+    with open("/spec.txt") as f:
+        return os.environ["FROM_SPEC"] + " " + f.read().strip()
+
+
+def test_imagespec_is_built_on_the_manager_and_pulled_by_the_nodes() -> None:
+    """An ImageSpec task's image is built on the manager's engine, pushed, and run from the registry."""
+    assert in_spec_image() == "built on the manager spec"
+
+
+@task(interruptible=True)
+def preemptible() -> int:
+    if current_context().attempt == 1:
+        time.sleep(120)
+    return current_context().attempt
+
+
+def test_an_interruptible_task_killed_on_its_node_runs_again(swarm_cluster: cluster_mod.Cluster) -> None:
+    """A task container killed on its node (a preemption) is re-run as a new service, not failed."""
+    from ..conftest import SESSION, SESSION_LABEL
+
+    result: list[Any] = []
+    caller = threading.Thread(target=lambda: result.append(preemptible()))
+    caller.start()
+    killed = None
+    deadline = time.monotonic() + 60
+    while killed is None and time.monotonic() < deadline:
+        for name in swarm_cluster.node_urls:
+            api = swarm_cluster.engine(name)
+            running = api.containers(filters={"label": [f"{SESSION_LABEL}={SESSION}", "dockertask.attempt=1"]})
+            if running:
+                time.sleep(1)  # connected and running its call
+                api.kill(running[0]["Id"])
+                killed = name
+                break
+        time.sleep(0.2)
+    caller.join(120)
+    assert killed is not None, "never saw the task's container"
+    assert result == [2]
