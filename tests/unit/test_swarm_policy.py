@@ -67,8 +67,8 @@ def test_a_bad_backend_in_the_environment_is_named(monkeypatch: pytest.MonkeyPat
         config.settings()
 
 
-def _job(resources: JobResources = JobResources(), **docker: object) -> ContainerJob:
-    return ContainerJob("img", ["python3"], StdinPieces(()), resources=resources,
+def _job(resources: JobResources | None = None, **docker: object) -> ContainerJob:
+    return ContainerJob("img", ["python3"], StdinPieces(()), resources=resources or JobResources(),
                         options=options_for(Docker(**docker)) if docker else options_for(None))
 
 
