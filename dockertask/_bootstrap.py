@@ -282,6 +282,13 @@ def main(read_frame):
         paths = receive_inputs(read_frame, header.get("inputs"), run_dir)
     except BaseException as exc:  # reported below, as serve's child does, as a load error of the call
         paths = exc
+    # The call runs in a child process, so that when the kernel's OOM killer ends it this process is
+    # still there to say so: Podman never sets State.OOMKilled and Swarm's manager never reports it.
+    before = oom_kills()
+    pid = os.fork()
+    if pid:
+        del pickled_call, secrets, paths
+        return watch_call(channel, pid, before)
     pump = redirect_stdout(channel)
     try:
         if isinstance(paths, BaseException):
@@ -294,6 +301,28 @@ def main(read_frame):
     except BaseException as exc:  # anything here means the call could not even be loaded
         return report_load_error(channel, pump, exc)
     return run_and_report(channel, pump, func, args, kwargs)
+
+
+def watch_call(channel, pid, before):
+    """Wait for the call's process; pass on the signals a stop sends (the init signals only us). A call
+    that ends normally has sent its R frame (or exits without one, which the host reports); one killed
+    by a signal gets an X frame saying which, and whether the cgroup's OOM killer fired meanwhile."""
+    import _signal  # not `signal`: that wrapper imports enum, which every task would pay for
+
+    def forward(signum, frame):
+        try:
+            os.kill(pid, signum)
+        except OSError:
+            pass
+
+    for name in ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2"):
+        _signal.signal(getattr(_signal, name), forward)
+    _, status = os.waitpid(pid, 0)
+    if os.WIFEXITED(status):
+        return os.WEXITSTATUS(status)
+    sig = os.WTERMSIG(status)
+    channel.send(b"X", marshal.dumps({"exit": None, "signal": sig, "oom": oom_kills() > before}, 2))
+    return 128 + sig
 
 
 def redirect_stdout(channel):

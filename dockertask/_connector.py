@@ -8,7 +8,7 @@ pipes relayed over the connection, so everything inside the container is shared 
 
 Wire format. Host → container: frames of ``>I`` length + bytes (its stdin); length 0 closes stdin.
 Container → host: docker's attach framing (``>BxxxI`` stream, length): 1 stdout, 2 stderr, and
-3 the exit record ``b"<code> <oom>"``, sent after both pipes are drained. The host closing the
+3 the exit record ``b"<code>"``, sent after both pipes are drained. The host closing the
 connection (a timeout, Ctrl-C) kills the bootstrap. Exit codes of its own: 97 the host could not
 be reached, 98 the peer was not the host (certificate pin), 99 the token file is missing.
 """
@@ -24,19 +24,6 @@ import threading
 import time
 
 UNREACHABLE, NOT_THE_HOST, NO_TOKEN = 97, 98, 99
-
-
-def _oom_kills():
-    """The cgroup's count of OOM kills (v2 memory.events, v1 memory.oom_control), or -1 if unknown."""
-    for path in ("/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control"):
-        try:
-            with open(path) as f:
-                for line in f:
-                    if line.startswith("oom_kill "):
-                        return int(line.split()[1])
-        except (OSError, ValueError):
-            continue
-    return -1
 
 
 def _connect(address, pin, deadline):
@@ -87,10 +74,10 @@ def main():
         with send_lock:
             conn.sendall(struct.pack(">BxxxI", stream, len(data)) + data)
 
-    oom_before = _oom_kills()
     child = subprocess.Popen([sys.executable, "-c", sys.argv[1]], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, bufsize=0)
-    try:  # the call, not this relay, is what the kernel should pick under memory pressure
+    try:  # the call, not this relay, is what the kernel should pick under memory pressure (the bootstrap
+        # runs the call in a child that inherits this, and reports an OOM kill itself: an X frame)
         with open(f"/proc/{child.pid}/oom_score_adj", "w") as f:
             f.write("1000")
     except OSError:
@@ -134,10 +121,9 @@ def main():
     code = child.wait()
     for t in relays:
         t.join()
-    oom = 1 if code < 0 and oom_before >= 0 and _oom_kills() > oom_before else 0
     code = 128 - code if code < 0 else code  # killed by signal N: 128 + N, as the engine reports it
     try:
-        send(3, b"%d %d" % (code, oom))
+        send(3, b"%d" % code)
         conn.shutdown(socket.SHUT_RDWR)
     except OSError:
         pass

@@ -490,6 +490,7 @@ class FrameDecoder:
         self._on_stdout = on_stdout
         self.result: bytearray | BinaryIO | None = None
         self._archive: BinaryIO | None = None  # T frames: the returned files' tar stream, on disk
+        self.oom_killed = False  # an X frame said the call's process was killed by the cgroup's OOM killer
 
     def feed(self, chunk: bytes) -> None:
         view = memoryview(chunk)
@@ -550,6 +551,11 @@ class FrameDecoder:
             self._on_frame(kind, frame)
         elif kind == b"R":
             self.result = frame
+        elif kind == b"X" and isinstance(frame, bytearray):  # the one-shot bootstrap's call died of a signal
+            try:
+                self.oom_killed = bool(marshal.loads(bytes(frame)).get("oom"))
+            except (ValueError, EOFError, TypeError, AttributeError):
+                pass
 
 
 def loads(payload: bytes | memoryview) -> Any:

@@ -32,7 +32,7 @@ class Call:
         self.token = token
         self.conn: ssl.SSLSocket | None = None
         self.arrived = threading.Event()
-        self.exit_record: tuple[int, bool] | None = None  # (exit code, OOM-killed), once the container says
+        self.exit_record: int | None = None  # the bootstrap's exit code, once the container says
 
     def frames(self) -> Iterator[tuple[int, bytes]]:
         """(stream, bytes) as the container sends them (1 stdout, 2 stderr); the exit record is kept."""
@@ -47,8 +47,7 @@ class Call:
             if data is None:
                 return
             if stream == 3:
-                code, oom = data.split()
-                self.exit_record = (int(code), oom == b"1")
+                self.exit_record = int(data)
                 return
             yield stream, data
 

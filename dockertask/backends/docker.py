@@ -306,7 +306,8 @@ class DockerBackend:
             if exit_code != 0:
                 state = self.api.inspect_container(cid).get("State", {})
             return ContainerOutcome(
-                container_id=cid, exit_code=exit_code, image=job.image, oom_killed=bool(state.get("OOMKilled")),
+                container_id=cid, exit_code=exit_code, image=job.image,
+                oom_killed=bool(state.get("OOMKilled")) or pump.control.oom_killed,  # Podman: only the latter
                 timed_out=timed_out, cancelled=lifecycle.interrupted(job.since),
                 result=None if timed_out else pump.control.result, logs_tail="\n".join(pump.tail),
                 archive=pump.control.take_archive(),

@@ -257,9 +257,9 @@ class SwarmBackend:
         if record is None and not timed_out:  # the connection ended without an exit: stopped from outside
             code: int | None = 137
         else:
-            code = record[0] if record is not None else None
+            code = record
         return ContainerOutcome(
-            container_id=service_id, exit_code=code, image=job.image, oom_killed=bool(record and record[1]),
+            container_id=service_id, exit_code=code, image=job.image, oom_killed=pump.control.oom_killed,
             timed_out=timed_out and not cancelled, cancelled=cancelled,
             result=None if timed_out else pump.control.result, logs_tail="\n".join(pump.tail),
             archive=pump.control.take_archive())

@@ -219,3 +219,76 @@ def test_result_frames_survive_any_chunking_and_large_ones_are_spooled(size: int
     assert isinstance(dec.result, bytearray) == (size < payload.SPOOL_AT)
     raw = parse_result(dec.result)
     assert payload.load_value(raw) == body and raw.data() == body
+
+
+def _killed_by(signum: int) -> None:
+    import os
+
+    print("about to die", flush=True)
+    os.kill(os.getpid(), signum)
+
+
+def _sleeps() -> None:
+    import time
+
+    print("sleeping", flush=True)
+    time.sleep(60)
+
+
+def _start_locally(func: Any) -> subprocess.Popen[bytes]:
+    env = payload.make_envelope(func, (), {})
+    proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", payload.LOADER], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdin is not None
+    proc.stdin.write(env.stdin_bytes({"task": "t", "attempt": 1, "run_id": "r"}))
+    proc.stdin.close()
+    proc.stdin = None  # sent and closed: communicate() must not flush it
+    return proc
+
+
+def test_a_call_killed_by_a_signal_is_reported_by_the_bootstrap_that_outlives_it() -> None:
+    """The call runs in a child: when a signal kills it (the OOM killer's SIGKILL), the bootstrap sends an
+    X frame naming the signal and exits 128 + N, as the engine would report the container."""
+    proc = _start_locally(lambda: _killed_by(9))
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 137, err
+    import marshal
+
+    frames: list[tuple[bytes, Any]] = []
+    FrameDecoder(lambda b: None, lambda kind, frame: frames.append((kind, frame))).feed(out)
+    assert [k for k, _ in frames] == [b"X"]
+    assert marshal.loads(bytes(frames[0][1])) == {"exit": None, "signal": 9, "oom": False}  # no cgroup here
+    dec = FrameDecoder(lambda b: None)
+    dec.feed(out)
+    assert dec.result is None and dec.oom_killed is False
+
+
+def test_the_bootstrap_passes_a_stop_signal_on_to_the_call() -> None:
+    """`docker stop` signals PID 1's child, the bootstrap: the call gets the SIGTERM and ends at once."""
+    import os
+    import signal
+    import time
+
+    proc = _start_locally(_sleeps)
+    assert proc.stdout is not None
+    os.set_blocking(proc.stdout.fileno(), False)
+    seen = b""
+    deadline = time.monotonic() + 30
+    while b"sleeping" not in seen and time.monotonic() < deadline:
+        seen += proc.stdout.read() or b""
+        time.sleep(0.05)
+    began = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(10) == 128 + signal.SIGTERM
+    assert time.monotonic() - began < 5
+
+
+def test_an_oom_note_from_the_bootstrap_marks_the_outcome_oom() -> None:
+    """An X frame saying the cgroup's OOM killer fired is what tells the host on Podman and Swarm."""
+    import marshal
+    import struct
+
+    note = marshal.dumps({"exit": None, "signal": 9, "oom": True}, 2)
+    dec = FrameDecoder(lambda b: None)
+    dec.feed(struct.pack(">cQ", b"X", len(note)) + note)
+    assert dec.oom_killed is True and dec.result is None
