@@ -4,6 +4,7 @@
 #   ./dev.sh example   run examples/hello.py: a real task in a container, on the default image
 #   ./dev.sh test      run the whole test suite (extra arguments go to pytest)
 #   ./dev.sh lint      ruff and mypy --strict over the package
+#   ./dev.sh test-podman  the single-engine integration tests again, on Podman's Docker API (CI runs it)
 #
 # Both first make sure of what they need: a venv with dockertask installed (.venv), a reachable
 # Docker engine (installed with apt and started when none is reachable and we are root), and
@@ -65,6 +66,31 @@ ensure_default_image() {
     "$VENV/bin/dockertask" doctor --fix >&2
 }
 
+# Podman's Docker-compatible API as the engine: its own service on a private socket and configuration
+# (this sandbox refuses Podman's default ulimits), with Docker's default image loaded into it.
+podman_tests() {
+    command -v podman >/dev/null && command -v catatonit >/dev/null \
+        || { say "installing podman and catatonit"; apt_install podman catatonit; }
+    local dir sock pid ref
+    dir=$(mktemp -d /tmp/dockertask-podman.XXXXXX)
+    sock="$dir/podman.sock"
+    printf '[containers]\ndefault_ulimits = []\n' > "$dir/containers.conf"
+    CONTAINERS_CONF="$dir/containers.conf" setsid podman system service --time=0 "unix://$sock" \
+        >"$dir/service.log" 2>&1 < /dev/null &
+    pid=$!
+    trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -rf "$dir"' RETURN
+    for _ in $(seq 1 30); do [ -S "$sock" ] && break; sleep 0.5; done
+    [ -S "$sock" ] || { say "podman's API service did not start; see $dir/service.log"; cat "$dir/service.log" >&2; return 1; }
+    ref=$("$VENV/bin/python" -c 'from dockertask.images import default_image_ref; print(default_image_ref())')
+    if ! podman image exists "$ref"; then
+        say "loading $ref into podman"
+        docker save "$ref" | podman load -q >/dev/null
+    fi
+    say "integration tests on podman $(podman --version | awk '{print $3}') at unix://$sock"
+    CONTAINERS_CONF="$dir/containers.conf" DOCKER_HOST="unix://$sock" \
+        "$VENV/bin/python" -m pytest tests/integration "$@"
+}
+
 cmd=${1:-help}
 shift || true
 case "$cmd" in
@@ -83,13 +109,19 @@ case "$cmd" in
         fi
         exec "$VENV/bin/python" -m pytest "$@"
         ;;
+    test-podman)
+        ensure_venv
+        ensure_engine
+        ensure_default_image
+        podman_tests "$@"
+        ;;
     lint)
         ensure_venv
         "$VENV/bin/ruff" check dockertask tests bench
         exec "$VENV/bin/mypy" dockertask
         ;;
     *)
-        sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
         [ "$cmd" = help ] || exit 2
         ;;
 esac

@@ -84,7 +84,7 @@ def main() -> None:
         for round_ in range(2):
             t = time.perf_counter()
             with ThreadPoolExecutor(n) as pool:
-                list(pool.map(lambda i: bare_service(api, image, 1000 * (round_ + 1) + i), range(n)))
+                list(pool.map(lambda i, r=round_: bare_service(api, image, 1000 * (r + 1) + i), range(n)))
             floor_n = time.perf_counter() - t
             t = time.perf_counter()
             assert map_task(inc, concurrency=n)(x=list(range(n))) == [i + 1 for i in range(n)]

@@ -89,6 +89,10 @@ def _names_init(text: str) -> bool:
     return any(name in lowered for name in _INITS) and "python3" not in lowered
 
 
+def _wants_gpu(job: ContainerJob) -> bool:
+    return any(r is not None and bool(r.gpu_count) for r in (job.resources.limits, job.resources.requests))
+
+
 def _shutdown(sock: Any) -> None:
     try:
         getattr(sock, "_sock", sock).shutdown(socket.SHUT_RDWR)
@@ -153,10 +157,15 @@ class DockerBackend:
                 raise _unavailable(exc, self.location) from None
             client.timeout = CALL_TIMEOUT
         self.api = client
+        self._podman: bool | None = None
 
     # -- running -------------------------------------------------------------------------
 
     def _create(self, job: ContainerJob, stdin_once: bool = True) -> str:
+        if _wants_gpu(job) and self.is_podman():
+            raise UnsupportedResourceError(
+                "gpu was requested, but Podman's Docker API ignores GPU device requests (the task would run "
+                "without one); run GPU tasks on Docker with the NVIDIA container toolkit, or drop gpu from Resources")
         host_config = self.api.create_host_config(**engine_config.host_config(job))
         try:
             create = engine_config.create_kwargs(job)
@@ -420,14 +429,29 @@ class DockerBackend:
     def import_rootfs(self, path: str, tag: str, changes: list[str]) -> None:
         repo, _, t = tag.rpartition(":")
         try:
-            self.api.import_image_from_file(path, repository=repo, tag=t, changes=changes)
+            answer = self.api.import_image_from_file(path, repository=repo, tag=t, changes=changes)
+            # Podman's Docker API ignores the tag of an import (it names it `<repo>:latest`): tag it by id.
+            self.api.tag(imported_id(answer), repo, t)
         except APIError as exc:
             raise ImageBuildError(f"importing {tag} failed: {exc.explanation or exc}") from None
 
+    def is_podman(self) -> bool:
+        """Podman's Docker API (it names itself in the version's components)."""
+        if self._podman is None:
+            try:
+                components = self.api.version().get("Components") or []
+            except (DockerException, requests.exceptions.RequestException):
+                components = []
+            self._podman = any("podman" in str(c.get("Name", "")).lower() for c in components)
+        return self._podman
+
     def images(self, label: str) -> list[ImageInfo]:
         out = []
+        # Podman lists an image tagged `name:tag` as `localhost/name:tag`: shown as the name it was given.
+        local = "localhost/" if self.is_podman() else None
         for data in self.api.images(filters={"label": label}):
-            tags = tuple(t for t in data.get("RepoTags") or () if t != "<none>:<none>")
+            tags = tuple(t[len(local):] if local and t.startswith(local) else t
+                         for t in data.get("RepoTags") or () if t != "<none>:<none>")
             out.append(ImageInfo(ref=tags[0] if tags else data["Id"], id=data["Id"],
                                  labels=data.get("Labels") or {}, created=str(data.get("Created", "")),
                                  size=int(data.get("Size", 0)), tags=tags))
@@ -481,6 +505,20 @@ class DockerBackend:
             return dict(self.api.info())
         except requests.exceptions.ConnectionError as exc:
             raise _unavailable(exc) from None
+
+
+def imported_id(answer: str) -> str:
+    """The image id in the engine's answer to an import (JSON lines; the id is the last ``status``)."""
+    import json
+
+    for line in reversed(str(answer).strip().splitlines()):
+        try:
+            status = json.loads(line).get("status", "")
+        except (ValueError, AttributeError):
+            continue
+        if str(status).startswith("sha256:"):
+            return str(status)
+    raise ImageBuildError(f"the engine's answer to an image import names no image: {str(answer)[:200]!r}")
 
 
 def _image_info(ref: str, data: dict[str, Any]) -> ImageInfo:

@@ -134,10 +134,14 @@ def test_a_module_missing_in_the_image_names_the_image_and_the_fix() -> None:
 def relay(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     """The engine behind a relay the test can cut (engine lost) and restore (engine back)."""
     from dockertask.backends import set_default_backend
+    from dockertask.backends.discovery import locate
 
     from ..relay import Relay
 
-    r = Relay(tmp_path / "engine.sock")
+    engine = locate().base_url  # Docker's socket, or Podman's under ./dev.sh test-podman
+    if not engine.startswith("unix://"):
+        pytest.fail(f"the relay stands in front of a unix socket; the engine here is {engine}")
+    r = Relay(tmp_path / "engine.sock", upstream=engine[len("unix://"):])
     monkeypatch.setenv("DOCKER_HOST", r.url)
     set_default_backend(None)  # the next call connects through the relay
     yield r

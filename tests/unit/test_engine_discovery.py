@@ -151,3 +151,15 @@ def test_a_missing_init_is_not_reported_as_a_missing_python(text: str, kind: str
         assert not isinstance(err, PythonVersionError) and "init binary is missing" in str(err)
     else:
         assert isinstance(err, PythonVersionError) and "has no Python" in str(err)
+
+
+def test_the_image_id_is_read_from_docker_and_podman_import_answers() -> None:
+    """Both engines answer an import with the id in `status` (Podman ignores the tag, so it is tagged by id)."""
+    from dockertask.backends.docker import imported_id
+    from dockertask.errors import ImageBuildError
+
+    assert imported_id('{"status":"sha256:6ced"}\r\n') == "sha256:6ced"
+    assert imported_id('{"status":"sha256:655f","progress":"","progressDetail":{},"id":"sha256:655f"}\n') \
+        == "sha256:655f"
+    with pytest.raises(ImageBuildError, match="names no image"):
+        imported_id('{"error":"no space left"}')

@@ -283,3 +283,15 @@ def test_dockertask_labels_that_would_clash_are_refused(raw: str, monkeypatch: p
     monkeypatch.setenv("DOCKERTASK_LABELS", raw)
     with pytest.raises(TaskDefinitionError, match="DOCKERTASK_LABELS"):
         hostproc.extra_labels()
+
+
+@pytest.mark.parametrize("code,tail", [
+    (127, ""), (1, "ERROR (catatonit:6): failed to exec pid1: No such file or directory")])
+def test_an_image_without_python_is_named_whatever_init_said_so(fake: FakeBackend, code: int, tail: str) -> None:
+    """tini's exit 127 and Podman catatonit's 'failed to exec pid1' both mean python3 is missing: not retried."""
+    from dockertask import PythonVersionError
+
+    fake.outcomes = [crashed(code, tail)]
+    with pytest.raises(PythonVersionError, match="has no Python"):
+        flaky(1)
+    assert len(fake.jobs) == 1
