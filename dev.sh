@@ -82,10 +82,14 @@ podman_tests() {
     for _ in $(seq 1 30); do [ -S "$sock" ] && break; sleep 0.5; done
     [ -S "$sock" ] || { say "podman's API service did not start; see $dir/service.log"; cat "$dir/service.log" >&2; return 1; }
     ref=$("$VENV/bin/python" -c 'from dockertask.images import default_image_ref; print(default_image_ref())')
-    if ! podman image exists "$ref"; then
-        say "loading $ref into podman"
-        docker save "$ref" | podman load -q >/dev/null
-    fi
+    # The default image, and the registry-free Debian base it was made from where there is one (a test
+    # builds an ImageSpec on it): loaded from Docker, since building them again would repeat debootstrap.
+    for image in "$ref" dockertask-base:bookworm; do
+        if ! podman image exists "$image" && docker image inspect "$image" >/dev/null 2>&1; then
+            say "loading $image into podman"
+            docker save "$image" | podman load -q >/dev/null
+        fi
+    done
     say "integration tests on podman $(podman --version | awk '{print $3}') at unix://$sock"
     CONTAINERS_CONF="$dir/containers.conf" DOCKER_HOST="unix://$sock" \
         "$VENV/bin/python" -m pytest tests/integration "$@"

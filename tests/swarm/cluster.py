@@ -44,6 +44,7 @@ class Cluster:
     manager_url: str
     node_urls: dict[str, str]  # node name → its engine's API (manager included)
     registry: str = REGISTRY
+    registry_url: str = ""  # the registry's HTTP API as this host reaches it (by IP: the alias is the network's)
 
     def engine(self, name: str) -> docker.APIClient:
         return docker.APIClient(base_url=self.node_urls[name], version="auto", timeout=60)
@@ -129,7 +130,9 @@ def start(labels: dict[str, str], images: list[str], workers: int = 2) -> tuple[
             time.sleep(0.3)
         for ref in images:  # as `docker save | docker load`: the manager builds nothing we already have
             manager.load_image(host.get_image(ref))
-        cluster = Cluster(network.name, gateway, urls["manager"], urls)
+        reg = host.inspect_container(registry.get_wrapped_container().id)
+        reg_ip = reg["NetworkSettings"]["Networks"][network.name]["IPAddress"]
+        cluster = Cluster(network.name, gateway, urls["manager"], urls, registry_url=f"http://{reg_ip}:5000")
         return cluster, network, containers
     except BaseException:
         stop(network, containers)

@@ -425,3 +425,48 @@ def test_an_interruptible_task_killed_on_its_node_runs_again(swarm_cluster: clus
     caller.join(120)
     assert killed is not None, "never saw the task's container"
     assert result == [2]
+
+
+def test_an_image_the_nodes_cannot_pull_is_named(swarm_cluster: cluster_mod.Cluster) -> None:
+    """An image whose manifest the registry no longer has: the nodes' pull fails, and the error names the
+    image and the registry (not a hang, not a bare engine message)."""
+    import io
+    import tarfile
+    import urllib.request
+    import uuid
+
+    from dockertask import backends, images
+
+    ref = f"dockertask-test/unpullable:{uuid.uuid4().hex[:8]}"
+    manager = swarm_cluster.engine("manager")
+    dockerfile = f"FROM {images.default_image_ref()}\nLABEL dockertask.test={ref}\n".encode()
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(dockerfile)
+        tar.addfile(info, io.BytesIO(dockerfile))
+    for _ in manager.build(fileobj=io.BytesIO(context.getvalue()), custom_context=True, tag=ref, decode=True):
+        pass
+    backend = make_backend(swarm_cluster)
+    backends.set_default_backend(backend)
+    try:
+        by_digest = backend.publish(ref)
+        name, digest = by_digest.split("/", 1)[1].split("@")
+        request = urllib.request.Request(f"{swarm_cluster.registry_url}/v2/{name}/manifests/{digest}", method="DELETE")
+        assert urllib.request.urlopen(request, timeout=10).status == 202
+        # Untag the registry name on the manager (the image stays as `ref`): no node, the manager included,
+        # knows the digest any more, so each must pull it, from a registry that no longer has it.
+        from dockertask.backends.swarm import _registry_name
+
+        repo, tag = _registry_name(ref, swarm_cluster.registry)
+        manager.remove_image(f"{repo}:{tag}")
+
+        @task(container_image=ref)
+        def on_unpullable() -> int:
+            return 1
+
+        with pytest.raises(ImageResolutionError, match=r"could not pull .*unpullable.*registry:5000"):
+            on_unpullable()
+    finally:
+        backend.close()
+
