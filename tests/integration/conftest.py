@@ -39,3 +39,25 @@ def api():  # type: ignore[no-untyped-def]
     from dockertask.backends.discovery import api_client
 
     return api_client()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def remove_test_images() -> Iterator[None]:
+    """Images this session's tests built (named dockertask-test...) go at its end: an ImageSpec that copies a
+    temporary file has a new tag every run, and 200 MB a run would fill CI's disk."""
+    from dockertask.backends.discovery import api_client
+
+    try:
+        api = api_client()
+        before = {i["Id"] for i in api.images(all=True)}
+    except Exception:  # no engine: the tests say so themselves
+        yield
+        return
+    yield
+    for image in api.images():
+        tags = image.get("RepoTags") or []
+        if image["Id"] not in before and any("dockertask-test" in t for t in tags):
+            try:
+                api.remove_image(image["Id"], force=True)
+            except Exception:
+                pass
