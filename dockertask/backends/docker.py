@@ -127,6 +127,26 @@ def _first_contact_timeout() -> float:
     return value
 
 
+class _Client(docker.APIClient):  # type: ignore[misc]
+    """The SDK's client, keeping the whole answer of the version request it makes on connecting (which
+    engine it is), so that knowing it costs no second round trip."""
+
+    server: dict[str, Any] = {}
+
+    def _retrieve_server_version(self) -> str:
+        try:
+            self.server = dict(self.version(api_version=False))
+            return str(self.server["ApiVersion"])
+        except KeyError:
+            raise DockerException('Invalid response from docker daemon: key "ApiVersion" is missing.') from None
+        except Exception as e:
+            raise DockerException(f"Error while fetching server API version: {e}") from e
+
+
+def _names_podman(version: dict[str, Any]) -> bool:
+    return any("podman" in str(c.get("Name", "")).lower() for c in version.get("Components") or [])
+
+
 class _Gone(DockerTaskError):
     """The container to start no longer exists (removed from outside before it started)."""
 
@@ -151,13 +171,14 @@ class DockerBackend:
             try:
                 # The first contact (API version) is bounded tightly: an engine that accepts connections
                 # but never answers is reported in seconds, not after requests' 120 s.
-                client = docker.APIClient(version="auto", timeout=_first_contact_timeout(),
-                                          **self.location.client_kwargs)
+                client = _Client(version="auto", timeout=_first_contact_timeout(), **self.location.client_kwargs)
             except DockerException as exc:
                 raise _unavailable(exc, self.location) from None
             client.timeout = CALL_TIMEOUT
         self.api = client
-        self._podman: bool | None = None
+        # Which engine this is comes with the first contact's answer; a client given ready-made is asked.
+        server = getattr(client, "server", None)
+        self._podman: bool | None = _names_podman(server) if server else None
 
     # -- running -------------------------------------------------------------------------
 
@@ -170,8 +191,9 @@ class DockerBackend:
         try:
             create = engine_config.create_kwargs(job)
             platform = create.pop("platform", None)
+            environment = {**job.environment, **engine_config.WATCH_CALL} if self.is_podman() else job.environment
             config = self.api.create_container_config(
-                job.image, job.command, environment=job.environment, labels=job.labels,
+                job.image, job.command, environment=environment, labels=job.labels,
                 host_config=host_config, stdin_open=True, detach=True, **create,
             )
             # The container's stdin closes when the host has sent the call (not an SDK kwarg); a reusable
@@ -439,10 +461,9 @@ class DockerBackend:
         """Podman's Docker API (it names itself in the version's components)."""
         if self._podman is None:
             try:
-                components = self.api.version().get("Components") or []
+                self._podman = _names_podman(self.api.version())
             except (DockerException, requests.exceptions.RequestException):
-                components = []
-            self._podman = any("podman" in str(c.get("Name", "")).lower() for c in components)
+                self._podman = False
         return self._podman
 
     def images(self, label: str) -> list[ImageInfo]:

@@ -42,6 +42,10 @@ def host_config(job: ContainerJob) -> dict[str, Any]:
     return kw
 
 
+# The bootstrap runs the call in a watched child where the engine cannot report OOM kills (_bootstrap.main).
+WATCH_CALL = {"DOCKERTASK_WATCH_CALL": "1"}
+
+
 def create_kwargs(job: ContainerJob) -> dict[str, Any]:
     """``create_container`` kwargs beyond image, command, environment and labels."""
     kw: dict[str, Any] = {}

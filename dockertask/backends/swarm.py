@@ -35,7 +35,7 @@ from ..errors import (
     UnsupportedResourceError,
 )
 from ..secrets import SECRETS_MOUNT
-from . import callback
+from . import callback, engine_config
 from .base import ContainerJob, ContainerOutcome, ImageInfo, OutputSink
 from .docker import DockerBackend
 from .streams import Pump
@@ -171,7 +171,8 @@ class SwarmBackend:
             mounts.append(Mount(target, source, type="volume", read_only="ro" in (mode[0] if mode else "")))
         from .. import _connector
 
-        env = {**job.environment, "DOCKERTASK_CALLBACK": server.address, "DOCKERTASK_CALLBACK_PIN": server.pin,
+        env = {**job.environment, **engine_config.WATCH_CALL,
+               "DOCKERTASK_CALLBACK": server.address, "DOCKERTASK_CALLBACK_PIN": server.pin,
                "DOCKERTASK_TOKEN_FILE": TOKEN_PATH,
                "DOCKERTASK_CONNECT_TIMEOUT": os.environ.get("DOCKERTASK_SWARM_CONNECT_TIMEOUT", "20")}
         spec = ContainerSpec(

@@ -163,3 +163,13 @@ def test_the_image_id_is_read_from_docker_and_podman_import_answers() -> None:
         == "sha256:655f"
     with pytest.raises(ImageBuildError, match="names no image"):
         imported_id('{"error":"no space left"}')
+
+
+def test_podman_is_known_by_the_version_answer_of_the_first_contact() -> None:
+    """Podman names itself among the version's components; Docker does not (no extra round trip is made)."""
+    from dockertask.backends.docker import _names_podman
+
+    assert _names_podman({"ApiVersion": "1.41", "Components": [{"Name": "Podman Engine", "Version": "4.3.1"}]})
+    assert not _names_podman({"ApiVersion": "1.41", "Components": [{"Name": "Engine", "Version": "20.10.24"},
+                                                                    {"Name": "containerd"}]})
+    assert not _names_podman({"ApiVersion": "1.41"})

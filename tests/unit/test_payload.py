@@ -236,9 +236,13 @@ def _sleeps() -> None:
 
 
 def _start_locally(func: Any) -> subprocess.Popen[bytes]:
+    """The bootstrap as the Podman and Swarm backends start it: the call in a watched child."""
+    import os
+
     env = payload.make_envelope(func, (), {})
     proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", payload.LOADER], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "DOCKERTASK_WATCH_CALL": "1"})
     assert proc.stdin is not None
     proc.stdin.write(env.stdin_bytes({"task": "t", "attempt": 1, "run_id": "r"}))
     proc.stdin.close()
