@@ -158,15 +158,16 @@ def test_retries_run_again_in_a_fresh_service() -> None:
 
 
 @task(secret_requests=[Secret("swarmdb", "password"), Secret("swarmdb", "token", Secret.MountType.ENV_VAR)])
-def reads_secrets() -> list[str]:
+def reads_secrets(marker: str) -> list[str]:
     time.sleep(2)  # long enough for the test to inspect the running service
     ctx = current_context()
-    return [ctx.secrets.get("swarmdb", "password"), ctx.secrets.get("swarmdb", "token")]
+    return [ctx.secrets.get("swarmdb", "password"), ctx.secrets.get("swarmdb", "token"), marker]
 
 
 def test_secrets_arrive_but_never_in_a_service_spec(swarm_cluster: cluster_mod.Cluster,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    """Secret values reach the task, and appear in no `docker service inspect` or secret list."""
+    """Secret values and the call's arguments reach the task, and appear in no `docker service inspect` or
+    secret list."""
     monkeypatch.setenv("DOCKERTASK_SECRET_SWARMDB_PASSWORD", "pw-swarm-123")
     monkeypatch.setenv("DOCKERTASK_SECRET_SWARMDB_TOKEN", "tok-swarm-456")
     seen: list[str] = []
@@ -183,13 +184,13 @@ def test_secrets_arrive_but_never_in_a_service_spec(swarm_cluster: cluster_mod.C
     watcher = threading.Thread(target=watch)
     watcher.start()
     try:
-        assert reads_secrets() == ["pw-swarm-123", "tok-swarm-456"]
+        assert reads_secrets("arg-marker-789") == ["pw-swarm-123", "tok-swarm-456", "arg-marker-789"]
     finally:
         done.set()
         watcher.join()
     assert any("dockertask-" in s for s in seen), "the watcher never saw the service"
     assert any(f"{swarm_cluster.registry}/dockertask-runtime@sha256:" in s for s in seen), "not run by digest"
-    for value in ("pw-swarm-123", "tok-swarm-456"):
+    for value in ("pw-swarm-123", "tok-swarm-456", "arg-marker-789"):
         assert not any(value in s for s in seen)
 
 
