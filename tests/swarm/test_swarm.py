@@ -471,3 +471,33 @@ def test_an_image_the_nodes_cannot_pull_is_named(swarm_cluster: cluster_mod.Clus
     finally:
         backend.close()
 
+
+
+@task(requests=Resources(cpu="2"))
+def holds_a_node(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+@task(requests=Resources(cpu="2"), timeout=4)
+def quick_but_queued() -> str:
+    time.sleep(1)
+    return "done"
+
+
+def test_the_timeout_counts_from_the_tasks_start_not_its_wait_for_a_node(swarm_cluster: cluster_mod.Cluster) -> None:
+    """A task that waits ~7 s for a node (all are reserved) and then runs 1 s meets its 4 s timeout."""
+    manager = swarm_cluster.engine("manager")
+    nodes = len(swarm_cluster.node_urls)
+    holders = [holds_a_node.submit(8) for _ in range(nodes)]  # each node's whole CPU is reserved by one
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        running = [t for s in manager.services() for t in manager.tasks(filters={"service": s["ID"]})
+                   if t["Status"]["State"] == "running"]
+        if len(running) >= nodes:
+            break
+        time.sleep(0.2)
+    began = time.monotonic()
+    assert quick_but_queued() == "done"
+    assert time.monotonic() - began > 4  # it did wait for a node longer than its timeout
+    for h in holders:
+        h.result(timeout=60)
