@@ -15,7 +15,9 @@ from typing import Any
 import pytest
 
 from dockertask import (
+    Directory,
     DockerUnavailableError,
+    File,
     ImageSpec,
     Resources,
     Secret,
@@ -501,3 +503,24 @@ def test_the_timeout_counts_from_the_tasks_start_not_its_wait_for_a_node(swarm_c
     assert time.monotonic() - began > 4  # it did wait for a node longer than its timeout
     for h in holders:
         h.result(timeout=60)
+
+
+@task
+def shout(data: File) -> Directory:
+    import socket
+
+    os.makedirs("/tmp/out/sub", exist_ok=True)
+    with open(data) as src, open("/tmp/out/sub/loud.txt", "w") as dst:
+        dst.write(src.read().upper())
+    with open("/tmp/out/node.txt", "w") as f:
+        f.write(socket.gethostname())
+    return Directory("/tmp/out")
+
+
+def test_files_travel_in_and_out_over_the_callback(tmp_path: Path) -> None:
+    """A File goes to whichever node runs the task and a Directory comes back, with no shared disk."""
+    data = tmp_path / "words.txt"
+    data.write_text("quiet words\n" * 1000)
+    out = Path(shout(data))
+    assert (out / "sub" / "loud.txt").read_text() == "QUIET WORDS\n" * 1000
+    assert (out / "node.txt").read_text()
