@@ -68,19 +68,28 @@ ensure_default_image() {
 
 # Podman's Docker-compatible API as the engine: its own service on a private socket and configuration
 # (this sandbox refuses Podman's default ulimits), with Docker's default image loaded into it.
+PODMAN_PID=
+PODMAN_DIR=
+stop_podman() {
+    if [ -n "$PODMAN_PID" ]; then kill "$PODMAN_PID" 2>/dev/null || true; wait "$PODMAN_PID" 2>/dev/null || true; fi
+    if [ -n "$PODMAN_DIR" ]; then rm -rf "$PODMAN_DIR"; fi
+    PODMAN_PID=
+    PODMAN_DIR=
+}
+
 podman_tests() {
     command -v podman >/dev/null && command -v catatonit >/dev/null \
         || { say "installing podman and catatonit"; apt_install podman catatonit; }
-    local dir sock pid ref
-    dir=$(mktemp -d /tmp/dockertask-podman.XXXXXX)
-    sock="$dir/podman.sock"
-    printf '[containers]\ndefault_ulimits = []\n' > "$dir/containers.conf"
-    CONTAINERS_CONF="$dir/containers.conf" setsid podman system service --time=0 "unix://$sock" \
-        >"$dir/service.log" 2>&1 < /dev/null &
-    pid=$!
-    trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -rf "$dir"' RETURN
+    local sock ref rc=0
+    PODMAN_DIR=$(mktemp -d /tmp/dockertask-podman.XXXXXX)
+    trap stop_podman EXIT  # whatever happens below (set -e included), the service and its directory go
+    sock="$PODMAN_DIR/podman.sock"
+    printf '[containers]\ndefault_ulimits = []\n' > "$PODMAN_DIR/containers.conf"
+    CONTAINERS_CONF="$PODMAN_DIR/containers.conf" setsid podman system service --time=0 "unix://$sock" \
+        >"$PODMAN_DIR/service.log" 2>&1 < /dev/null &
+    PODMAN_PID=$!
     for _ in $(seq 1 30); do [ -S "$sock" ] && break; sleep 0.5; done
-    [ -S "$sock" ] || { say "podman's API service did not start; see $dir/service.log"; cat "$dir/service.log" >&2; return 1; }
+    [ -S "$sock" ] || { say "podman's API service did not start:"; cat "$PODMAN_DIR/service.log" >&2; return 1; }
     ref=$("$VENV/bin/python" -c 'from dockertask.images import default_image_ref; print(default_image_ref())')
     # The default image, and the registry-free Debian base it was made from where there is one (a test
     # builds an ImageSpec on it): loaded from Docker, since building them again would repeat debootstrap.
@@ -91,8 +100,10 @@ podman_tests() {
         fi
     done
     say "integration tests on podman $(podman --version | awk '{print $3}') at unix://$sock"
-    CONTAINERS_CONF="$dir/containers.conf" DOCKER_HOST="unix://$sock" \
-        "$VENV/bin/python" -m pytest tests/integration "$@"
+    CONTAINERS_CONF="$PODMAN_DIR/containers.conf" DOCKER_HOST="unix://$sock" \
+        "$VENV/bin/python" -m pytest tests/integration "$@" || rc=$?
+    stop_podman
+    return "$rc"
 }
 
 cmd=${1:-help}
