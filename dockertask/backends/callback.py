@@ -139,7 +139,12 @@ class CallbackServer:
         return call
 
     def close(self) -> None:
-        """Stop listening (calls already connected go on)."""
+        """Stop listening (calls already connected go on). A bare close() would not: the accept thread's
+        blocked accept() keeps the socket listening on Linux; shutdown() wakes it and ends that."""
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self._listener.close()
 
     def forget(self, call: Call) -> None:

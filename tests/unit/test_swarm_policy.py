@@ -178,3 +178,16 @@ def test_an_unreachable_host_ends_the_connector_with_its_own_code(tmp_path: Path
     source = Path(dockertask.__file__).with_name("_connector.py").read_text()
     proc = subprocess.run([sys.executable, "-c", source, "pass"], env=env, capture_output=True, timeout=30)
     assert proc.returncode == 97 and f"cannot reach the host at {address}".encode() in proc.stderr
+
+
+def test_a_closed_server_stops_listening() -> None:
+    """After close() nothing answers at its address (a blocked accept once kept the socket listening)."""
+    import socket
+    import time
+
+    server = callback.CallbackServer("127.0.0.1")
+    host, port = server.address.rsplit(":", 1)
+    time.sleep(0.2)  # its accept thread is blocked in accept() by now
+    server.close()
+    with pytest.raises(OSError):
+        socket.create_connection((host, int(port)), timeout=2).close()
