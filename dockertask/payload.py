@@ -117,7 +117,8 @@ _HOST_ONLY = frozenset({
     "dockertask/backends/docker.py", "dockertask/backends/discovery.py", "dockertask/cli.py",
     "dockertask/__main__.py", "dockertask/doctor.py", "dockertask/pytest_plugin.py",
     "dockertask/_testpayload.py", "dockertask/_remote_tb.py", "dockertask/fanout.py",
-    "dockertask/abandoned.py", "dockertask/backends/swarm.py", "dockertask/backends/callback.py",
+    "dockertask/abandoned.py", "dockertask/backends/swarm.py", "dockertask/backends/swarm_replica.py",
+    "dockertask/backends/callback.py",
     "dockertask/backends/streams.py", "dockertask/backends/engine_config.py", "dockertask/_connector.py",
     "dockertask/config.py",
 })

@@ -33,6 +33,7 @@ class Call:
         self.conn: ssl.SSLSocket | None = None
         self.arrived = threading.Event()
         self.exit_record: int | None = None  # the bootstrap's exit code, once the container says
+        self._send_lock = threading.Lock()
 
     def frames(self) -> Iterator[tuple[int, bytes]]:
         """(stream, bytes) as the container sends them (1 stdout, 2 stderr); the exit record is kept."""
@@ -51,15 +52,22 @@ class Call:
                 return
             yield stream, data
 
-    def send_stdin(self, pieces: Iterable[bytes]) -> None:
-        """The container's stdin, framed; then the frame that closes it."""
+    def send_pieces(self, pieces: Iterable[bytes]) -> None:
+        """More of the container's stdin, framed (a replica's stdin stays open between calls)."""
         conn = self.conn
         assert conn is not None
-        for piece in pieces:
-            if piece:
-                conn.sendall(struct.pack(">I", len(piece)))
-                conn.sendall(piece)
-        conn.sendall(struct.pack(">I", 0))
+        with self._send_lock:
+            for piece in pieces:
+                if piece:
+                    conn.sendall(struct.pack(">I", len(piece)))
+                    conn.sendall(piece)
+
+    def send_stdin(self, pieces: Iterable[bytes]) -> None:
+        """The container's whole stdin, framed; then the frame that closes it."""
+        self.send_pieces(pieces)
+        assert self.conn is not None
+        with self._send_lock:
+            self.conn.sendall(struct.pack(">I", 0))
 
     def hang_up(self) -> None:
         """Close the connection: the container's relay kills the call (a timeout, Ctrl-C)."""

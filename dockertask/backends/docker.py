@@ -41,7 +41,7 @@ from ..errors import (
 )
 from . import discovery, engine_config
 from .base import ContainerJob, ContainerOutcome, ImageInfo, OutputSink
-from .streams import Pump
+from .streams import Frames, Pump
 
 HOW_TO_START = (
     "start one with `sudo systemctl start docker` (or `sudo dockerd &`), install it with "
@@ -549,26 +549,6 @@ def _image_info(ref: str, data: dict[str, Any]) -> ImageInfo:
 
 
 
-class _Frames:
-    """Frames from a replica, in order, for the one call waiting on them."""
-
-    def __init__(self) -> None:
-        import queue
-
-        self._queue: queue.Queue[tuple[bytes, Any]] = queue.Queue()
-
-    def put_frame(self, kind: bytes, frame: Any) -> None:
-        self._queue.put((kind, frame))
-
-    def next(self, timeout: float | None) -> tuple[bytes, Any] | None:
-        import queue
-
-        try:
-            return self._queue.get(timeout=timeout)
-        except queue.Empty:
-            return None
-
-
 class WorkerConnection:
     """A reusable replica's container: send frames to its stdin, read its frames, route its output."""
 
@@ -576,7 +556,7 @@ class WorkerConnection:
         self.backend = backend
         self.container_id = cid
         self.job = job
-        self.frames = _Frames()
+        self.frames = Frames()
         self.sock: Any = None
         self.pump: Pump | None = None
         self._sink = on_output

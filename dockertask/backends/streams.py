@@ -100,6 +100,10 @@ class Pump:
     def join(self, timeout: float) -> None:
         self._thread.join(timeout)
 
+    def alive(self) -> bool:
+        """Still reading: the container's stream has not ended."""
+        return self._thread.is_alive()
+
     def _run(self) -> None:
         frames = self._frames
         try:
@@ -127,3 +131,23 @@ class Pump:
             pass
         if self._on_frame is not None:
             self._on_frame(b"EOF", b"")  # reuse mode: the waiting call learns the container is gone
+
+
+class Frames:
+    """Frames from a replica, in order, for the one call waiting on them."""
+
+    def __init__(self) -> None:
+        import queue
+
+        self._queue: queue.Queue[tuple[bytes, Any]] = queue.Queue()
+
+    def put_frame(self, kind: bytes, frame: Any) -> None:
+        self._queue.put((kind, frame))
+
+    def next(self, timeout: float | None) -> tuple[bytes, Any] | None:
+        import queue
+
+        try:
+            return self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None

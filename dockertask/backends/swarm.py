@@ -39,6 +39,7 @@ from . import callback, engine_config
 from .base import ContainerJob, ContainerOutcome, ImageInfo, OutputSink
 from .docker import DockerBackend
 from .streams import Pump
+from .swarm_replica import SwarmWorker
 
 LABEL_RUN_ID = "dockertask.run-id"
 TOKEN_PATH = "/run/secrets/dockertask-token"
@@ -118,33 +119,65 @@ class SwarmBackend:
     # -- running -------------------------------------------------------------------------
 
     def run(self, job: ContainerJob, on_output: OutputSink, prepared: Any = None) -> ContainerOutcome:
+        image = self._checked_image(job)
+        launched = self._launch(job, image)
+        try:
+            early = self._await_connection(job, launched.call, launched.service_id, image)
+            if early is not None:
+                return early
+            return self._converse(job, launched.call, launched.service_id, on_output)
+        finally:
+            self._release(launched)
+
+    def open_worker(self, job: ContainerJob, on_output: OutputSink) -> SwarmWorker:
+        """A reusable replica: a long-lived one-task service whose callback connection stays open, carrying
+        the serve-mode bootstrap's frames exactly as a replica's attach stream does on one engine."""
+        image = self._checked_image(job)
+        launched = self._launch(job, image)
+        try:
+            early = self._await_connection(job, launched.call, launched.service_id, image)
+            if early is not None:
+                raise DockerTaskError(
+                    f"task {job.labels.get('dockertask.task', '?')}: its replica ended before it connected "
+                    f"(exit code {early.exit_code}){': ' + early.logs_tail if early.logs_tail else ''}")
+            return SwarmWorker(launched.service_id, launched.call, job, on_output, lambda: self._release(launched))
+        except BaseException:
+            self._release(launched)
+            raise
+
+    def _checked_image(self, job: ContainerJob) -> str:
         why = refusal(job)
         if why is not None:
             raise UnsupportedResourceError(why)
-        image = self.publish(job.image)
+        return self.publish(job.image)
+
+    def _launch(self, job: ContainerJob, image: str) -> _Launched:
+        """The call's token secret and its service, created; released by ``_release`` whatever follows."""
         server = self.server()
         call = server.expect()
         suffix = f"{job.labels.get(LABEL_RUN_ID, 'x')}-{job.labels.get('dockertask.attempt', '1')}"
-        secret_id = service_id = None
+        launched = _Launched(server, call)
         try:
-            secret_id = self._api(lambda: self.api.create_secret(
-                f"dockertask-token-{suffix}", call.token, labels=job.labels)["ID"], job)
-            service_id = self._api(lambda: self.api.create_service(
-                self._template(job, image, server, str(secret_id), suffix), name=f"dockertask-{suffix}",
-                labels=job.labels)["ID"], job)
-            lifecycle.add(str(service_id), self.kill_all)
-            early = self._await_connection(job, call, str(service_id), image)
-            if early is not None:
-                return early
-            return self._converse(job, call, str(service_id), on_output)
-        finally:
-            server.forget(call)
-            call.hang_up()
-            if service_id is not None:
-                self._remove_service(service_id)
-                lifecycle.discard(service_id)
-            if secret_id is not None:
-                self._remove_secret(secret_id)
+            launched.secret_id = str(self._api(lambda: self.api.create_secret(
+                f"dockertask-token-{suffix}", call.token, labels=job.labels)["ID"], job))
+            launched.service_id = str(self._api(lambda: self.api.create_service(
+                self._template(job, image, server, str(launched.secret_id), suffix), name=f"dockertask-{suffix}",
+                labels=job.labels)["ID"], job))
+            lifecycle.add(launched.service_id, self.kill_all)
+        except BaseException:
+            self._release(launched)
+            raise
+        return launched
+
+    def _release(self, launched: _Launched) -> None:
+        """Hang up, then remove the service and its secret; never raises (gc finds what could not go)."""
+        launched.server.forget(launched.call)
+        launched.call.hang_up()
+        if launched.service_id:
+            self._remove_service(launched.service_id)
+            lifecycle.discard(launched.service_id)
+        if launched.secret_id:
+            self._remove_secret(launched.secret_id)
 
     def _template(self, job: ContainerJob, image: str, server: callback.CallbackServer, secret_id: str,
                   suffix: str) -> TaskTemplate:
@@ -248,7 +281,7 @@ class SwarmBackend:
         sender = threading.Thread(target=self._send, args=(call, job), name="dockertask-stdin", daemon=True)
         sender.start()
         pump.join(job.timeout if job.timeout is not None else 1e9)
-        timed_out = pump_alive = _alive(pump)
+        timed_out = pump_alive = pump.alive()
         if pump_alive:
             call.hang_up()  # the relay in the container kills the call
             self._remove_service(service_id)
@@ -310,11 +343,6 @@ class SwarmBackend:
 
     def discard(self, prepared: Any) -> None:
         return None
-
-    def open_worker(self, job: ContainerJob, on_output: OutputSink) -> Any:
-        raise UnsupportedResourceError(
-            f"task {job.labels.get('dockertask.task', '?')}: reusable containers (ReusePolicy) run on one engine "
-            "only for now; drop reusable= for the Swarm backend")
 
     # -- checks (dockertask doctor) -------------------------------------------------------
 
@@ -425,8 +453,13 @@ class SwarmBackend:
         return self.engine.engine_info()
 
 
-def _alive(pump: Pump) -> bool:
-    return pump._thread.is_alive()
+class _Launched:
+    """What one service needs removed: the call's rendezvous, its token secret, the service."""
+
+    def __init__(self, server: callback.CallbackServer, call: callback.Call) -> None:
+        self.server, self.call = server, call
+        self.secret_id = ""
+        self.service_id = ""
 
 
 def _describe(job: ContainerJob) -> str:

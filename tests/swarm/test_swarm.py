@@ -20,6 +20,7 @@ from dockertask import (
     File,
     ImageSpec,
     Resources,
+    ReusePolicy,
     Secret,
     TaskOOMError,
     TaskSchedulingError,
@@ -524,3 +525,27 @@ def test_files_travel_in_and_out_over_the_callback(tmp_path: Path) -> None:
     out = Path(shout(data))
     assert (out / "sub" / "loud.txt").read_text() == "QUIET WORDS\n" * 1000
     assert (out / "node.txt").read_text()
+
+
+@task(reusable=ReusePolicy(replicas=1, idle_ttl=60))
+def warm(x: int) -> tuple[int, str]:
+    import socket
+
+    print(f"warm {x}", flush=True)
+    return x * 2, socket.gethostname()
+
+
+def test_reusable_replicas_serve_calls_over_the_callback(capfd: pytest.CaptureFixture[str]) -> None:
+    """ReusePolicy on Swarm: one replica service serves call after call, with output, until shut down."""
+    from dockertask import workers
+
+    try:
+        got = [warm(i) for i in range(4)]
+        assert [g[0] for g in got] == [0, 2, 4, 6]
+        assert len({g[1] for g in got}) == 1, got  # one replica's container served them all
+        began = time.monotonic()
+        assert warm(9)[0] == 18
+        assert time.monotonic() - began < 0.5  # no service round trip for a warm call
+        assert "warm 9" in capfd.readouterr().out
+    finally:
+        workers.shutdown()

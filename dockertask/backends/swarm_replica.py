@@ -1,0 +1,54 @@
+"""A reusable replica (ReusePolicy) on Swarm: a long-lived service whose callback connection stays open.
+
+The serve-mode bootstrap inside speaks frames only, so the connection carries exactly what a replica's
+attach stream carries on one engine; this class gives workers.py the same interface as
+``docker.WorkerConnection``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from . import callback
+from .base import ContainerJob, OutputSink
+from .streams import Frames, Pump
+
+
+class SwarmWorker:
+    """A reusable replica on Swarm, with the interface workers.py uses (see Backend.open_worker)."""
+
+    def __init__(self, service_id: str, call: callback.Call, job: ContainerJob, on_output: OutputSink,
+                 release: Callable[[], None]) -> None:
+        self.container_id = service_id
+        self.frames = Frames()
+        self._call = call
+        self._sink = on_output
+        self._release = release
+        self._closed = False
+        self.pump = Pump(call.frames(), self.output, self.frames.put_frame)
+        self.pump.start()
+        self.send(job.stdin.take())
+
+    def output(self, stream: str, line: str) -> None:
+        self._sink(stream, line)
+
+    def route_output(self, sink: OutputSink) -> None:
+        self._sink = sink
+
+    def send(self, pieces: Iterable[bytes]) -> None:
+        self._call.send_pieces(pieces)
+
+    def take_archive(self) -> Any:
+        return self.pump.control.take_archive()
+
+    def exit_state(self) -> dict[str, Any]:
+        """After the replica died: its bootstrap's exit code, or 137 when the connection just ended
+        (killed from outside); OOM kills of a call come in that call's X frame."""
+        code = self._call.exit_record
+        return {"ExitCode": 137 if code is None else code, "OOMKilled": False}
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._release()
