@@ -4,7 +4,8 @@ floor: a service (one task, restart none) of ``python3 -c pass`` created on the 
        until its task is complete, then removed — the image by digest, as dockertask runs it.
 task:  a dockertask ``@task`` call returning x + 1 on the Swarm backend (token secret, service,
        callback connection, result, removal).
-Then 24 concurrent calls (map_task, concurrency 24) against 24 concurrent bare services.
+Then a reused call (ReusePolicy: a warm replica service), and 24 concurrent calls (map_task,
+concurrency 24) against 24 concurrent bare services.
 Runs are interleaved (floor, task, floor, task...) so drift on the machine hits both alike.
 The cluster is built for the run (tests/swarm/cluster.py: Docker-in-Docker nodes and a registry)
 and removed afterwards.
@@ -23,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dockertask import backends, hostproc, images, map_task, task  # noqa: E402
+from dockertask import ReusePolicy, backends, hostproc, images, map_task, task, workers  # noqa: E402
 from dockertask.backends.docker import NETWORK_LABEL, DockerBackend  # noqa: E402
 from tests.swarm import cluster as cluster_mod  # noqa: E402
 from tests.swarm.conftest import make_backend  # noqa: E402
@@ -31,6 +32,11 @@ from tests.swarm.conftest import make_backend  # noqa: E402
 
 @task
 def inc(x: int) -> int:
+    return x + 1
+
+
+@task(reusable=ReusePolicy(replicas=1, idle_ttl=120))
+def warm_inc(x: int) -> int:
     return x + 1
 
 
@@ -80,6 +86,15 @@ def main() -> None:
         f, c = statistics.median(floors), statistics.median(calls)
         print(f"one call:   floor {f * 1000:.0f} ms, task {c * 1000:.0f} ms, ratio {c / f:.2f}x "
               f"(medians of {args.runs}; floor min {min(floors) * 1000:.0f}, task min {min(calls) * 1000:.0f})")
+        warm_inc(0)  # the replica's service starts
+        reused = []
+        for i in range(args.runs):
+            t = time.perf_counter()
+            assert warm_inc(i) == i + 1
+            reused.append(time.perf_counter() - t)
+        workers.shutdown()
+        r = statistics.median(reused)
+        print(f"reused call: {r * 1000:.1f} ms, ratio {r / f:.3f}x the floor (median of {args.runs})")
         n = args.fanout
         for round_ in range(2):
             t = time.perf_counter()

@@ -34,6 +34,7 @@ def _connect(address, pin, deadline):
     while True:
         try:
             raw = socket.create_connection((host, int(port)), timeout=5)
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # small frames go at once (see callback.py)
             conn = ctx.wrap_socket(raw)
             break
         except OSError as exc:
