@@ -312,7 +312,6 @@ def main(read_frame):
     return run_and_report(channel, pump, func, args, kwargs)
 
 
-
 def watch_call(channel, pid, before):
     """Wait for the call's process; pass on the signals a stop sends (the init signals only us). A call
     that ends normally has sent its R frame (or exits without one, which the host reports); one killed
@@ -330,9 +329,17 @@ def watch_call(channel, pid, before):
     _, status = os.waitpid(pid, 0)
     if os.WIFEXITED(status):
         return os.WEXITSTATUS(status)
-    sig = os.WTERMSIG(status)
-    channel.send(b"X", marshal.dumps({"exit": None, "signal": sig, "oom": oom_kills() > before}, 2))
-    return 128 + sig
+    report_death(channel, status, before)
+    return 128 + os.WTERMSIG(status)
+
+
+def report_death(channel, status, before):
+    """An X frame: how a call's process ended without its result (exit code or signal), and whether the
+    cgroup's OOM killer fired since ``before`` (its count then)."""
+    channel.send(b"X", marshal.dumps({
+        "exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
+        "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
+        "oom": oom_kills() > before}, 2))
 
 
 def redirect_stdout(channel):
@@ -456,10 +463,7 @@ def serve(read_frame, channel, run_dir):
         shutil.rmtree(call_dir, ignore_errors=True)  # this call's input files: the next sees only its own
         if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
             continue  # the child sent its R frame
-        channel.send(b"X", marshal.dumps({
-            "exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
-            "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
-            "oom": oom_kills() > before}, 2))
+        report_death(channel, status, before)
 
 
 def run_child(channel, meta, func, call, secrets, paths):

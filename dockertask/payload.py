@@ -554,8 +554,8 @@ class FrameDecoder:
             self.result = frame
         elif kind == b"X" and isinstance(frame, bytearray):  # the one-shot bootstrap's call died of a signal
             try:
-                self.oom_killed = bool(marshal.loads(bytes(frame)).get("oom"))
-            except (ValueError, EOFError, TypeError, AttributeError):
+                self.oom_killed = bool(decode_meta(frame).get("oom"))
+            except (ValueError, AttributeError):
                 pass
 
 
