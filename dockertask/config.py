@@ -65,18 +65,18 @@ def settings() -> Settings:
 
 
 def _from_pyproject() -> dict[str, Any]:
-    from .images import find_pyproject
+    from .images import find_pyproject, tool_table
 
     path = find_pyproject()
     if path is None:
         return {}
     try:
-        table = tomllib.loads(path.read_text()).get("tool", {}).get("dockertask", {})
+        table = tool_table(path)
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise TaskDefinitionError(f"{path}: cannot read [tool.dockertask]: {exc}") from None
-    swarm = table.get("swarm", {}) if isinstance(table, dict) else {}
+    swarm = table.get("swarm", {})
     out: dict[str, Any] = {}
-    if isinstance(table, dict) and "backend" in table:
+    if "backend" in table:
         out["backend"] = table["backend"]
     if isinstance(swarm, dict):
         out.update({k: swarm[k] for k in ("registry", "callback_address", "schedule_timeout") if k in swarm})

@@ -24,7 +24,7 @@ import tomllib
 from collections.abc import Callable, Iterator
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import ImageBuildError, ImageNotFoundError, ImageResolutionError
 
@@ -81,15 +81,20 @@ def find_pyproject(start: Path | None = None) -> Path | None:
     return None
 
 
+def tool_table(pyproject: Path) -> dict[str, Any]:
+    """``[tool.dockertask]`` of a pyproject.toml; OSError or tomllib.TOMLDecodeError if it cannot be read."""
+    table = tomllib.loads(pyproject.read_text()).get("tool", {}).get("dockertask", {})
+    return table if isinstance(table, dict) else {}
+
+
 @functools.lru_cache(maxsize=16)
 def _pyproject_images(path: str, mtime_ns: int) -> dict[str, str]:
     """[tool.dockertask.images] of one pyproject.toml, parsed once per version of the file."""
     pyproject = Path(path)
     try:
-        data = tomllib.loads(pyproject.read_text())
+        table = tool_table(pyproject).get("images", {})
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ImageResolutionError(f"{pyproject}: cannot read [tool.dockertask.images]: {exc}") from None
-    table = data.get("tool", {}).get("dockertask", {}).get("images", {})
     if not isinstance(table, dict):
         raise ImageResolutionError(f"{pyproject}: [tool.dockertask.images] must be a table of name = \"ref\"")
     images = {}

@@ -36,6 +36,11 @@ class ContainerOptions:
     host_config: Mapping[str, Any] = field(default_factory=dict)
     create: Mapping[str, Any] = field(default_factory=dict)
 
+    @property
+    def effective_pids_limit(self) -> int:
+        """How many processes and threads the container may run: 0 for no limit."""
+        return DEFAULT_PIDS_LIMIT if self.pids_limit is None else self.pids_limit
+
     def describe(self) -> dict[str, Any]:
         """The options that are set, for ``dockertask inspect``."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}

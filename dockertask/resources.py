@@ -148,6 +148,15 @@ def check_request_within_limit(requests: Resources | None, limits: Resources | N
             )
 
 
+def limit_of(requests: Resources | None, limits: Resources | None, attr: str) -> Any:
+    """A limit as enforced (``attr`` of Resources: cpu_cores, mem_bytes, gpu_count, storage_bytes): as in
+    Kubernetes, a missing limit defaults to the request."""
+    for r in (limits, requests):
+        if r is not None and getattr(r, attr) is not None:
+            return getattr(r, attr)
+    return None
+
+
 def host_config_kwargs(
     requests: Resources | None, limits: Resources | None, *, interruptible: bool = False
 ) -> dict[str, Any]:
@@ -157,11 +166,10 @@ def host_config_kwargs(
     ``NanoCpus`` quota; a CPU request is only a relative ``CpuShares`` weight.
     """
     req = requests or Resources()
-    lim = limits or Resources()
-    cpu_limit = lim.cpu_cores if lim.cpu_cores is not None else req.cpu_cores
-    mem_limit = lim.mem_bytes if lim.mem_bytes is not None else req.mem_bytes
-    gpus = lim.gpu_count if lim.gpu_count is not None else req.gpu_count
-    storage = lim.storage_bytes if lim.storage_bytes is not None else req.storage_bytes
+    cpu_limit = limit_of(requests, limits, "cpu_cores")
+    mem_limit = limit_of(requests, limits, "mem_bytes")
+    gpus = limit_of(requests, limits, "gpu_count")
+    storage = limit_of(requests, limits, "storage_bytes")
     kw: dict[str, Any] = {}
     if cpu_limit is not None:
         kw["nano_cpus"] = int(round(cpu_limit * 1e9))

@@ -30,7 +30,7 @@ from .context import ExecutionContext, SecretsReader, enter_local, leave_local
 from .errors import TaskDefinitionError
 from .interface import Interface
 from .plugins import ContainerOptions
-from .resources import Resources, check_request_within_limit, host_config_kwargs
+from .resources import Resources, check_request_within_limit, host_config_kwargs, limit_of
 from .secrets import Secret
 
 P = ParamSpec("P")
@@ -89,10 +89,8 @@ class TaskSpec:
 
     @property
     def effective_mem_limit(self) -> int | None:
-        for r in (self.limits, self.requests):
-            if r is not None and r.mem_bytes is not None:
-                return r.mem_bytes
-        return None
+        mem: int | None = limit_of(self.requests, self.limits, "mem_bytes")
+        return mem
 
     def resolved_image(self) -> str:
         return images.resolve(self.container_image)

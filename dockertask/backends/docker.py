@@ -39,6 +39,7 @@ from ..errors import (
     TaskInputError,
     UnsupportedResourceError,
 )
+from ..resources import limit_of
 from . import discovery, engine_config
 from .base import ContainerJob, ContainerOutcome, ImageInfo, OutputSink
 from .streams import Frames, Pump
@@ -90,7 +91,7 @@ def _names_init(text: str) -> bool:
 
 
 def _wants_gpu(job: ContainerJob) -> bool:
-    return any(r is not None and bool(r.gpu_count) for r in (job.resources.limits, job.resources.requests))
+    return bool(limit_of(job.resources.requests, job.resources.limits, "gpu_count"))
 
 
 def _shutdown(sock: Any) -> None:

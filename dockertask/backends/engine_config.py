@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..plugins import DEFAULT_PIDS_LIMIT
 from ..resources import host_config_kwargs
 from ..secrets import tmpfs_of
 from .base import ContainerJob
@@ -24,8 +23,7 @@ def host_config(job: ContainerJob) -> dict[str, Any]:
         "init": True,  # an init as PID 1: `docker stop` (preemption) then ends the task at once
         **host_config_kwargs(res.requests, res.limits, interruptible=res.interruptible),
     }
-    pids = DEFAULT_PIDS_LIMIT if opt.pids_limit is None else opt.pids_limit
-    kw["pids_limit"] = pids or -1  # -1: the engine's "unlimited"
+    kw["pids_limit"] = opt.effective_pids_limit or -1  # -1: the engine's "unlimited"
     if opt.network is not None:
         kw["network_mode"] = opt.network
     if opt.shm_bytes is not None:

@@ -13,10 +13,12 @@ manager's engine (``DOCKER_HOST``), which pushes them for the nodes.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -34,6 +36,8 @@ from ..errors import (
     TaskSchedulingError,
     UnsupportedResourceError,
 )
+from ..images import split_ref
+from ..resources import limit_of
 from ..secrets import SECRETS_MOUNT
 from . import callback, engine_config
 from .base import ContainerJob, ContainerOutcome, ImageInfo, OutputSink
@@ -182,18 +186,15 @@ class SwarmBackend:
     def _template(self, job: ContainerJob, image: str, server: callback.CallbackServer, secret_id: str,
                   suffix: str) -> TaskTemplate:
         res, opt = job.resources, job.options
-        req, lim = res.requests, res.limits
-        cpu_limit = lim.cpu_cores if lim is not None and lim.cpu_cores is not None else (req.cpu_cores if req else None)
-        mem_limit = lim.mem_bytes if lim is not None and lim.mem_bytes is not None else (req.mem_bytes if req else None)
+        req = res.requests
+        cpu_limit = limit_of(req, res.limits, "cpu_cores")
         resources = Resources(
-            cpu_limit=int(cpu_limit * 1e9) if cpu_limit is not None else None, mem_limit=mem_limit,
+            cpu_limit=int(cpu_limit * 1e9) if cpu_limit is not None else None,
+            mem_limit=limit_of(req, res.limits, "mem_bytes"),
             cpu_reservation=int(req.cpu_cores * 1e9) if req is not None and req.cpu_cores is not None else None,
             mem_reservation=req.mem_bytes if req is not None else None)
-        from ..plugins import DEFAULT_PIDS_LIMIT
-
-        pids = DEFAULT_PIDS_LIMIT if opt.pids_limit is None else opt.pids_limit
-        if pids:
-            resources.setdefault("Limits", {})["Pids"] = pids
+        if opt.effective_pids_limit:
+            resources.setdefault("Limits", {})["Pids"] = opt.effective_pids_limit
         mounts = []
         if res.secrets_mib:
             mounts.append(Mount(SECRETS_MOUNT, None, type="tmpfs", tmpfs_size=res.secrets_mib << 20, tmpfs_mode=0o1777))
@@ -202,14 +203,12 @@ class SwarmBackend:
         for bind in opt.binds:  # named volumes only (refusal() turned host paths away)
             source, target, *mode = bind.split(":")
             mounts.append(Mount(target, source, type="volume", read_only="ro" in (mode[0] if mode else "")))
-        from .. import _connector
-
         env = {**job.environment, **engine_config.WATCH_CALL,
                "DOCKERTASK_CALLBACK": server.address, "DOCKERTASK_CALLBACK_PIN": server.pin,
                "DOCKERTASK_TOKEN_FILE": TOKEN_PATH,
                "DOCKERTASK_CONNECT_TIMEOUT": os.environ.get("DOCKERTASK_SWARM_CONNECT_TIMEOUT", "20")}
         spec = ContainerSpec(
-            image, command=["python3", "-c", _connector_source(_connector.__file__), payload.LOADER],
+            image, command=["python3", "-c", _connector_source(), payload.LOADER],
             env=env, labels=job.labels, mounts=mounts, user=opt.user, init=True,
             cap_add=list(opt.cap_add) or None, stop_grace_period=1_000_000_000,
             secrets=[SecretReference(secret_id, f"dockertask-token-{suffix}", filename="dockertask-token",
@@ -281,8 +280,8 @@ class SwarmBackend:
         sender = threading.Thread(target=self._send, args=(call, job), name="dockertask-stdin", daemon=True)
         sender.start()
         pump.join(job.timeout if job.timeout is not None else 1e9)
-        timed_out = pump_alive = pump.alive()
-        if pump_alive:
+        timed_out = pump.alive()
+        if timed_out:
             call.hang_up()  # the relay in the container kills the call
             self._remove_service(service_id)
             pump.join(30)
@@ -470,9 +469,7 @@ def _describe(job: ContainerJob) -> str:
 def _registry_name(ref: str, registry: str) -> tuple[str, str]:
     """Where ``ref`` goes in the registry: ``registry/path`` and a tag (the original registry host dropped)."""
     name, _, digest = ref.partition("@")
-    repo, sep, tag = name.rpartition(":")
-    if not sep or "/" in tag:
-        repo, tag = name, "latest"
+    repo, tag = split_ref(name)
     if digest:
         tag = "sha256-" + digest.split(":", 1)[-1][:32]
     first, _, rest = repo.partition("/")
@@ -481,14 +478,12 @@ def _registry_name(ref: str, registry: str) -> tuple[str, str]:
     return f"{registry}/{repo}", tag
 
 
-_source_cache: dict[str, str] = {}
+@functools.lru_cache(maxsize=1)
+def _connector_source() -> str:
+    """The relay's source, the service's command (read once a process)."""
+    from .. import _connector
 
-
-def _connector_source(path: str) -> str:
-    if path not in _source_cache:
-        with open(path, encoding="utf-8") as f:
-            _source_cache[path] = f.read()
-    return _source_cache[path]
+    return Path(_connector.__file__).read_text(encoding="utf-8")
 
 
 def client_for(settings: Settings) -> SwarmBackend:
