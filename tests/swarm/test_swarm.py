@@ -352,6 +352,12 @@ def test_ctrl_c_removes_the_service(swarm_cluster: cluster_mod.Cluster, tmp_path
     assert not leftovers(swarm_cluster)
 
 
+def _cli_env(c: cluster_mod.Cluster) -> dict[str, str]:
+    """The command line pointed at the cluster, as a user's environment would (DOCKERTASK_BACKEND=swarm)."""
+    return {**os.environ, "DOCKER_HOST": c.manager_url, "DOCKERTASK_BACKEND": "swarm",
+            "DOCKERTASK_SWARM_REGISTRY": c.registry, "DOCKERTASK_SWARM_CALLBACK": c.gateway}
+
+
 def test_gc_removes_services_of_a_killed_host_process(swarm_cluster: cluster_mod.Cluster, tmp_path: Path) -> None:
     """After kill -9 the service stays; `dockertask gc` on the manager removes it and its secret."""
     proc = _script_process(swarm_cluster, tmp_path)
@@ -361,8 +367,7 @@ def test_gc_removes_services_of_a_killed_host_process(swarm_cluster: cluster_mod
         proc.kill()
         proc.wait()
     assert leftovers(swarm_cluster).get("services")
-    env = {**os.environ, "DOCKER_HOST": swarm_cluster.manager_url, "DOCKERTASK_BACKEND": "swarm",
-           "DOCKERTASK_SWARM_REGISTRY": swarm_cluster.registry, "DOCKERTASK_SWARM_CALLBACK": swarm_cluster.gateway}
+    env = _cli_env(swarm_cluster)
     out = subprocess.run([sys.executable, "-m", "dockertask", "gc"], env=env, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr
@@ -374,8 +379,7 @@ def test_gc_removes_services_of_a_killed_host_process(swarm_cluster: cluster_mod
 
 def test_doctor_checks_the_cluster(swarm_cluster: cluster_mod.Cluster) -> None:
     """`dockertask doctor` on Swarm: nodes ready, registry push and pull on every node, and a task's round trip."""
-    env = {**os.environ, "DOCKER_HOST": swarm_cluster.manager_url, "DOCKERTASK_BACKEND": "swarm",
-           "DOCKERTASK_SWARM_REGISTRY": swarm_cluster.registry, "DOCKERTASK_SWARM_CALLBACK": swarm_cluster.gateway}
+    env = _cli_env(swarm_cluster)
     out = subprocess.run([sys.executable, "-m", "dockertask", "doctor"], env=env, capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr

@@ -15,7 +15,7 @@ import dockertask
 from dockertask import Docker, Resources, config
 from dockertask.backends import callback
 from dockertask.backends.base import ContainerJob, JobResources, StdinPieces
-from dockertask.backends.swarm import _registry_name, refusal
+from dockertask.backends.swarm import _connector_source, _registry_name, refusal
 from dockertask.errors import TaskDefinitionError
 from dockertask.plugins import options_for
 
@@ -108,14 +108,14 @@ ECHO = ("import sys; data = sys.stdin.buffer.read(); sys.stderr.write('got %d by
         "sys.stderr.flush(); sys.stdout.buffer.write(data[::-1]); sys.exit(3)")
 
 
-def _connector(tmp_path: Path, server: callback.CallbackServer, token: bytes, pin: str | None = None,
-               code: str = ECHO) -> subprocess.Popen[bytes]:
+def _connector(tmp_path: Path, address: str, pin: str, token: bytes, code: str = ECHO,
+               connect_timeout: str = "3") -> subprocess.Popen[bytes]:
+    """The relay as a service runs it (the same command text), here as a local process."""
     token_file = tmp_path / "token"
     token_file.write_bytes(token)
-    env = {**os.environ, "DOCKERTASK_TOKEN_FILE": str(token_file), "DOCKERTASK_CALLBACK": server.address,
-           "DOCKERTASK_CALLBACK_PIN": pin or server.pin, "DOCKERTASK_CONNECT_TIMEOUT": "3"}
-    source = Path(dockertask.__file__).with_name("_connector.py").read_text()
-    return subprocess.Popen([sys.executable, "-c", source, code], env=env, stderr=subprocess.PIPE)
+    env = {**os.environ, "DOCKERTASK_TOKEN_FILE": str(token_file), "DOCKERTASK_CALLBACK": address,
+           "DOCKERTASK_CALLBACK_PIN": pin, "DOCKERTASK_CONNECT_TIMEOUT": connect_timeout}
+    return subprocess.Popen([sys.executable, "-c", _connector_source(), code], env=env, stderr=subprocess.PIPE)
 
 
 def test_the_carrier_relays_stdin_stdout_stderr_and_the_exit(tmp_path: Path) -> None:
@@ -123,7 +123,7 @@ def test_the_carrier_relays_stdin_stdout_stderr_and_the_exit(tmp_path: Path) -> 
     server = callback.CallbackServer("127.0.0.1")
     try:
         call = server.expect()
-        proc = _connector(tmp_path, server, call.token)
+        proc = _connector(tmp_path, server.address, server.pin, call.token)
         assert call.arrived.wait(20)
         payload = os.urandom(3 << 20)
         sender = threading.Thread(target=call.send_stdin, args=([payload[:1000], payload[1000:]],))
@@ -145,7 +145,7 @@ def test_a_wrong_token_is_turned_away_and_a_token_works_once(tmp_path: Path) -> 
     server = callback.CallbackServer("127.0.0.1")
     try:
         call = server.expect()
-        proc = _connector(tmp_path, server, b"f" * 64, code="import time; time.sleep(30)")
+        proc = _connector(tmp_path, server.address, server.pin, b"f" * 64, code="import time; time.sleep(30)")
         assert not call.arrived.wait(3)
         proc.kill()
         proc.wait()
@@ -158,7 +158,7 @@ def test_a_peer_without_the_pinned_certificate_is_refused(tmp_path: Path) -> Non
     server = callback.CallbackServer("127.0.0.1")
     try:
         call = server.expect()
-        proc = _connector(tmp_path, server, call.token, pin="0" * 64)
+        proc = _connector(tmp_path, server.address, "0" * 64, call.token)
         assert proc.wait(20) == 98
         assert b"did not present the host's certificate" in proc.stderr.read()  # type: ignore[union-attr]
         assert not call.arrived.is_set()
@@ -171,13 +171,9 @@ def test_an_unreachable_host_ends_the_connector_with_its_own_code(tmp_path: Path
     server = callback.CallbackServer("127.0.0.1")
     address = server.address
     server.close()
-    token_file = tmp_path / "token"
-    token_file.write_bytes(b"x")
-    env = {**os.environ, "DOCKERTASK_TOKEN_FILE": str(token_file), "DOCKERTASK_CALLBACK": address,
-           "DOCKERTASK_CALLBACK_PIN": "0" * 64, "DOCKERTASK_CONNECT_TIMEOUT": "1"}
-    source = Path(dockertask.__file__).with_name("_connector.py").read_text()
-    proc = subprocess.run([sys.executable, "-c", source, "pass"], env=env, capture_output=True, timeout=30)
-    assert proc.returncode == 97 and f"cannot reach the host at {address}".encode() in proc.stderr
+    proc = _connector(tmp_path, address, "0" * 64, b"x", code="pass", connect_timeout="1")
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 97 and f"cannot reach the host at {address}".encode() in err
 
 
 def test_a_closed_server_stops_listening() -> None:
