@@ -256,11 +256,26 @@ def publish_context(header):
     sys.modules["_dockertask_call"] = module
 
 
+def drain_call(read_frame, header):
+    """Read, and drop, the frames the host sends after the header, before a refusal is sent: a container
+    that exits while its stdin is still being written loses its output on Podman (the attach write fails
+    with "connection reset by peer" and the refusal never arrives)."""
+    read_frame()  # the runtime zip; a replica (serve mode) gets nothing more until its first call
+    if header.get("mode") == "serve":
+        return
+    read_frame()  # the pickled call
+    read_frame()  # the secrets
+    if header.get("inputs"):
+        while read_frame():  # the inputs' tar stream, ended by an empty frame
+            pass
+
+
 def main(read_frame):
     channel = Channel(os.dup(1))  # dup'ed fds are not inherited by the task's subprocesses
     header = marshal.loads(read_frame())
     have = "%d.%d" % sys.version_info[:2]
     if header["python"] != have:
+        drain_call(read_frame, header)
         channel.result({"status": "python_version", "image_python": sys.version.split()[0],
                         "host_python": header["python"]})
         return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -75,6 +76,31 @@ def test_bootstrap_refuses_another_python() -> None:
     result, out = _run_locally(_attempt, python_override="2.7")
     assert result.status == "python_version" and result.meta["host_python"] == "2.7"
     assert out == b""
+
+
+@pytest.mark.parametrize("with_file", [False, True])
+def test_bootstrap_reads_the_whole_call_before_refusing_another_python(tmp_path: Path, with_file: bool) -> None:
+    """The refusal is sent only once everything the host writes was read: on Podman a container that
+    exits while its stdin is still being written loses its output ("connection reset by peer")."""
+    from dockertask import File
+
+    data = tmp_path / "data.bin"
+    data.write_bytes(os.urandom(3 * 2**20))  # several frames of input tar stream
+    args = (File(str(data)),) if with_file else ()
+    envelope = payload.make_envelope(lambda *a: None, args, {}, with_files=with_file)
+    assert bool(envelope.inputs) == with_file
+    stdin = envelope.stdin_bytes({"task": "t", "attempt": 1, "run_id": "r", "python": "2.7"})
+    fed = tmp_path / "stdin"
+    fed.write_bytes(stdin)
+    with fed.open("rb") as f:  # a file shares its offset with the child: it shows how far the child read
+        proc = subprocess.run([sys.executable, "-I", "-S", "-c", payload.LOADER], stdin=f, capture_output=True,
+                              timeout=60)
+        consumed = f.tell()
+    assert proc.returncode == 0, proc.stderr
+    dec = FrameDecoder(lambda _: None)
+    dec.feed(proc.stdout)
+    assert dec.result is not None and parse_result(dec.result).status == "python_version"
+    assert consumed == len(stdin)
 
 
 def _boom(x: int) -> None:
