@@ -35,6 +35,7 @@ def _connect(address, pin, deadline):
         try:
             raw = socket.create_connection((host, int(port)), timeout=5)
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # small frames go at once (see callback.py)
+            _keep_alive(raw)
             conn = ctx.wrap_socket(raw)
             break
         except OSError as exc:
@@ -47,6 +48,14 @@ def _connect(address, pin, deadline):
         sys.exit(NOT_THE_HOST)
     conn.settimeout(None)  # blocking from here on (a timeout leaves the socket non-blocking)
     return conn
+
+
+def _keep_alive(sock):
+    """As callback.keep_alive: a host that vanished is noticed in ~15 s, and the call is killed."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (("TCP_KEEPIDLE", 5), ("TCP_KEEPINTVL", 2), ("TCP_KEEPCNT", 5)):
+        if hasattr(socket, name):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
 
 
 def _recv_exact(conn, n):

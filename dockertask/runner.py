@@ -283,7 +283,7 @@ def _interpret(task: Task[Any, Any], outcome: ContainerOutcome, run_id: str = ""
                 "dockertask needs the host's Python major.minor in the image"), retryable=False)
         if outcome.exit_code in (137, 143):
             raise AttemptFailed(TaskInterruptedError(
-                f"task {spec.name}: its container was stopped from outside (exit {outcome.exit_code})",
+                f"task {spec.name}: its container was stopped from outside (exit {outcome.exit_code}){tail}",
                 exit_code=outcome.exit_code, logs_tail=outcome.logs_tail), preempted=True)
         why = (" (the task's process ended before sending its result: os._exit(), sys.exit() from a thread, "
                "or closing file descriptors it did not open end a task this way)"

@@ -24,6 +24,18 @@ from ..errors import DockerTaskError
 
 HANDSHAKE_TIMEOUT = 10.0
 SMALL = 64 * 1024
+# A node that goes down or is cut off mid-call never closes its connection: without keepalive the host
+# would wait for the result of an untimed call for ever. TCP probes after 5 s of silence, every 2 s;
+# five unanswered end the connection (~15 s), and the backend reports that as a preemption, so an
+# interruptible task runs again on another node. The connector (_connector.py) does the same.
+KEEPALIVE = (("TCP_KEEPIDLE", 5), ("TCP_KEEPINTVL", 2), ("TCP_KEEPCNT", 5))
+
+
+def keep_alive(sock: socket.socket) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in KEEPALIVE:
+        if hasattr(socket, name):  # Linux names; other systems keep their defaults
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
 
 
 class Call:
@@ -177,6 +189,7 @@ class CallbackServer:
             # No Nagle: a replica's call is a few small frames each way, and waiting for the peer's delayed
             # ACK before sending the next one cost ~40 ms a call.
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            keep_alive(raw)
             raw.settimeout(HANDSHAKE_TIMEOUT)
             conn = self._ctx.wrap_socket(raw, server_side=True)
             line = b""

@@ -52,6 +52,9 @@ _UNREACHABLE, _NOT_THE_HOST, _NO_TOKEN = 97, 98, 99
 _PENDING = ("new", "allocated", "pending")
 _ENDED = ("complete", "failed", "shutdown", "rejected", "orphaned", "remove")
 CONNECT_GRACE = 40.0  # a running task that has not connected by then never will (its relay gives up at 20 s)
+# What a call whose connection ended without an exit record says (it is treated as a preemption).
+LOST = ("dockertask: the connection to the task's container ended without its exit status: the container "
+        "was killed, or its node went down or became unreachable from this host")
 PREPARE_LIMIT = 900.0  # pulling an image: slow registries happen, a hang must still end
 
 
@@ -287,14 +290,16 @@ class SwarmBackend:
             pump.join(30)
         record = call.exit_record
         cancelled = lifecycle.interrupted(job.since)
+        tail = list(pump.tail)
         if record is None and not timed_out:  # the connection ended without an exit: stopped from outside
             code: int | None = 137
+            tail.append(LOST)
         else:
             code = record
         return ContainerOutcome(
             container_id=service_id, exit_code=code, image=job.image, oom_killed=pump.control.oom_killed,
             timed_out=timed_out and not cancelled, cancelled=cancelled,
-            result=None if timed_out else pump.control.result, logs_tail="\n".join(pump.tail),
+            result=None if timed_out else pump.control.result, logs_tail="\n".join(tail),
             archive=pump.control.take_archive())
 
     @staticmethod

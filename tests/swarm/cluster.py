@@ -15,7 +15,7 @@ import hashlib
 import io
 import tarfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +45,20 @@ class Cluster:
     node_urls: dict[str, str]  # node name → its engine's API (manager included)
     registry: str = REGISTRY
     registry_url: str = ""  # the registry's HTTP API as this host reaches it (by IP: the alias is the network's)
+    node_containers: dict[str, str] = field(default_factory=dict)  # node name → its container on this host
 
     def engine(self, name: str) -> docker.APIClient:
         return docker.APIClient(base_url=self.node_urls[name], version="auto", timeout=60)
+
+    def on_node(self, name: str, *command: str) -> str:
+        """Run ``command`` in the node's own container (as root: iptables, ...); its output. Fails loudly."""
+        host = docker.APIClient(version="auto", timeout=60)
+        exec_id = host.exec_create(self.node_containers[name], list(command))["Id"]
+        out = host.exec_start(exec_id).decode(errors="replace")
+        code = host.exec_inspect(exec_id)["ExitCode"]
+        if code != 0:
+            raise RuntimeError(f"{command} on {name} exited {code}: {out}")
+        return out
 
 
 def node_image(api: docker.APIClient, base: str) -> str:
@@ -132,7 +143,8 @@ def start(labels: dict[str, str], images: list[str], workers: int = 2) -> tuple[
             manager.load_image(host.get_image(ref))
         reg = host.inspect_container(registry.get_wrapped_container().id)
         reg_ip = reg["NetworkSettings"]["Networks"][network.name]["IPAddress"]
-        cluster = Cluster(network.name, gateway, urls["manager"], urls, registry_url=f"http://{reg_ip}:5000")
+        cluster = Cluster(network.name, gateway, urls["manager"], urls, registry_url=f"http://{reg_ip}:5000",
+                          node_containers=dict(zip(names, containers[1:], strict=True)))
         return cluster, network, containers
     except BaseException:
         stop(network, containers)

@@ -435,6 +435,58 @@ def test_an_interruptible_task_killed_on_its_node_runs_again(swarm_cluster: clus
     assert result == [2]
 
 
+@task
+def stays_busy(seconds: float) -> str:
+    time.sleep(seconds)
+    return "finished"
+
+
+def test_a_node_cut_off_mid_call_ends_the_call_instead_of_a_hang(swarm_cluster: cluster_mod.Cluster) -> None:
+    """A node that can no longer reach this host mid-call (a partition; a node that goes down looks the same
+    from here) never closes the call's connection: the call, which has no timeout, must still end, as an
+    interruption that says why, in about the keepalive's 15 s, and its service must still go."""
+    from dockertask.errors import TaskInterruptedError
+
+    from ..conftest import SESSION, SESSION_LABEL
+
+    outcome: list[BaseException | str] = []
+
+    def call() -> None:
+        try:
+            outcome.append(stays_busy(600))
+        except BaseException as exc:  # noqa: BLE001 - the test asserts what it was
+            outcome.append(exc)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    node = None
+    deadline = time.monotonic() + 60
+    while node is None and time.monotonic() < deadline:
+        for name in swarm_cluster.node_urls:
+            labels = [f"{SESSION_LABEL}={SESSION}", "dockertask.task=tests.swarm.test_swarm.stays_busy"]
+            if swarm_cluster.engine(name).containers(filters={"label": labels}):
+                node = name
+                break
+        time.sleep(0.2)
+    assert node is not None, "never saw the task's container"
+    time.sleep(1)  # connected and running its call
+    # Drop what this node forwards to or from this host: its containers' traffic, not the Swarm's own.
+    rules = [["FORWARD", way, swarm_cluster.gateway, "-j", "DROP"] for way in ("-d", "-s")]
+    for rule in rules:
+        swarm_cluster.on_node(node, "iptables", "-I", rule[0], "1", *rule[1:])
+    cut = time.monotonic()
+    try:
+        caller.join(60)
+        ended = time.monotonic() - cut
+    finally:
+        for rule in rules:
+            swarm_cluster.on_node(node, "iptables", "-D", *rule)
+    assert not caller.is_alive(), "the call still waits a minute after its node was cut off"
+    assert len(outcome) == 1 and isinstance(outcome[0], TaskInterruptedError), outcome
+    assert "became unreachable from this host" in str(outcome[0])
+    assert ended < 45, f"took {ended:.0f} s to notice"
+
+
 def test_an_image_the_nodes_cannot_pull_is_named(swarm_cluster: cluster_mod.Cluster) -> None:
     """An image whose manifest the registry no longer has: the nodes' pull fails, and the error names the
     image and the registry (not a hang, not a bare engine message)."""
