@@ -4,7 +4,8 @@ floor: a service (one task, restart none) of ``python3 -c pass`` created on the 
        until its task is complete, then removed — the image by digest, as dockertask runs it.
 task:  a dockertask ``@task`` call returning x + 1 on the Swarm backend (token secret, service,
        callback connection, result, removal).
-Then a reused call (ReusePolicy: a warm replica service), and 24 concurrent calls (map_task,
+Each run also times a call that finds a service made ahead for it (spares.py: started and connected
+while the floor ran). Then a reused call (ReusePolicy: a warm replica service), and 24 concurrent calls (map_task,
 concurrency 24) against 24 concurrent bare services.
 Runs are interleaved (floor, task, floor, task...) so drift on the machine hits both alike.
 The cluster is built for the run (tests/swarm/cluster.py: Docker-in-Docker nodes and a registry)
@@ -16,6 +17,7 @@ usage: python bench/swarm.py [--runs N] [--fanout N]
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -77,15 +79,22 @@ def main() -> None:
         bare_service(api, image, -1)  # every node pulls once before timing starts
         for i in range(3):
             inc(i)
-        floors, calls = [], []
+        floors, calls, ahead = [], [], []
         for i in range(args.runs):
-            floors.append(bare_service(api, image, i))
+            floors.append(bare_service(api, image, i))  # meanwhile the spare ordered by the last call is made
+            os.environ["DOCKERTASK_PRECREATE"] = "0"  # a fresh service: what a first or lone call costs
             t = time.perf_counter()
             assert inc(i) == i + 1
             calls.append(time.perf_counter() - t)
-        f, c = statistics.median(floors), statistics.median(calls)
+            os.environ["DOCKERTASK_PRECREATE"] = "1"  # the service made ahead, started and connected
+            t = time.perf_counter()
+            assert inc(i) == i + 1
+            ahead.append(time.perf_counter() - t)
+        f, c, a = statistics.median(floors), statistics.median(calls), statistics.median(ahead)
         print(f"one call:   floor {f * 1000:.0f} ms, task {c * 1000:.0f} ms, ratio {c / f:.2f}x "
               f"(medians of {args.runs}; floor min {min(floors) * 1000:.0f}, task min {min(calls) * 1000:.0f})")
+        print(f"one call in a service made ahead: {a * 1000:.0f} ms, ratio {a / f:.3f}x "
+              f"(median of {args.runs}, min {min(ahead) * 1000:.0f} ms)")
         warm_inc(0)  # the replica's service starts
         reused = []
         for i in range(args.runs):

@@ -8,6 +8,9 @@ environment, labels other than the run id, host config and options) claims it, t
 ``dockertask.run-id`` stays the call's own), and sends its call as on any container. A spare is
 claimed once and then is the call's container: removed after that one call like any other.
 
+On Swarm a service cannot be created now and started later: its spare is started and connected, its
+bootstrap waiting for the call (see SwarmBackend.prepare), and only for jobs without requests.
+
 Unclaimed spares are removed after IDLE_SECONDS, at exit (after Ctrl-C/SIGTERM too: both end in
 ``SystemExit``/``KeyboardInterrupt``), and by ``dockertask gc`` after a ``kill -9``: they carry the
 usual owner labels. ``DOCKERTASK_PRECREATE=0`` turns them off.

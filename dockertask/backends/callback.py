@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import select
 import socket
 import ssl
 import struct
@@ -85,6 +86,19 @@ class Call:
         assert self.conn is not None
         with self._send_lock:
             self.conn.sendall(struct.pack(">I", 0))
+
+    def idle_and_open(self) -> bool:
+        """A connected call whose container has sent nothing yet and not hung up: what a spare must be
+        when claimed (its bootstrap waits for the call and says nothing first, so anything readable
+        here is the end of the connection)."""
+        conn = self.conn
+        if conn is None:
+            return False
+        try:
+            readable, _, _ = select.select([conn], [], [], 0)
+        except (OSError, ValueError):  # closed
+            return False
+        return not readable and not conn.pending()
 
     def hang_up(self) -> None:
         """Close the connection: the container's relay kills the call (a timeout, Ctrl-C)."""

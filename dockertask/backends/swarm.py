@@ -55,6 +55,7 @@ CONNECT_GRACE = 40.0  # a running task that has not connected by then never will
 # What a call whose connection ended without an exit record says (it is treated as a preemption).
 LOST = ("dockertask: the connection to the task's container ended without its exit status: the container "
         "was killed, or its node went down or became unreachable from this host")
+SPARE_WAIT = 30.0  # a spare not connected by then is given up (and no more are made for its configuration)
 PREPARE_LIMIT = 900.0  # pulling an image: slow registries happen, a hang must still end
 
 
@@ -87,7 +88,7 @@ def refusal(job: ContainerJob) -> str | None:
 class SwarmBackend:
     """Runs jobs as services of the Swarm whose manager DOCKER_HOST names."""
 
-    makes_spares = False  # a service cannot be made now and started later
+    makes_spares = True  # as services started and connected ahead, waiting for their call (see prepare)
 
     def __init__(self, settings: Settings, engine: DockerBackend | None = None) -> None:
         for name, value in (("registry", settings.registry), ("callback_address", settings.callback_address)):
@@ -126,6 +127,13 @@ class SwarmBackend:
     # -- running -------------------------------------------------------------------------
 
     def run(self, job: ContainerJob, on_output: OutputSink, prepared: Any = None) -> ContainerOutcome:
+        if isinstance(prepared, _Launched):
+            if prepared.call.idle_and_open():
+                try:
+                    return self._converse(job, prepared.call, prepared.service_id, on_output)
+                finally:
+                    self._release(prepared)
+            self._release(prepared)  # it died while it waited (its node went away): the call starts afresh
         image = self._checked_image(job)
         launched = self._launch(job, image)
         try:
@@ -220,10 +228,11 @@ class SwarmBackend:
                             networks=[opt.network] if opt.network else None)
 
     def _await_connection(self, job: ContainerJob, call: callback.Call, service_id: str,
-                          image: str) -> ContainerOutcome | None:
+                          image: str, limit: float | None = None) -> ContainerOutcome | None:
         """Wait for the task to be scheduled, pull its image, start and connect back; None once it has.
         Errors a user can act on for a task no node takes, an image the nodes cannot pull, or a callback
-        address they cannot reach; an outcome for a container that ended before it connected."""
+        address they cannot reach; an outcome for a container that ended before it connected. ``limit``:
+        seconds after which to stop waiting at all (a spare)."""
         task = job.labels.get("dockertask.task", "?")
         begun = time.monotonic()
         state_since = begun
@@ -231,6 +240,8 @@ class SwarmBackend:
         while not call.arrived.wait(0.25):
             if lifecycle.interrupted(job.since):
                 return ContainerOutcome(container_id=service_id, exit_code=None, image=job.image, cancelled=True)
+            if limit is not None and time.monotonic() - begun > limit:
+                raise DockerTaskError(f"task {task}: its service did not connect within {limit:g} s")
             tasks = self._api(lambda: self.api.tasks(filters={"service": service_id}), job)
             if not tasks:
                 continue
@@ -342,11 +353,29 @@ class SwarmBackend:
         for service_id in container_ids:
             self._remove_service(service_id)
 
-    def prepare(self, job: ContainerJob) -> Any:
-        raise UnsupportedResourceError("the Swarm backend makes no containers ahead of their call")
+    def prepare(self, job: ContainerJob) -> _Launched:
+        """A spare (spares.py): the job's service created, started and connected back, its bootstrap waiting
+        for the call. A service cannot be created now and started later, so unlike one engine's spare
+        this one runs: it holds no argument and no secret (those come with the call), but it would hold
+        a node's reservation, so a job with ``requests`` gets none. Bounded by SPARE_WAIT: a spare that
+        cannot connect soon is not worth waiting for (the call itself reports why)."""
+        requests_ = job.resources.requests
+        if requests_ is not None and (requests_.cpu_cores is not None or requests_.mem_bytes is not None):
+            raise UnsupportedResourceError("a Swarm spare would hold its requests' reservation on a node")
+        image = self._checked_image(job)
+        launched = self._launch(job, image)
+        try:
+            early = self._await_connection(job, launched.call, launched.service_id, image, limit=SPARE_WAIT)
+            if early is not None:
+                raise DockerTaskError(f"a spare ended before it connected (exit code {early.exit_code})")
+            return launched
+        except BaseException:
+            self._release(launched)
+            raise
 
     def discard(self, prepared: Any) -> None:
-        return None
+        if isinstance(prepared, _Launched):
+            self._release(prepared)
 
     # -- checks (dockertask doctor) -------------------------------------------------------
 

@@ -65,15 +65,17 @@ def leftovers(c: cluster_mod.Cluster) -> dict[str, list[str]]:
 @pytest.fixture(autouse=True)
 def on_swarm(swarm_cluster: cluster_mod.Cluster, swarm_backend: Any) -> Iterator[Any]:
     """Every task called in the test runs on the cluster; afterwards nothing of it is left on any node
-    (a container a node is still removing gets a few seconds)."""
+    (a container a node is still removing gets a few seconds). Unclaimed spares (services made ahead for a
+    next call) go first, as they would at the process's exit."""
     import time
 
-    from dockertask import backends
+    from dockertask import backends, spares
 
     backends.set_default_backend(swarm_backend)
     try:
         yield swarm_backend
     finally:
+        spares.SPARES.reset()
         backends.set_default_backend(None)
     deadline = time.monotonic() + 15
     while (left := leftovers(swarm_cluster)) and time.monotonic() < deadline:

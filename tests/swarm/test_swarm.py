@@ -28,6 +28,7 @@ from dockertask import (
     UnsupportedResourceError,
     current_context,
     map_task,
+    spares,
     task,
 )
 from dockertask.errors import ImageResolutionError
@@ -224,15 +225,15 @@ def test_concurrent_calls_spread_over_nodes(swarm_cluster: cluster_mod.Cluster) 
     """map_task's concurrent calls land on more than one node, as the nodes' own engines show."""
     from ..conftest import SESSION, SESSION_LABEL
 
-    nodes_used: set[str] = set()
+    seen: dict[str, str] = {}  # container (its hostname) → the node whose engine runs it
     done = threading.Event()
 
     def watch() -> None:
         engines = {name: swarm_cluster.engine(name) for name in swarm_cluster.node_urls}
         while not done.is_set():
             for name, api in engines.items():
-                if api.containers(filters={"label": f"{SESSION_LABEL}={SESSION}"}):
-                    nodes_used.add(name)
+                for c in api.containers(filters={"label": f"{SESSION_LABEL}={SESSION}"}):
+                    seen[c["Id"][:12]] = name
             time.sleep(0.2)
 
     watcher = threading.Thread(target=watch)
@@ -243,7 +244,8 @@ def test_concurrent_calls_spread_over_nodes(swarm_cluster: cluster_mod.Cluster) 
         done.set()
         watcher.join()
     assert len(results) == 6
-    assert len(nodes_used) >= 2, nodes_used
+    nodes_used = {seen.get(host) for host in results}  # the calls' own containers, not spares made meanwhile
+    assert None not in nodes_used and len(nodes_used) >= 2, (results, seen)
 
 
 def test_submit_runs_calls_concurrently() -> None:
@@ -485,6 +487,73 @@ def test_a_node_cut_off_mid_call_ends_the_call_instead_of_a_hang(swarm_cluster: 
     assert len(outcome) == 1 and isinstance(outcome[0], TaskInterruptedError), outcome
     assert "became unreachable from this host" in str(outcome[0])
     assert ended < 45, f"took {ended:.0f} s to notice"
+
+
+@task
+def who_ran_me(x: int) -> tuple[str, str, int]:
+    import socket
+
+    return socket.gethostname(), current_context().run_id, x
+
+
+def _spare_services(swarm_cluster: cluster_mod.Cluster, task_name: str) -> list[dict[str, Any]]:
+    from ..conftest import SESSION, SESSION_LABEL
+
+    labels = [f"{SESSION_LABEL}={SESSION}", f"dockertask.task=tests.swarm.test_swarm.{task_name}"]
+    return list(swarm_cluster.engine("manager").services(filters={"label": labels}))
+
+
+def _wait_for_spare_container(swarm_cluster: cluster_mod.Cluster, task_name: str) -> tuple[str, dict[str, Any]]:
+    """The node and container of the one service made ahead for ``task_name``, once it is running."""
+    from ..conftest import SESSION, SESSION_LABEL
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if spares.SPARES.idle_count():  # made: started and connected
+            for name in swarm_cluster.node_urls:
+                found = swarm_cluster.engine(name).containers(filters={"label": [
+                    f"{SESSION_LABEL}={SESSION}", f"dockertask.task=tests.swarm.test_swarm.{task_name}"]})
+                if found:
+                    assert len(found) == 1, found
+                    return name, found[0]
+        time.sleep(0.1)
+    raise AssertionError("no service was made ahead for the next call")
+
+
+def test_a_later_call_runs_in_the_service_made_ahead_for_it(swarm_cluster: cluster_mod.Cluster) -> None:
+    """From the second call of a configuration on, a service for the next call is started and connected
+    while nothing waits for it; the next call runs in exactly that container, under its run id."""
+    first, second = who_ran_me(1), who_ran_me(2)
+    node, container = _wait_for_spare_container(swarm_cluster, "who_ran_me")
+    assert container["Labels"]["dockertask.run-id"] not in (first[1], second[1])
+    third = who_ran_me(3)
+    assert third == (container["Id"][:12], container["Labels"]["dockertask.run-id"], 3)
+    assert len({first[0], second[0], third[0]}) == 3
+
+
+def test_a_spare_whose_container_died_is_not_used(swarm_cluster: cluster_mod.Cluster) -> None:
+    """A spare's container killed while it waited (its node went away, an operator): the call that would
+    have taken it runs in a fresh service and succeeds; the dead spare's service goes too."""
+    who_ran_me(1)
+    who_ran_me(2)
+    node, container = _wait_for_spare_container(swarm_cluster, "who_ran_me")
+    swarm_cluster.engine(node).kill(container["Id"])
+    time.sleep(0.5)  # the hang-up reaching this host: a spare that dies during its claim is a lost call
+    third = who_ran_me(3)
+    assert third[2] == 3 and third[0] != container["Id"][:12]
+
+
+@task(requests=Resources(cpu="100m"))
+def reserves(x: int) -> int:
+    return x
+
+
+def test_a_task_with_requests_gets_no_spare(swarm_cluster: cluster_mod.Cluster) -> None:
+    """A spare on Swarm runs, so it would hold its requests' reservation on a node while nothing uses it:
+    a task with requests gets none."""
+    assert [reserves(i) for i in range(3)] == [0, 1, 2]
+    time.sleep(1)
+    assert spares.SPARES.idle_count() == 0 and _spare_services(swarm_cluster, "reserves") == []
 
 
 def test_an_image_the_nodes_cannot_pull_is_named(swarm_cluster: cluster_mod.Cluster) -> None:

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -187,3 +188,23 @@ def test_a_closed_server_stops_listening() -> None:
     server.close()
     with pytest.raises(OSError):
         socket.create_connection((host, int(port)), timeout=2).close()
+
+
+def test_a_connected_call_knows_when_its_container_has_gone(tmp_path: Path) -> None:
+    """What a spare's claim checks: a connected, silent container is idle and open; once it is gone (its
+    node went away while it waited), the call is not, and the call is run in a fresh service instead."""
+    server = callback.CallbackServer("127.0.0.1")
+    try:
+        call = server.expect()
+        proc = _connector(tmp_path, server.address, server.pin, call.token, code="import sys; sys.stdin.read()")
+        assert call.arrived.wait(20)
+        assert call.idle_and_open()
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 5
+        while call.idle_and_open() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not call.idle_and_open()
+        call.hang_up()
+    finally:
+        server.close()
