@@ -504,17 +504,17 @@ def _spare_services(swarm_cluster: cluster_mod.Cluster, task_name: str) -> list[
 
 
 def _wait_for_spare_container(swarm_cluster: cluster_mod.Cluster, task_name: str) -> tuple[str, dict[str, Any]]:
-    """The node and container of the one service made ahead for ``task_name``, once it is running."""
-    from ..conftest import SESSION, SESSION_LABEL
-
+    """The node and container of the one service made ahead for ``task_name``, once it is running. Found
+    by the service (the calls' own are removed by then; their containers may still be going on a node)."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if spares.SPARES.idle_count():  # made: started and connected
+            services = _spare_services(swarm_cluster, task_name)
+            assert len(services) == 1, services
+            run_id = services[0]["Spec"]["Labels"]["dockertask.run-id"]
             for name in swarm_cluster.node_urls:
-                found = swarm_cluster.engine(name).containers(filters={"label": [
-                    f"{SESSION_LABEL}={SESSION}", f"dockertask.task=tests.swarm.test_swarm.{task_name}"]})
+                found = swarm_cluster.engine(name).containers(filters={"label": f"dockertask.run-id={run_id}"})
                 if found:
-                    assert len(found) == 1, found
                     return name, found[0]
         time.sleep(0.1)
     raise AssertionError("no service was made ahead for the next call")
