@@ -13,7 +13,9 @@ manager's engine (``DOCKER_HOST``), which pushes them for the nodes.
 
 from __future__ import annotations
 
+import atexit
 import functools
+import logging
 import os
 import threading
 import time
@@ -44,6 +46,8 @@ from .base import ContainerJob, ContainerOutcome, ImageInfo, OutputSink
 from .docker import DockerBackend
 from .streams import Pump
 from .swarm_replica import SwarmWorker
+
+log = logging.getLogger("dockertask")
 
 LABEL_RUN_ID = "dockertask.run-id"
 TOKEN_PATH = "/run/secrets/dockertask-token"
@@ -107,6 +111,8 @@ class SwarmBackend:
                 f"(swarm state {swarm.get('LocalNodeState', 'unknown')!r}); point DOCKER_HOST at a manager node")
         self._published: dict[str, tuple[str, str]] = {}  # image ref → (image id, registry ref by digest)
         self._publish_lock = threading.Lock()
+        self._unremoved: list[tuple[str, str]] = []  # ("service" | "secret", id) the manager could not remove
+        self._unremoved_lock = threading.Lock()
         self._server: callback.CallbackServer | None = None  # listening from the first call on
         self._server_lock = threading.Lock()
 
@@ -185,14 +191,38 @@ class SwarmBackend:
         return launched
 
     def _release(self, launched: _Launched) -> None:
-        """Hang up, then remove the service and its secret; never raises (gc finds what could not go)."""
+        """Hang up, then remove the service and its secret; never raises. What the manager could not be
+        asked to remove (it was down or unreachable) is tried again after the next release that reaches it."""
         launched.server.forget(launched.call)
         launched.call.hang_up()
+        gone = True
         if launched.service_id:
-            self._remove_service(launched.service_id)
+            gone = self._remove_service(launched.service_id)
             lifecycle.discard(launched.service_id)
         if launched.secret_id:
-            self._remove_secret(launched.secret_id)
+            gone = self._remove_secret(launched.secret_id) and gone
+        if gone:
+            self._retry_unremoved()
+
+    def _keep_unremoved(self, kind: str, object_id: str) -> None:
+        with self._unremoved_lock:
+            if not self._unremoved:
+                atexit.register(self._warn_unremoved)
+            self._unremoved.append((kind, object_id))
+
+    def _retry_unremoved(self) -> None:
+        with self._unremoved_lock:
+            if not self._unremoved:
+                return
+            items, self._unremoved = self._unremoved, []
+        for kind, object_id in sorted(items, key=lambda item: item[0] != "service"):  # a secret is in use until
+            (self._remove_service if kind == "service" else self._remove_secret)(object_id)  # its service goes
+
+    def _warn_unremoved(self) -> None:
+        if self._unremoved:
+            log.warning("dockertask: %d Swarm service(s) and secret(s) of this process could not be removed: the "
+                        "manager at %s did not answer; `dockertask gc` removes them now that this process has ended",
+                        len(self._unremoved), self.engine._engine())
 
     def _template(self, job: ContainerJob, image: str, server: callback.CallbackServer, secret_id: str,
                   suffix: str) -> TaskTemplate:
@@ -329,25 +359,30 @@ class SwarmBackend:
         except (requests.exceptions.RequestException, DockerException) as exc:
             raise self.engine._lost(exc, job, None) from None
 
-    def _remove_service(self, service_id: str) -> None:
+    def _remove_service(self, service_id: str) -> bool:
+        """True once it is gone; False, and kept for a later try, when the manager could not remove it."""
         try:
             self.api.remove_service(service_id)
         except NotFound:
             pass
         except (APIError, requests.exceptions.RequestException, DockerException):
-            pass  # `dockertask gc` removes services of dead processes
+            self._keep_unremoved("service", service_id)
+            return False
+        return True
 
-    def _remove_secret(self, secret_id: str) -> None:
+    def _remove_secret(self, secret_id: str) -> bool:
         for _ in range(20):  # a secret is in use until its service's task is gone
             try:
                 self.api.remove_secret(secret_id)
-                return
+                return True
             except NotFound:
-                return
+                return True
             except APIError:
                 time.sleep(0.25)
             except (requests.exceptions.RequestException, DockerException):
-                return
+                break
+        self._keep_unremoved("secret", secret_id)
+        return False
 
     def kill_all(self, container_ids: list[str]) -> None:
         for service_id in container_ids:

@@ -489,6 +489,36 @@ def test_a_node_cut_off_mid_call_ends_the_call_instead_of_a_hang(swarm_cluster: 
     assert ended < 45, f"took {ended:.0f} s to notice"
 
 
+def test_a_manager_unreachable_mid_call_loses_neither_the_result_nor_the_cleanup(
+        swarm_cluster: cluster_mod.Cluster) -> None:
+    """The manager's API stops answering this host while a call runs (a restart, a partition): the call goes
+    on over its own connection and returns its result; its service and secret, which could not be removed
+    then, go with the first call after the manager answers again."""
+    from ..conftest import SESSION, SESSION_LABEL
+
+    outcome: list[Any] = []
+    caller = threading.Thread(target=lambda: outcome.append(stays_busy(4)))
+    caller.start()
+    manager = swarm_cluster.engine("manager")
+    labels = [f"{SESSION_LABEL}={SESSION}", "dockertask.task=tests.swarm.test_swarm.stays_busy"]
+    deadline = time.monotonic() + 60
+    while not any(t["Status"]["State"] == "running" for t in manager.tasks(filters={"label": labels})):
+        assert time.monotonic() < deadline, "the call's task never ran"
+        time.sleep(0.2)
+    time.sleep(0.5)  # connected and running its call
+    # Refused (not dropped) so the removal fails at once, as against a restarting engine.
+    rule = ["INPUT", "-p", "tcp", "--dport", "2375", "-s", swarm_cluster.gateway, "-j", "REJECT",
+            "--reject-with", "tcp-reset"]
+    swarm_cluster.on_node("manager", "iptables", "-I", rule[0], "1", *rule[1:])
+    try:
+        caller.join(60)
+    finally:
+        swarm_cluster.on_node("manager", "iptables", "-D", *rule)
+    assert outcome == ["finished"]
+    assert leftovers(swarm_cluster).get("services"), "the service went although the manager could not be asked"
+    assert who_ran_me(1)[2] == 1  # reaches the manager, and removes what the outage left
+
+
 @task
 def who_ran_me(x: int) -> tuple[str, str, int]:
     import socket
