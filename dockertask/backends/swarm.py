@@ -60,6 +60,7 @@ CONNECT_GRACE = 40.0  # a running task that has not connected by then never will
 LOST = ("dockertask: the connection to the task's container ended without its exit status: the container "
         "was killed, or its node went down or became unreachable from this host")
 SPARE_WAIT = 30.0  # a spare not connected by then is given up (and no more are made for its configuration)
+RETRY_EVERY = 5.0  # seconds between tries at removing what a manager outage left (see _release)
 PREPARE_LIMIT = 900.0  # pulling an image: slow registries happen, a hang must still end
 
 
@@ -112,7 +113,9 @@ class SwarmBackend:
         self._published: dict[str, tuple[str, str]] = {}  # image ref → (image id, registry ref by digest)
         self._publish_lock = threading.Lock()
         self._unremoved: list[tuple[str, str]] = []  # ("service" | "secret", id) the manager could not remove
-        self._unremoved_lock = threading.Lock()
+        self._unremoved_lock = threading.Lock()  # and the two below
+        self._retrier: threading.Thread | None = None
+        self._warns_at_exit = False
         self._server: callback.CallbackServer | None = None  # listening from the first call on
         self._server_lock = threading.Lock()
 
@@ -192,7 +195,8 @@ class SwarmBackend:
 
     def _release(self, launched: _Launched) -> None:
         """Hang up, then remove the service and its secret; never raises. What the manager could not be
-        asked to remove (it was down or unreachable) is tried again after the next release that reaches it."""
+        asked to remove (it was down or unreachable) is tried again every RETRY_EVERY seconds in the
+        background, and at once after the next release that reaches it."""
         launched.server.forget(launched.call)
         launched.call.hang_up()
         gone = True
@@ -206,9 +210,23 @@ class SwarmBackend:
 
     def _keep_unremoved(self, kind: str, object_id: str) -> None:
         with self._unremoved_lock:
-            if not self._unremoved:
-                atexit.register(self._warn_unremoved)
             self._unremoved.append((kind, object_id))
+            if self._retrier is None:
+                if not self._warns_at_exit:
+                    atexit.register(self._warn_unremoved)
+                    self._warns_at_exit = True
+                self._retrier = threading.Thread(target=self._retry_until_done, name="dockertask-swarm-cleanup",
+                                                 daemon=True)
+                self._retrier.start()
+
+    def _retry_until_done(self) -> None:
+        while True:
+            time.sleep(RETRY_EVERY)
+            self._retry_unremoved()
+            with self._unremoved_lock:
+                if not self._unremoved:
+                    self._retrier = None
+                    return
 
     def _retry_unremoved(self) -> None:
         with self._unremoved_lock:

@@ -493,7 +493,7 @@ def test_a_manager_unreachable_mid_call_loses_neither_the_result_nor_the_cleanup
         swarm_cluster: cluster_mod.Cluster) -> None:
     """The manager's API stops answering this host while a call runs (a restart, a partition): the call goes
     on over its own connection and returns its result; its service and secret, which could not be removed
-    then, go with the first call after the manager answers again."""
+    then, go once the manager answers again, with no further call (a retry in the background)."""
     from ..conftest import SESSION, SESSION_LABEL
 
     outcome: list[Any] = []
@@ -516,7 +516,7 @@ def test_a_manager_unreachable_mid_call_loses_neither_the_result_nor_the_cleanup
         swarm_cluster.on_node("manager", "iptables", "-D", *rule)
     assert outcome == ["finished"]
     assert leftovers(swarm_cluster).get("services"), "the service went although the manager could not be asked"
-    assert who_ran_me(1)[2] == 1  # reaches the manager, and removes what the outage left
+    # The autouse fixture then waits up to 15 s for nothing to be left: the retry comes every 5 s.
 
 
 @task
