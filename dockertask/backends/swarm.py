@@ -136,19 +136,19 @@ class SwarmBackend:
     # -- running -------------------------------------------------------------------------
 
     def run(self, job: ContainerJob, on_output: OutputSink, prepared: Any = None) -> ContainerOutcome:
-        if isinstance(prepared, _Launched):
-            if prepared.call.idle_and_open():
-                try:
-                    return self._converse(job, prepared.call, prepared.service_id, on_output)
-                finally:
-                    self._release(prepared)
-            self._release(prepared)  # it died while it waited (its node went away): the call starts afresh
-        image = self._checked_image(job)
-        launched = self._launch(job, image)
+        launched = prepared if isinstance(prepared, _Launched) else None
+        if launched is not None and not launched.call.idle_and_open():
+            self._release(launched)  # the spare died while it waited (its node went away): start afresh
+            launched = None
+        image = None  # set when this call launches its own service, which it must then wait for
+        if launched is None:
+            image = self._checked_image(job)
+            launched = self._launch(job, image)
         try:
-            early = self._await_connection(job, launched.call, launched.service_id, image)
-            if early is not None:
-                return early
+            if image is not None:
+                early = self._await_connection(job, launched.call, launched.service_id, image)
+                if early is not None:
+                    return early
             return self._converse(job, launched.call, launched.service_id, on_output)
         finally:
             self._release(launched)
@@ -156,15 +156,21 @@ class SwarmBackend:
     def open_worker(self, job: ContainerJob, on_output: OutputSink) -> SwarmWorker:
         """A reusable replica: a long-lived one-task service whose callback connection stays open, carrying
         the serve-mode bootstrap's frames exactly as a replica's attach stream does on one engine."""
+        launched = self._connected(job, "replica")
+        return SwarmWorker(launched.service_id, launched.call, job, on_output, lambda: self._release(launched))
+
+    def _connected(self, job: ContainerJob, what: str, limit: float | None = None) -> _Launched:
+        """A service for ``job`` that is running and connected back, waiting for what is sent to it (a replica,
+        a spare); released, and an error raised, if it ends first or does not connect within ``limit`` s."""
         image = self._checked_image(job)
         launched = self._launch(job, image)
         try:
-            early = self._await_connection(job, launched.call, launched.service_id, image)
+            early = self._await_connection(job, launched.call, launched.service_id, image, limit)
             if early is not None:
                 raise DockerTaskError(
-                    f"task {job.labels.get('dockertask.task', '?')}: its replica ended before it connected "
+                    f"task {job.labels.get('dockertask.task', '?')}: its {what} ended before it connected "
                     f"(exit code {early.exit_code}){': ' + early.logs_tail if early.logs_tail else ''}")
-            return SwarmWorker(launched.service_id, launched.call, job, on_output, lambda: self._release(launched))
+            return launched
         except BaseException:
             self._release(launched)
             raise
@@ -247,11 +253,11 @@ class SwarmBackend:
         res, opt = job.resources, job.options
         req = res.requests
         cpu_limit = limit_of(req, res.limits, "cpu_cores")
+        cpu_reservation, mem_reservation = _reservation(job)
         resources = Resources(
             cpu_limit=int(cpu_limit * 1e9) if cpu_limit is not None else None,
-            mem_limit=limit_of(req, res.limits, "mem_bytes"),
-            cpu_reservation=int(req.cpu_cores * 1e9) if req is not None and req.cpu_cores is not None else None,
-            mem_reservation=req.mem_bytes if req is not None else None)
+            mem_limit=limit_of(req, res.limits, "mem_bytes"), cpu_reservation=cpu_reservation,
+            mem_reservation=mem_reservation)
         if opt.effective_pids_limit:
             resources.setdefault("Limits", {})["Pids"] = opt.effective_pids_limit
         mounts = []
@@ -412,19 +418,9 @@ class SwarmBackend:
         this one runs: it holds no argument and no secret (those come with the call), but it would hold
         a node's reservation, so a job with ``requests`` gets none. Bounded by SPARE_WAIT: a spare that
         cannot connect soon is not worth waiting for (the call itself reports why)."""
-        requests_ = job.resources.requests
-        if requests_ is not None and (requests_.cpu_cores is not None or requests_.mem_bytes is not None):
+        if _reservation(job) != (None, None):
             raise UnsupportedResourceError("a Swarm spare would hold its requests' reservation on a node")
-        image = self._checked_image(job)
-        launched = self._launch(job, image)
-        try:
-            early = self._await_connection(job, launched.call, launched.service_id, image, limit=SPARE_WAIT)
-            if early is not None:
-                raise DockerTaskError(f"a spare ended before it connected (exit code {early.exit_code})")
-            return launched
-        except BaseException:
-            self._release(launched)
-            raise
+        return self._connected(job, "spare", limit=SPARE_WAIT)
 
     def discard(self, prepared: Any) -> None:
         if isinstance(prepared, _Launched):
@@ -512,19 +508,15 @@ class SwarmBackend:
     def gc(self, is_orphan: Callable[[dict[str, str]], bool], dry_run: bool = False) -> list[str]:
         """Services (and their token secrets) of dead processes, then the manager engine's own containers."""
         removed = []
+        kinds: tuple[tuple[Callable[..., Any], Callable[[str], bool]], ...] = (
+            (self.api.services, self._remove_service), (self.api.secrets, self._remove_secret))  # services first
         try:
-            for s in self.api.services(filters={"label": LABEL_RUN_ID}):
-                labels = (s.get("Spec") or {}).get("Labels") or {}
-                if is_orphan(labels):
-                    if not dry_run:
-                        self._remove_service(s["ID"])
-                    removed.append(str(s["ID"]))
-            for sec in self.api.secrets(filters={"label": LABEL_RUN_ID}):
-                labels = (sec.get("Spec") or {}).get("Labels") or {}
-                if is_orphan(labels):
-                    if not dry_run:
-                        self._remove_secret(sec["ID"])
-                    removed.append(str(sec["ID"]))
+            for listed, remove in kinds:
+                for found in listed(filters={"label": LABEL_RUN_ID}):
+                    if is_orphan((found.get("Spec") or {}).get("Labels") or {}):
+                        if not dry_run:
+                            remove(found["ID"])
+                        removed.append(str(found["ID"]))
         except requests.exceptions.ConnectionError as exc:
             raise DockerUnavailableError(f"the Swarm manager is unreachable: {exc}") from None
         return removed + self.engine.gc(is_orphan, dry_run)
@@ -546,6 +538,14 @@ class _Launched:
         self.server, self.call = server, call
         self.secret_id = ""
         self.service_id = ""
+
+
+def _reservation(job: ContainerJob) -> tuple[int | None, int | None]:
+    """(nano-CPUs, bytes) that the job's requests reserve on its node: what Swarm places it by."""
+    req = job.resources.requests
+    if req is None:
+        return None, None
+    return (int(req.cpu_cores * 1e9) if req.cpu_cores is not None else None), req.mem_bytes
 
 
 def _describe(job: ContainerJob) -> str:
