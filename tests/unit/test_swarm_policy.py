@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -119,52 +120,48 @@ def _connector(tmp_path: Path, address: str, pin: str, token: bytes, code: str =
     return subprocess.Popen([sys.executable, "-c", _connector_source(), code], env=env, stderr=subprocess.PIPE)
 
 
-def test_the_carrier_relays_stdin_stdout_stderr_and_the_exit(tmp_path: Path) -> None:
+@pytest.fixture
+def server() -> Iterator[callback.CallbackServer]:
+    """A callback listener on loopback, closed after the test."""
+    made = callback.CallbackServer("127.0.0.1")
+    yield made
+    made.close()
+
+
+def test_the_carrier_relays_stdin_stdout_stderr_and_the_exit(tmp_path: Path, server: callback.CallbackServer) -> None:
     """Over TLS with a one-time token: stdin in (in pieces), stdout and stderr out as frames, then the exit code."""
-    server = callback.CallbackServer("127.0.0.1")
-    try:
-        call = server.expect()
-        proc = _connector(tmp_path, server.address, server.pin, call.token)
-        assert call.arrived.wait(20)
-        payload = os.urandom(3 << 20)
-        sender = threading.Thread(target=call.send_stdin, args=([payload[:1000], payload[1000:]],))
-        sender.start()
-        out, err = bytearray(), bytearray()
-        for stream, data in call.frames():
-            (out if stream == 1 else err).extend(data)
-        sender.join()
-        assert proc.wait(20) == 0
-        assert bytes(out) == payload[::-1]
-        assert err.decode() == f"got {len(payload)} bytes\n"
-        assert call.exit_record == 3
-    finally:
-        server.close()
+    call = server.expect()
+    proc = _connector(tmp_path, server.address, server.pin, call.token)
+    assert call.arrived.wait(20)
+    payload = os.urandom(3 << 20)
+    sender = threading.Thread(target=call.send_stdin, args=([payload[:1000], payload[1000:]],))
+    sender.start()
+    out, err = bytearray(), bytearray()
+    for stream, data in call.frames():
+        (out if stream == 1 else err).extend(data)
+    sender.join()
+    assert proc.wait(20) == 0
+    assert bytes(out) == payload[::-1]
+    assert err.decode() == f"got {len(payload)} bytes\n"
+    assert call.exit_record == 3
 
 
-def test_a_wrong_token_is_turned_away_and_a_token_works_once(tmp_path: Path) -> None:
+def test_a_wrong_token_is_turned_away_and_a_token_works_once(tmp_path: Path, server: callback.CallbackServer) -> None:
     """A connection presenting an unknown token is closed; the waiting call never sees it."""
-    server = callback.CallbackServer("127.0.0.1")
-    try:
-        call = server.expect()
-        proc = _connector(tmp_path, server.address, server.pin, b"f" * 64, code="import time; time.sleep(30)")
-        assert not call.arrived.wait(3)
-        proc.kill()
-        proc.wait()
-    finally:
-        server.close()
+    call = server.expect()
+    proc = _connector(tmp_path, server.address, server.pin, b"f" * 64, code="import time; time.sleep(30)")
+    assert not call.arrived.wait(3)
+    proc.kill()
+    proc.wait()
 
 
-def test_a_peer_without_the_pinned_certificate_is_refused(tmp_path: Path) -> None:
+def test_a_peer_without_the_pinned_certificate_is_refused(tmp_path: Path, server: callback.CallbackServer) -> None:
     """The connector checks the host's certificate digest: another listener gets nothing (exit 98)."""
-    server = callback.CallbackServer("127.0.0.1")
-    try:
-        call = server.expect()
-        proc = _connector(tmp_path, server.address, "0" * 64, call.token)
-        assert proc.wait(20) == 98
-        assert b"did not present the host's certificate" in proc.stderr.read()  # type: ignore[union-attr]
-        assert not call.arrived.is_set()
-    finally:
-        server.close()
+    call = server.expect()
+    proc = _connector(tmp_path, server.address, "0" * 64, call.token)
+    assert proc.wait(20) == 98
+    assert b"did not present the host's certificate" in proc.stderr.read()  # type: ignore[union-attr]
+    assert not call.arrived.is_set()
 
 
 def test_an_unreachable_host_ends_the_connector_with_its_own_code(tmp_path: Path) -> None:
@@ -180,7 +177,6 @@ def test_an_unreachable_host_ends_the_connector_with_its_own_code(tmp_path: Path
 def test_a_closed_server_stops_listening() -> None:
     """After close() nothing answers at its address (a blocked accept once kept the socket listening)."""
     import socket
-    import time
 
     server = callback.CallbackServer("127.0.0.1")
     host, port = server.address.rsplit(":", 1)
@@ -190,21 +186,17 @@ def test_a_closed_server_stops_listening() -> None:
         socket.create_connection((host, int(port)), timeout=2).close()
 
 
-def test_a_connected_call_knows_when_its_container_has_gone(tmp_path: Path) -> None:
+def test_a_connected_call_knows_when_its_container_has_gone(tmp_path: Path, server: callback.CallbackServer) -> None:
     """What a spare's claim checks: a connected, silent container is idle and open; once it is gone (its
     node went away while it waited), the call is not, and the call is run in a fresh service instead."""
-    server = callback.CallbackServer("127.0.0.1")
-    try:
-        call = server.expect()
-        proc = _connector(tmp_path, server.address, server.pin, call.token, code="import sys; sys.stdin.read()")
-        assert call.arrived.wait(20)
-        assert call.idle_and_open()
-        proc.kill()
-        proc.wait()
-        deadline = time.monotonic() + 5
-        while call.idle_and_open() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not call.idle_and_open()
-        call.hang_up()
-    finally:
-        server.close()
+    call = server.expect()
+    proc = _connector(tmp_path, server.address, server.pin, call.token, code="import sys; sys.stdin.read()")
+    assert call.arrived.wait(20)
+    assert call.idle_and_open()
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 5
+    while call.idle_and_open() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not call.idle_and_open()
+    call.hang_up()
