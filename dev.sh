@@ -90,7 +90,7 @@ podman_tests() {
     PODMAN_PID=$!
     for _ in $(seq 1 30); do [ -S "$sock" ] && break; sleep 0.5; done
     [ -S "$sock" ] || { say "podman's API service did not start:"; cat "$PODMAN_DIR/service.log" >&2; return 1; }
-    ref=$("$VENV/bin/python" -c 'from dockertask.images import default_image_ref; print(default_image_ref())')
+    ref=$("$VENV/bin/python" -c 'from dockertask.images.refs import default_image_ref; print(default_image_ref())')
     # The default image, and the registry-free Debian base it was made from where there is one (a test
     # builds an ImageSpec on it): loaded from Docker, since building them again would repeat debootstrap.
     for image in "$ref" dockertask-base:bookworm; do

@@ -23,7 +23,7 @@ import time
 
 from dockertask import File, task
 from dockertask.backends import default_backend
-from dockertask.images import default_image_ref, ensure_image
+from dockertask.images.refs import default_image_ref, ensure_image
 
 
 @task

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from dockertask.backends import default_backend
-from dockertask.images import default_image_ref, ensure_image
+from dockertask.images.refs import default_image_ref, ensure_image
 
 HERE = Path(__file__).resolve().parent
 BARE = """

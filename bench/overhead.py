@@ -26,7 +26,7 @@ import docker
 from dockertask import task
 from dockertask.backends import default_backend
 from dockertask.backends.discovery import api_client
-from dockertask.images import default_image_ref, ensure_image
+from dockertask.images.refs import default_image_ref, ensure_image
 
 
 @task

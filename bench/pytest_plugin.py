@@ -24,7 +24,7 @@ from overhead import floor_once  # the same floor as bench/overhead.py (this fol
 
 from dockertask.backends import default_backend
 from dockertask.backends.discovery import api_client
-from dockertask.images import default_image_ref, ensure_image
+from dockertask.images.refs import default_image_ref, ensure_image
 
 TESTS = """
 import pytest

@@ -26,8 +26,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dockertask import ReusePolicy, backends, hostproc, images, map_task, task, workers  # noqa: E402
+from dockertask import ReusePolicy, backends, map_task, task
 from dockertask.backends.docker import NETWORK_LABEL, DockerBackend  # noqa: E402
+from dockertask.calls import replicas  # noqa: E402
+from dockertask.host import owner
+from dockertask.images import refs
 from tests.swarm import cluster as cluster_mod  # noqa: E402
 from tests.swarm.conftest import make_backend  # noqa: E402
 
@@ -66,15 +69,15 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--fanout", type=int, default=24)
     args = parser.parse_args()
-    images.build_default_image(DockerBackend())
+    refs.build_default_image(DockerBackend())
     t0 = time.perf_counter()
-    cluster, network, containers = cluster_mod.start({NETWORK_LABEL: "swarm-bench", **hostproc.owner_labels()},
-                                                     [images.default_image_ref()])
+    cluster, network, containers = cluster_mod.start({NETWORK_LABEL: "swarm-bench", **owner.owner_labels()},
+                                                     [refs.default_image_ref()])
     print(f"cluster of {len(cluster.node_urls)} nodes + registry up in {time.perf_counter() - t0:.1f} s")
     try:
         backend = make_backend(cluster)
         backends.set_default_backend(backend)
-        image = backend.publish(images.default_image_ref())
+        image = backend.publish(refs.default_image_ref())
         api = cluster.engine("manager")
         bare_service(api, image, -1)  # every node pulls once before timing starts
         for i in range(3):
@@ -101,7 +104,7 @@ def main() -> None:
             t = time.perf_counter()
             assert warm_inc(i) == i + 1
             reused.append(time.perf_counter() - t)
-        workers.shutdown()
+        replicas.shutdown()
         r = statistics.median(reused)
         print(f"reused call: {r * 1000:.1f} ms, ratio {r / f:.3f}x the floor (median of {args.runs})")
         n = args.fanout

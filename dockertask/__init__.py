@@ -15,13 +15,13 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "task": "tasks", "Task": "tasks", "TaskSpec": "tasks", "ExecutionBehavior": "tasks",
-    "Resources": "resources",
-    "Secret": "secrets",
-    "ImageSpec": "imagespec",
-    "current_context": "context", "ExecutionContext": "context",
+    "Resources": "spec.resources",
+    "Secret": "spec.secrets",
+    "ImageSpec": "images.imagespec",
+    "current_context": "spec.context", "ExecutionContext": "spec.context",
     "Docker": "plugins",
     "File": "files", "Directory": "files",
-    "map_task": "fanout", "MapTaskError": "errors", "ReusePolicy": "workers",
+    "map_task": "fanout", "MapTaskError": "errors", "ReusePolicy": "spec.reuse",
     "DockerTaskError": "errors", "TaskDefinitionError": "errors", "TaskInputError": "errors",
     "TaskOutputError": "errors",
     "TaskTimeoutError": "errors", "TaskOOMError": "errors", "TaskFailedError": "errors",
@@ -67,9 +67,8 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from .config import configure
-    from .context import ExecutionContext, current_context
-    from .errors import (
+    from dockertask.config import configure
+    from dockertask.errors import (
         DockerTaskError,
         DockerUnavailableError,
         ImageBuildError,
@@ -89,14 +88,15 @@ if TYPE_CHECKING:
         TaskTimeoutError,
         UnsupportedResourceError,
     )
-    from .fanout import map_task
-    from .files import Directory, File
-    from .imagespec import ImageSpec
-    from .plugins import Docker
-    from .resources import Resources
-    from .secrets import Secret
-    from .tasks import ExecutionBehavior, Task, TaskSpec, task
-    from .workers import ReusePolicy
+    from dockertask.fanout import map_task
+    from dockertask.files import Directory, File
+    from dockertask.images.imagespec import ImageSpec
+    from dockertask.plugins import Docker
+    from dockertask.spec.context import ExecutionContext, current_context
+    from dockertask.spec.resources import Resources
+    from dockertask.spec.reuse import ReusePolicy
+    from dockertask.spec.secrets import Secret
+    from dockertask.tasks import ExecutionBehavior, Task, TaskSpec, task
 
 
 def __getattr__(name: str) -> Any:

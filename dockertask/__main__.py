@@ -1,5 +1,5 @@
 """``python -m dockertask``: the command line, where the console script is not on PATH."""
 
-from .cli import main
+from dockertask.cli.commands import main
 
 main(prog_name="dockertask")

@@ -12,9 +12,10 @@ from __future__ import annotations
 import os
 import threading
 import tomllib
+from pathlib import Path
 from typing import Any, NamedTuple
 
-from .errors import TaskDefinitionError
+from dockertask.errors import TaskDefinitionError
 
 BACKENDS = ("docker", "swarm")
 DEFAULT_SCHEDULE_TIMEOUT = 120.0
@@ -29,6 +30,13 @@ class Settings(NamedTuple):
 
 _lock = threading.Lock()
 _configured: dict[str, Any] = {}
+_generation = 0  # bumped by configure(): the process's default backend is chosen again on its next use
+
+
+def generation() -> int:
+    """How many times configure() has run: backends.default_backend() connects anew when it changes (so
+    this module, below the backends, never has to reach up to them)."""
+    return _generation
 
 
 def configure(*, backend: str | None = None, registry: str | None = None, callback_address: str | None = None,
@@ -38,11 +46,10 @@ def configure(*, backend: str | None = None, registry: str | None = None, callba
     given = {"backend": backend, "registry": registry, "callback_address": callback_address,
              "schedule_timeout": schedule_timeout}
     checked = _checked({k: v for k, v in given.items() if v is not None}, "configure")
+    global _generation
     with _lock:
         _configured.update(checked)
-    from . import backends
-
-    backends.set_default_backend(None)  # the next call connects to what is configured now
+        _generation += 1  # the next call connects to what is configured now
 
 
 def reset() -> None:
@@ -64,9 +71,23 @@ def settings() -> Settings:
     return Settings(**merged)
 
 
-def _from_pyproject() -> dict[str, Any]:
-    from .images import find_pyproject, tool_table
+def find_pyproject(start: Path | None = None) -> Path | None:
+    """The nearest pyproject.toml at or above ``start`` (the working directory)."""
+    here = (start or Path.cwd()).resolve()
+    for directory in (here, *here.parents):
+        candidate = directory / "pyproject.toml"
+        if candidate.is_file():
+            return candidate
+    return None
 
+
+def tool_table(pyproject: Path) -> dict[str, Any]:
+    """``[tool.dockertask]`` of a pyproject.toml; OSError or tomllib.TOMLDecodeError if it cannot be read."""
+    table = tomllib.loads(pyproject.read_text()).get("tool", {}).get("dockertask", {})
+    return table if isinstance(table, dict) else {}
+
+
+def _from_pyproject() -> dict[str, Any]:
     path = find_pyproject()
     if path is None:
         return {}

@@ -19,9 +19,10 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import lifecycle, progress, runner
-from .errors import MapTaskError, TaskDefinitionError, TaskInputError
-from .tasks import Task, max_parallel
+from dockertask.calls import progress, runner
+from dockertask.errors import MapTaskError, TaskDefinitionError, TaskInputError
+from dockertask.host import lifecycle
+from dockertask.tasks import Task, max_parallel
 
 
 class MapTask:
@@ -118,7 +119,7 @@ class MapTask:
         shown.started()
         ok = False
         try:
-            value = runner.call(self.task, args, kwargs, warn=False, output=runner.prefixed(f"{self.name}[{i}]"),
+            value = runner.call(self.task, args, kwargs, warn=False, output=progress.prefixed(f"{self.name}[{i}]"),
                                 since=since)
             ok = True
             return value

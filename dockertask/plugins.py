@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from .errors import TaskDefinitionError
+from dockertask.errors import TaskDefinitionError
 
 
 @dataclass(frozen=True)

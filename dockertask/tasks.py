@@ -25,13 +25,15 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 if TYPE_CHECKING:  # imported by submit itself: a script that never submits is spared its ~11 ms
     import concurrent.futures
 
-from . import images, plugins, secrets
-from .context import ExecutionContext, SecretsReader, enter_local, leave_local
-from .errors import TaskDefinitionError
-from .interface import Interface
-from .plugins import ContainerOptions
-from .resources import Resources, check_request_within_limit, host_config_kwargs, limit_of
-from .secrets import Secret
+from dockertask import plugins
+from dockertask.errors import TaskDefinitionError
+from dockertask.images import refs
+from dockertask.plugins import ContainerOptions
+from dockertask.spec import secrets
+from dockertask.spec.context import ExecutionContext, SecretsReader, enter_local, leave_local
+from dockertask.spec.interface import Interface
+from dockertask.spec.resources import Resources, check_request_within_limit, host_config_kwargs, limit_of
+from dockertask.spec.secrets import Secret
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -79,7 +81,7 @@ class TaskSpec:
     secret_requests: tuple[Secret, ...]
     task_config: Any
     execution_mode: ExecutionBehavior
-    reusable: Any = None  # a workers.ReusePolicy: calls run in warm replicas instead of fresh containers
+    reusable: Any = None  # a spec.reuse.ReusePolicy: calls run in warm replicas instead of fresh containers
     source_file: str = field(repr=False, default="")
     source_text: str = field(repr=False, default="")
 
@@ -93,7 +95,7 @@ class TaskSpec:
         return mem
 
     def resolved_image(self) -> str:
-        return images.resolve(self.container_image)
+        return refs.resolve(self.container_image)
 
     def docker_constraints(self) -> dict[str, Any]:
         return host_config_kwargs(self.requests, self.limits, interruptible=self.interruptible)
@@ -196,7 +198,7 @@ class Task(Generic[P, R]):
     def code_fingerprint(self) -> str:
         """A hash of the code this task runs (its source and the project modules it uses), for the cache key.
         Computed once per process: the code a process runs does not change under it."""
-        from .cache import code_fingerprint
+        from dockertask.calls.cache import code_fingerprint
 
         return code_fingerprint(self.function, self.spec.source_text)
 
@@ -211,7 +213,8 @@ class Task(Generic[P, R]):
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run in a fresh container and return the value (or raise the task's exception)."""
-        from . import runner, testing
+        from dockertask import testing
+        from dockertask.calls import runner
 
         if testing.running_locally():
             return self.local(*args, **kwargs)
@@ -223,7 +226,9 @@ class Task(Generic[P, R]):
         """Start in a container now; the Future holds the value or the exception."""
         import concurrent.futures
 
-        from . import lifecycle, runner, testing
+        from dockertask import testing
+        from dockertask.calls import progress, runner
+        from dockertask.host import lifecycle
 
         self.interface.bind(args, kwargs)  # bad input fails here, not inside the Future
         if testing.running_locally():
@@ -237,7 +242,7 @@ class Task(Generic[P, R]):
         lifecycle.install_signal_handlers()
         # Concurrent calls print concurrently: mark whose line each is ("square#3").
         label = f"{self.spec.name.rsplit('.', 1)[-1]}#{next(self._submits)}"
-        return _pool().submit(runner.call, self, args, kwargs, warn=False, output=runner.prefixed(label),
+        return _pool().submit(runner.call, self, args, kwargs, warn=False, output=progress.prefixed(label),
                               since=lifecycle.generation())
 
     def local(self, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -312,7 +317,7 @@ def _make_task(
             raise TaskDefinitionError(f"{label}={res!r}: expected dockertask.Resources(cpu=..., mem=...)")
     check_request_within_limit(requests, limits)
     if reusable is not None:
-        from .workers import ReusePolicy
+        from dockertask.spec.reuse import ReusePolicy
 
         if not isinstance(reusable, ReusePolicy):
             raise TaskDefinitionError(f"reusable={reusable!r}: expected dockertask.ReusePolicy(replicas=..., "
@@ -320,7 +325,7 @@ def _make_task(
     options = plugins.options_for(task_config)
     image_spec = None
     if container_image is not None and not isinstance(container_image, str):
-        from .imagespec import ImageSpec
+        from dockertask.images.imagespec import ImageSpec
 
         if not isinstance(container_image, ImageSpec):
             raise TaskDefinitionError(f"container_image={container_image!r}: expected a reference, a template or "
@@ -328,7 +333,7 @@ def _make_task(
         image_spec = container_image
         container_image = image_spec.image_name()
     elif container_image is not None:
-        images.check_reference(container_image)
+        refs.check_reference(container_image)
     try:
         source_file = inspect.getsourcefile(fn) or ""
         source_text = inspect.getsource(fn)
@@ -339,7 +344,7 @@ def _make_task(
                                     else os.getcwd())
     spec = TaskSpec(
         name=name, interface=Interface.from_function(fn, name),
-        container_image=container_image or images.DEFAULT_TEMPLATE,
+        container_image=container_image or refs.DEFAULT_TEMPLATE,
         cache=bool(cache), cache_version=str(cache_version), retries=_check_int("retries", retries),
         interruptible=bool(interruptable), deprecated=str(deprecated or ""),
         timeout_seconds=_timeout_seconds(timeout), environment=_check_environment(environment),
@@ -377,7 +382,7 @@ def task(
     """flytekit's ``@task``, run in Docker: same parameters, same defaults.
 
     ``interruptible=`` is accepted as a spelling of ``interruptable=``; ``reusable=ReusePolicy(...)``
-    (beyond the seed) runs calls in warm replicas instead of a fresh container each (see ``workers``).
+    (beyond the seed) runs calls in warm replicas instead of a fresh container each (see ``calls/replicas``).
     """
     if not isinstance(execution_mode, ExecutionBehavior):
         raise TaskDefinitionError(f"execution_mode={execution_mode!r}: expected a dockertask.ExecutionBehavior")

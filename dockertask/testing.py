@@ -16,9 +16,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .context import env_var_name
-from .errors import TaskDefinitionError
-from .secrets import Secret
+from dockertask.errors import TaskDefinitionError
+from dockertask.spec.context import env_var_name
+from dockertask.spec.secrets import Secret
 
 _local = 0
 _local_lock = threading.Lock()

@@ -10,17 +10,17 @@ from typing import Any
 
 import cloudpickle
 
-from dockertask import payload
 from dockertask.backends.base import ContainerJob, ContainerOutcome, ImageInfo, OutputSink
+from dockertask.runtime import protocol
 
 
 def ok(value: Any) -> ContainerOutcome:
-    return ContainerOutcome("c", 0, result=payload.result_frame_head({"status": "ok"}) + cloudpickle.dumps(value))
+    return ContainerOutcome("c", 0, result=protocol.result_frame_head({"status": "ok"}) + cloudpickle.dumps(value))
 
 
 def raised(exc: BaseException, tb: str = "Traceback (most recent call last):\n  ...\n") -> ContainerOutcome:
     meta = {"status": "error", "type": type(exc).__qualname__, "message": str(exc), "traceback": tb}
-    return ContainerOutcome("c", 0, result=payload.result_frame_head(meta) + cloudpickle.dumps(exc))
+    return ContainerOutcome("c", 0, result=protocol.result_frame_head(meta) + cloudpickle.dumps(exc))
 
 
 def crashed(code: int, tail: str = "Segmentation fault") -> ContainerOutcome:
@@ -169,10 +169,10 @@ class InProcessBackend(FakeBackend):
             self.max_running = max(self.max_running, self.running)
         import inspect
 
-        from dockertask.context import ExecutionContext, enter_local, leave_local
+        from dockertask.spec.context import ExecutionContext, enter_local, leave_local
 
         frames = _frames(job.stdin_data)
-        header = payload.decode_meta(frames[3])
+        header = protocol.decode_meta(frames[3])
         token = enter_local(ExecutionContext(task_name=header.get("task", ""), attempt=int(header["attempt"]),
                                              run_id=header.get("run_id", ""), in_container=True))
         try:

@@ -8,42 +8,49 @@ from __future__ import annotations
 
 import threading
 
-from .base import Backend, ContainerJob, ContainerOutcome
+from dockertask.backends.base import Backend, ContainerJob, ContainerOutcome
 
 __all__ = ["Backend", "ContainerJob", "ContainerOutcome", "default_backend", "set_default_backend"]
 
 _default: Backend | None = None
+_default_generation = 0  # config.generation() when _default was chosen
 _lock = threading.Lock()
 
 
 def default_backend() -> Backend:
     """The process-wide backend (``config.settings().backend``), connected on first use (never at import)."""
-    global _default
+    global _default, _default_generation
+    from dockertask.config import generation, settings
+
     with _lock:
+        if _default is not None and _default_generation != generation():
+            _default = None  # configure() ran since: connect to what it says
         if _default is None:
             try:
-                from .docker import DockerBackend
+                from dockertask.backends.docker import DockerBackend
             except ModuleNotFoundError as exc:
-                from ..context import current_context
-                from ..errors import DockerUnavailableError
+                from dockertask.errors import DockerUnavailableError
+                from dockertask.spec.context import current_context
 
                 where = ("inside a task's container: call the other task from the host, or use "
                          "t.local(...)" if current_context().in_container else "here: pip install docker")
                 raise DockerUnavailableError(f"the docker SDK cannot be imported ({exc}) {where}") from None
-            from ..config import settings
-
             chosen = settings()
             if chosen.backend == "swarm":
-                from .swarm import client_for
+                from dockertask.backends.swarm import client_for
 
                 _default = client_for(chosen)
             else:
                 _default = DockerBackend()
+            _default_generation = generation()
         return _default
 
 
 def set_default_backend(backend: Backend | None) -> None:
     """Swap the backend (tests use a fake one); ``None`` goes back to Docker on next use."""
-    global _default
+    global _default, _default_generation
+    from dockertask.config import generation
+
     with _lock:
         _default = backend
+        _default_generation = generation()

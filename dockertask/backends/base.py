@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, NamedTuple, Protocol
 
-from ..plugins import ContainerOptions
-from ..resources import Resources
+from dockertask.plugins import ContainerOptions
+from dockertask.spec.resources import Resources
 
 # Called from a pump thread with ("stdout" | "stderr", one line without its newline).
 OutputSink = Callable[[str, str], None]

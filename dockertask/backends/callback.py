@@ -1,6 +1,6 @@
 """The host's end of the Swarm carrier: a TLS listener that task containers connect back to.
 
-Each call registers a one-time token; the container (``_connector.py``) presents it first thing on
+Each call registers a one-time token; the container (``runtime/connector.py``) presents it first thing on
 an encrypted connection, checks the host's certificate against the digest it was given, and from
 then on the connection carries the call in and the output, files and result out, just as the
 attach stream does on one engine. A connection with an unknown or used token is closed at once.
@@ -21,14 +21,14 @@ import tempfile
 import threading
 from collections.abc import Iterable, Iterator
 
-from ..errors import DockerTaskError
+from dockertask.errors import DockerTaskError
 
 HANDSHAKE_TIMEOUT = 10.0
 SMALL = 64 * 1024
 # A node that goes down or is cut off mid-call never closes its connection: without keepalive the host
 # would wait for the result of an untimed call for ever. TCP probes after 5 s of silence, every 2 s;
 # five unanswered end the connection (~15 s), and the backend reports that as a preemption, so an
-# interruptible task runs again on another node. The connector (_connector.py) does the same.
+# interruptible task runs again on another node. The connector (runtime/connector.py) does the same.
 KEEPALIVE = (("TCP_KEEPIDLE", 5), ("TCP_KEEPINTVL", 2), ("TCP_KEEPCNT", 5))
 
 

@@ -21,7 +21,7 @@ from docker.context import ContextAPI
 from docker.context.config import get_current_context_name
 from docker.errors import DockerException
 
-from ..errors import DockerUnavailableError
+from dockertask.errors import DockerUnavailableError
 
 SYSTEM_SOCKET = "/var/run/docker.sock"
 

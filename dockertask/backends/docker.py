@@ -29,8 +29,10 @@ import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.utils.socket import frames_iter
 
-from .. import abandoned, lifecycle
-from ..errors import (
+from dockertask.backends import discovery, engine_config
+from dockertask.backends.base import ContainerJob, ContainerOutcome, ImageInfo, OutputSink
+from dockertask.backends.streams import Frames, Pump
+from dockertask.errors import (
     DockerTaskError,
     DockerUnavailableError,
     ImageBuildError,
@@ -39,10 +41,8 @@ from ..errors import (
     TaskInputError,
     UnsupportedResourceError,
 )
-from ..resources import limit_of
-from . import discovery, engine_config
-from .base import ContainerJob, ContainerOutcome, ImageInfo, OutputSink
-from .streams import Frames, Pump
+from dockertask.host import abandoned, lifecycle
+from dockertask.spec.resources import limit_of
 
 HOW_TO_START = (
     "start one with `sudo systemctl start docker` (or `sudo dockerd &`), install it with "
@@ -156,7 +156,7 @@ class _Gone(DockerTaskError):
 
 
 class Prepared(NamedTuple):
-    """A container created and attached ahead of its call (see spares.py)."""
+    """A container created and attached ahead of its call (see calls/spares.py)."""
 
     container_id: str
     sock: Any
@@ -274,7 +274,7 @@ class DockerBackend:
 
     def prepare(self, job: ContainerJob, stdin_once: bool = True) -> Prepared:
         """Create the container and attach to it, before it starts, so not one line of its output can be
-        missed: for run(), for a spare (spares.py) and for a replica (open_worker)."""
+        missed: for run(), for a spare (calls/spares.py) and for a replica (open_worker)."""
         try:
             cid = self._create(job, stdin_once)
         except requests.exceptions.RequestException as exc:

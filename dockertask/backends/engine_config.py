@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..resources import host_config_kwargs
-from ..secrets import tmpfs_of
-from .base import ContainerJob
+from dockertask.backends.base import ContainerJob
+from dockertask.spec.resources import host_config_kwargs
+from dockertask.spec.secrets import tmpfs_of
 
 
 def host_config(job: ContainerJob) -> dict[str, Any]:
@@ -40,7 +40,7 @@ def host_config(job: ContainerJob) -> dict[str, Any]:
     return kw
 
 
-# The bootstrap runs the call in a watched child where the engine cannot report OOM kills (_bootstrap.main).
+# The bootstrap runs the call in a watched child where the engine cannot report OOM kills (runtime/bootstrap.main).
 WATCH_CALL = {"DOCKERTASK_WATCH_CALL": "1"}
 
 

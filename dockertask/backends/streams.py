@@ -8,8 +8,8 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ..payload import FrameDecoder
-from .base import OutputSink
+from dockertask.backends.base import OutputSink
+from dockertask.runtime.protocol import FrameDecoder
 
 LOG_TAIL_LINES = 50
 

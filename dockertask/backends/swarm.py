@@ -6,7 +6,7 @@
     from the connection) → result → remove service and secret (finally)
 
 The call, its secrets and its result travel over the callback connection (``callback.py``,
-``_connector.py``): no bind mount, no payload in a spec, env var or log. Everything else — the
+``connector.py``): no bind mount, no payload in a spec, env var or log. Everything else — the
 bootstrap and its frames — is exactly what runs on one engine. Images are built and kept on the
 manager's engine (``DOCKER_HOST``), which pushes them for the nodes.
 """
@@ -28,9 +28,13 @@ import requests
 from docker.errors import APIError, DockerException, NotFound
 from docker.types import ContainerSpec, Mount, Resources, RestartPolicy, SecretReference, TaskTemplate
 
-from .. import lifecycle, payload
-from ..config import Settings
-from ..errors import (
+from dockertask.backends import callback, engine_config
+from dockertask.backends.base import ContainerJob, ContainerOutcome, ImageInfo, OutputSink
+from dockertask.backends.docker import DockerBackend
+from dockertask.backends.streams import Pump
+from dockertask.backends.swarm_replica import SwarmWorker
+from dockertask.config import Settings
+from dockertask.errors import (
     DockerTaskError,
     DockerUnavailableError,
     ImageNotFoundError,
@@ -38,20 +42,17 @@ from ..errors import (
     TaskSchedulingError,
     UnsupportedResourceError,
 )
-from ..images import split_ref
-from ..resources import limit_of
-from ..secrets import SECRETS_MOUNT
-from . import callback, engine_config
-from .base import ContainerJob, ContainerOutcome, ImageInfo, OutputSink
-from .docker import DockerBackend
-from .streams import Pump
-from .swarm_replica import SwarmWorker
+from dockertask.host import lifecycle
+from dockertask.images.refs import split_ref
+from dockertask.runtime import protocol
+from dockertask.spec.resources import limit_of
+from dockertask.spec.secrets import SECRETS_MOUNT
 
 log = logging.getLogger("dockertask")
 
 LABEL_RUN_ID = "dockertask.run-id"
 TOKEN_PATH = "/run/secrets/dockertask-token"
-# Exit codes of the connector (see _connector.py) before the call ran.
+# Exit codes of the connector (see connector.py) before the call ran.
 _UNREACHABLE, _NOT_THE_HOST, _NO_TOKEN = 97, 98, 99
 _PENDING = ("new", "allocated", "pending")
 _ENDED = ("complete", "failed", "shutdown", "rejected", "orphaned", "remove")
@@ -273,7 +274,7 @@ class SwarmBackend:
                "DOCKERTASK_TOKEN_FILE": TOKEN_PATH,
                "DOCKERTASK_CONNECT_TIMEOUT": os.environ.get("DOCKERTASK_SWARM_CONNECT_TIMEOUT", "20")}
         spec = ContainerSpec(
-            image, command=["python3", "-c", _connector_source(), payload.LOADER],
+            image, command=["python3", "-c", _connector_source(), protocol.LOADER],
             env=env, labels=job.labels, mounts=mounts, user=opt.user, init=True,
             cap_add=list(opt.cap_add) or None, stop_grace_period=1_000_000_000,
             secrets=[SecretReference(secret_id, f"dockertask-token-{suffix}", filename="dockertask-token",
@@ -413,7 +414,7 @@ class SwarmBackend:
             self._remove_service(service_id)
 
     def prepare(self, job: ContainerJob) -> _Launched:
-        """A spare (spares.py): the job's service created, started and connected back, its bootstrap waiting
+        """A spare (calls/spares.py): the job's service created, started and connected back, its bootstrap waiting
         for the call. A service cannot be created now and started later, so unlike one engine's spare
         this one runs: it holds no argument and no secret (those come with the call), but it would hold
         a node's reservation, so a job with ``requests`` gets none. Bounded by SPARE_WAIT: a spare that
@@ -568,9 +569,9 @@ def _registry_name(ref: str, registry: str) -> tuple[str, str]:
 @functools.lru_cache(maxsize=1)
 def _connector_source() -> str:
     """The relay's source, the service's command (read once a process)."""
-    from .. import _connector
+    from dockertask.runtime import connector
 
-    return Path(_connector.__file__).read_text(encoding="utf-8")
+    return Path(connector.__file__).read_text(encoding="utf-8")
 
 
 def client_for(settings: Settings) -> SwarmBackend:

@@ -1,7 +1,7 @@
 """A reusable replica (ReusePolicy) on Swarm: a long-lived service whose callback connection stays open.
 
 The serve-mode bootstrap inside speaks frames only, so the connection carries exactly what a replica's
-attach stream carries on one engine; this class gives workers.py the same interface as
+attach stream carries on one engine; this class gives calls/replicas.py the same interface as
 ``docker.WorkerConnection``.
 """
 
@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from . import callback
-from .base import ContainerJob, OutputSink
-from .streams import Frames, Pump
+from dockertask.backends import callback
+from dockertask.backends.base import ContainerJob, OutputSink
+from dockertask.backends.streams import Frames, Pump
 
 
 class SwarmWorker:
-    """A reusable replica on Swarm, with the interface workers.py uses (see Backend.open_worker)."""
+    """A reusable replica on Swarm, with the interface calls/replicas.py uses (see Backend.open_worker)."""
 
     def __init__(self, service_id: str, call: callback.Call, job: ContainerJob, on_output: OutputSink,
                  release: Callable[[], None]) -> None:

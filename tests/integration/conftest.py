@@ -24,7 +24,7 @@ def no_leftover_containers(request: pytest.FixtureRequest) -> Iterator[None]:
     (containers made ahead for a next call) go first, as they would at the process's exit; that exit
     itself is tested in test_spares."""
     yield
-    from dockertask import spares
+    from dockertask.calls import spares
 
     spares.SPARES.reset()
     try:

@@ -106,7 +106,7 @@ def test_doctor_fix_removes_what_dead_processes_left(api) -> None:  # type: igno
     --fix` removes it, so `./dev.sh test` after a killed run goes on instead of stopping there."""
     import socket
 
-    from dockertask.images import default_image_ref
+    from dockertask.images.refs import default_image_ref
 
     from ..conftest import SESSION, SESSION_LABEL
 

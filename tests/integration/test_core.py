@@ -23,6 +23,7 @@ from dockertask import (
     task,
 )
 from dockertask.errors import RemoteTraceback
+from dockertask.runtime import protocol
 
 from .userproj.mathutil import DomainError, Point, scaled
 
@@ -289,9 +290,8 @@ def test_image_without_python_is_a_clear_error(api) -> None:  # type: ignore[no-
 
 def test_other_python_version_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     """When the image's major.minor differs from the host's, the error names both versions."""
-    from dockertask import payload
 
-    monkeypatch.setattr(payload, "HOST_PYTHON", "3.99")
+    monkeypatch.setattr(protocol, "HOST_PYTHON", "3.99")
     with pytest.raises(PythonVersionError, match=r"image has Python 3\.\d+\.\d+ but the host has Python 3\.99"):
         add(1)
 

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from dockertask import runner, task
+from dockertask import task
+from dockertask.calls import runner
 
 MiB = 1024 * 1024
 

@@ -314,7 +314,7 @@ def upper_reused(data: File) -> tuple[File, list[str]]:
 
 
 def test_files_through_a_reusable_replica_and_no_call_sees_anothers_inputs(tmp_path: Path) -> None:
-    from dockertask import workers
+    from dockertask.calls import replicas
 
     try:
         (tmp_path / "one.txt").write_text("one")
@@ -324,4 +324,4 @@ def test_files_through_a_reusable_replica_and_no_call_sees_anothers_inputs(tmp_p
         assert Path(first).read_text() == "ONE" and Path(second).read_text() == "ONE"
         assert seen_first == seen_second == ["0"], "a call's input directory held another call's files"
     finally:
-        workers.shutdown()
+        replicas.shutdown()

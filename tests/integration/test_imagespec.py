@@ -12,7 +12,7 @@ import pytest
 
 from dockertask import ImageBuildError, ImageSpec, task
 from dockertask.backends import default_backend
-from dockertask.imagespec import build
+from dockertask.images.imagespec import build
 
 HERE = Path(__file__).resolve().parent
 EXE = str(Path(sys.executable).parent / "dockertask")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from dockertask.images import default_image_ref
+from dockertask.images.refs import default_image_ref
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERTASK = str(Path(sys.executable).parent / "dockertask")
@@ -87,7 +87,7 @@ def test_failing_assert_is_reported_with_pytests_introspection_from_an_image_wit
     ])
     result.stdout.fnmatch_lines(["E       AssertionError: lists differ", "E       assert [1, 2, 3] == [1, 2, 4]"])
     out = result.stdout.str()
-    for ours in ("runner.py", "_bootstrap", "_testbody", "pytest_plugin.py", "RemoteTraceback"):
+    for ours in ("runner.py", "bootstrap.py", "testbody.py", "plugin.py", "RemoteTraceback"):
         assert ours not in out
 
 

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from dockertask import Resources, ReusePolicy, Secret, TaskFailedError, TaskOOMError, TaskTimeoutError, task, workers
+from dockertask import Resources, ReusePolicy, Secret, TaskFailedError, TaskOOMError, TaskTimeoutError, task
+from dockertask.calls import replicas
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERTASK = str(Path(sys.executable).parent / "dockertask")
@@ -27,7 +28,7 @@ STATE: list[int] = []
 def no_replicas_after() -> Iterator[None]:
     """Replicas live as long as this process; each test removes its own."""
     yield
-    workers.shutdown()
+    replicas.shutdown()
 
 
 def _replicas(api, mark: str | None = None) -> list[dict]:  # type: ignore[no-untyped-def]

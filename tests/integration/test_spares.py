@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from dockertask import Secret, current_context, spares, task
+from dockertask import Secret, current_context, task
+from dockertask.calls import spares
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERTASK = str(Path(sys.executable).parent / "dockertask")
@@ -123,7 +124,7 @@ def _script(mark: str, then: str) -> subprocess.Popen[str]:
 def test_spares_go_at_exit(api: Any) -> None:
     """A program whose last call left a spare waiting ends without leaving it."""
     mark = uuid.uuid4().hex
-    proc = _script(mark, "import dockertask.spares as s\nwhile not s.SPARES.idle_count(): time.sleep(0.05)")
+    proc = _script(mark, "import dockertask.calls.spares as s\nwhile not s.SPARES.idle_count(): time.sleep(0.05)")
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert out.split() == ["1", "2"]

@@ -18,12 +18,13 @@ from . import cluster as cluster_mod
 
 @pytest.fixture(scope="session")
 def swarm_cluster() -> Iterator[cluster_mod.Cluster]:
-    from dockertask import hostproc, images
     from dockertask.backends.docker import NETWORK_LABEL, DockerBackend
+    from dockertask.host import owner
+    from dockertask.images import refs
 
-    images.build_default_image(DockerBackend())  # what a first call would build: loaded into the manager
-    made, network, containers = cluster_mod.start({NETWORK_LABEL: "swarm-test", **hostproc.owner_labels()},
-                                                  [images.default_image_ref()])
+    refs.build_default_image(DockerBackend())  # what a first call would build: loaded into the manager
+    made, network, containers = cluster_mod.start({NETWORK_LABEL: "swarm-test", **owner.owner_labels()},
+                                                  [refs.default_image_ref()])
     try:
         yield made
     finally:
@@ -69,7 +70,8 @@ def on_swarm(swarm_cluster: cluster_mod.Cluster, swarm_backend: Any) -> Iterator
     next call) go first, as they would at the process's exit."""
     import time
 
-    from dockertask import backends, spares
+    from dockertask import backends
+    from dockertask.calls import spares
 
     backends.set_default_backend(swarm_backend)
     try:

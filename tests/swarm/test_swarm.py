@@ -28,9 +28,9 @@ from dockertask import (
     UnsupportedResourceError,
     current_context,
     map_task,
-    spares,
     task,
 )
+from dockertask.calls import spares
 from dockertask.errors import ImageResolutionError
 
 from . import cluster as cluster_mod
@@ -594,11 +594,12 @@ def test_an_image_the_nodes_cannot_pull_is_named(swarm_cluster: cluster_mod.Clus
     import urllib.request
     import uuid
 
-    from dockertask import backends, images
+    from dockertask import backends
+    from dockertask.images import refs
 
     ref = f"dockertask-test/unpullable:{uuid.uuid4().hex[:8]}"
     manager = swarm_cluster.engine("manager")
-    dockerfile = f"FROM {images.default_image_ref()}\nLABEL dockertask.test={ref}\n".encode()
+    dockerfile = f"FROM {refs.default_image_ref()}\nLABEL dockertask.test={ref}\n".encode()
     context = io.BytesIO()
     with tarfile.open(fileobj=context, mode="w") as tar:
         info = tarfile.TarInfo("Dockerfile")
@@ -692,7 +693,7 @@ def warm(x: int) -> tuple[int, str]:
 
 def test_reusable_replicas_serve_calls_over_the_callback(capfd: pytest.CaptureFixture[str]) -> None:
     """ReusePolicy on Swarm: one replica service serves call after call, with output, until shut down."""
-    from dockertask import workers
+    from dockertask.calls import replicas
 
     try:
         got = [warm(i) for i in range(4)]
@@ -703,4 +704,4 @@ def test_reusable_replicas_serve_calls_over_the_callback(capfd: pytest.CaptureFi
         assert time.monotonic() - began < 0.5  # no service round trip for a warm call
         assert "warm 9" in capfd.readouterr().out
     finally:
-        workers.shutdown()
+        replicas.shutdown()

@@ -4,8 +4,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from dockertask import runner
 from dockertask.backends import set_default_backend
+from dockertask.calls import executors
 
 from ..fakes import FakeBackend, InProcessBackend, SpareBackend
 
@@ -13,10 +13,10 @@ from ..fakes import FakeBackend, InProcessBackend, SpareBackend
 def _installed(backend: FakeBackend) -> Iterator[FakeBackend]:
     """Make ``backend`` the default for one test, with no image remembered from another."""
     set_default_backend(backend)  # type: ignore[arg-type]
-    runner._ensured.clear()
+    executors._ensured.clear()
     yield backend
     set_default_backend(None)
-    runner._ensured.clear()
+    executors._ensured.clear()
 
 
 @pytest.fixture
@@ -35,7 +35,7 @@ def inproc() -> Iterator[InProcessBackend]:
 @pytest.fixture
 def spare_backend() -> Iterator[SpareBackend]:
     """A backend that prepares containers ahead; the process's spares start (and end) empty."""
-    from dockertask import spares
+    from dockertask.calls import spares
 
     spares.SPARES.reset()
     backend = SpareBackend()

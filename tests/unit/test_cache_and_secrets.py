@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from dockertask import Secret, SecretNotFoundError
-from dockertask import secrets as secrets_mod
-from dockertask.cache import Cache, NotHashable, cache_key, hash_inputs
+from dockertask.calls.cache import Cache, NotHashable, cache_key, hash_inputs
+from dockertask.spec import secrets as secrets_mod
 
 
 @dataclasses.dataclass
@@ -24,7 +24,7 @@ def test_equal_values_equal_keys_in_another_process() -> None:
     """The input hash is the same in a fresh interpreter (no hash randomisation, no pickle bytes)."""
     value = {"s": {3, 1, 2}, "d": {"z": 1, "a": [1.5, None, True]}, "t": (1, "x"), "b": b"\x00\x01"}
     here = hash_inputs(value)
-    code = ("from dockertask.cache import hash_inputs; "
+    code = ("from dockertask.calls.cache import hash_inputs; "
             "print(hash_inputs({'b': b'\\x00\\x01', 't': (1, 'x'), 'd': {'a': [1.5, None, True], 'z': 1}, "
             "'s': {2, 3, 1}}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"PYTHONHASHSEED": "7"})
@@ -98,8 +98,8 @@ def test_secret_names_cannot_escape_the_secrets_dir(group: str) -> None:
 
 
 def test_module_level_cache_api_uses_the_configured_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """dockertask.cache.list_entries()/clear() work on $DOCKERTASK_CACHE_DIR."""
-    from dockertask import cache
+    """dockertask.calls.cache.list_entries()/clear() work on $DOCKERTASK_CACHE_DIR."""
+    from dockertask.calls import cache
 
     monkeypatch.setenv("DOCKERTASK_CACHE_DIR", str(tmp_path / "c"))
     Cache().put("k", 1, "m.f", "v1")
@@ -111,7 +111,7 @@ KEY_SCRIPT = """
 import sys
 sys.path.insert(0, {root!r})
 import flows
-from dockertask import runner
+from dockertask.calls import runner
 print(runner.key_for(flows.bump, {{"x": 1}}))
 """
 

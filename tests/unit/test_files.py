@@ -15,9 +15,11 @@ from typing import Any
 
 import pytest
 
-from dockertask import Directory, Docker, File, TaskDefinitionError, TaskInputError, payload, task
-from dockertask.cache import cache_key
+from dockertask import Directory, Docker, File, TaskDefinitionError, TaskInputError, task
+from dockertask.calls import envelope, pickling
+from dockertask.calls.cache import cache_key
 from dockertask.files import CHUNK, UnsafeArchive, coerce, tar_pieces, unpack
+from dockertask.runtime import protocol
 
 
 def _tree(root: Path) -> dict[str, Any]:
@@ -208,22 +210,22 @@ def test_files_go_in_and_come_back_through_the_real_bootstrap(tmp_path: Path) ->
     comes back in T frames and its persistent id names it in the result."""
     src = tmp_path / "in.bin"
     src.write_bytes(b"hello")
-    env = payload.make_envelope(_copy_in_container, (File(str(src)),), {}, "t", with_files=True)
+    env = envelope.make_envelope(_copy_in_container, (File(str(src)),), {}, "t", with_files=True)
     assert env.inputs == (File(str(src)),)
-    proc = subprocess.run([sys.executable, "-I", "-S", "-c", payload.LOADER],
+    proc = subprocess.run([sys.executable, "-I", "-S", "-c", protocol.LOADER],
                           input=env.stdin_bytes({"task": "t", "attempt": 1, "run_id": "r"}),
                           capture_output=True, timeout=60, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    decoder = payload.FrameDecoder(lambda _: None)
+    decoder = protocol.FrameDecoder(lambda _: None)
     decoder.feed(proc.stdout)
-    raw = payload.parse_result(decoder.result)  # type: ignore[arg-type]
+    raw = protocol.parse_result(decoder.result)  # type: ignore[arg-type]
     assert raw.meta["outputs"] == [["f", "in.bin.copy"]]
     archive = decoder.take_archive()
     assert archive is not None
     unpack(archive, str(tmp_path / "got"))
     (placed,) = __import__("dockertask.files").files.place(str(tmp_path / "got"), str(tmp_path / "final"),
                                                           [("f", "in.bin.copy")])
-    assert payload.load_value(raw, [placed]) == placed
+    assert pickling.load_value(raw, [placed]) == placed
     assert Path(placed).read_bytes() == b"hello!"
 
 

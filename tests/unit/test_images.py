@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from dockertask import ImageResolutionError
-from dockertask.images import default_image_ref, resolve, split_ref
+from dockertask.images.refs import default_image_ref, resolve, split_ref
 
 
 @pytest.fixture

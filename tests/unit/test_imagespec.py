@@ -7,7 +7,7 @@ import configparser
 import pytest
 
 from dockertask import ImageSpec
-from dockertask.imagespec import build_context, host_pip_settings
+from dockertask.images.imagespec import build_context, host_pip_settings
 
 
 def test_equal_specs_equal_tags_and_any_change_a_new_one() -> None:
@@ -64,8 +64,8 @@ def test_host_pip_settings_carry_urls_and_ca_but_not_host_paths(tmp_path, monkey
 def test_spec_on_default_base_builds_the_default_image_first(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """On a fresh engine, an ImageSpec on the default base builds the default image, then itself
     (the two builds share one lock, which must not be taken twice)."""
-    from dockertask.images import HOST_PYTHON, default_image_ref
-    from dockertask.imagespec import build
+    from dockertask.images.imagespec import build
+    from dockertask.images.refs import HOST_PYTHON, default_image_ref
 
     from ..fakes import FakeBackend
 

@@ -9,7 +9,7 @@ from typing import NamedTuple
 import pytest
 
 from dockertask import TaskInputError, TaskOutputError
-from dockertask.interface import Interface
+from dockertask.spec.interface import Interface
 
 
 class Pair(NamedTuple):

@@ -9,7 +9,7 @@ from functools import partial
 import pytest
 
 from dockertask import MapTaskError, TaskDefinitionError, TaskInputError, map_task, task
-from dockertask.progress import Progress
+from dockertask.calls.progress import Progress
 
 from ..fakes import InProcessBackend
 
@@ -173,7 +173,7 @@ def test_on_a_terminal_a_live_bar_shows_done_failed_and_running() -> None:
 
 def test_summary_lines_come_at_most_every_few_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
     """Off a terminal, a long map writes a summary now and then, not a line per item."""
-    from dockertask import progress
+    from dockertask.calls import progress
 
     clock = [0.0]
     monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
@@ -205,7 +205,7 @@ def test_a_deprecated_task_warns_once_per_map(inproc: InProcessBackend) -> None:
 
 def test_a_caught_ctrl_c_does_not_stop_later_calls(inproc: InProcessBackend) -> None:
     """After an interrupt the program caught (a notebook's stop button), new calls, submits and maps run."""
-    from dockertask import lifecycle
+    from dockertask.host import lifecycle
 
     lifecycle.note_interrupt()
     assert square(3) == 9
@@ -215,7 +215,7 @@ def test_a_caught_ctrl_c_does_not_stop_later_calls(inproc: InProcessBackend) -> 
 
 def test_work_queued_before_an_interrupt_never_starts(inproc: InProcessBackend) -> None:
     """Ctrl-C while the first item runs: the queued items of that map are not started, and say why."""
-    from dockertask import lifecycle
+    from dockertask.host import lifecycle
 
     def interrupt_during_first(args: tuple[object, ...], named: dict[str, object]) -> float:
         if named["x"] == 0:

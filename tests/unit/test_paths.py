@@ -7,7 +7,7 @@ import sys
 import platformdirs
 import pytest
 
-from dockertask import paths
+from dockertask.host import paths
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the XDG rules are Linux's")

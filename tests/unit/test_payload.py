@@ -13,17 +13,18 @@ from typing import Any
 
 import pytest
 
-from dockertask import payload
-from dockertask.payload import FrameDecoder, parse_result
+from dockertask.calls import envelope, pickling, runtime_zip
+from dockertask.runtime import protocol
+from dockertask.runtime.protocol import FrameDecoder, parse_result
 
 
 def _run_locally(func: Any, *args: Any, python_override: str | None = None, **kwargs: Any) -> tuple[Any, bytes]:
-    env = payload.make_envelope(func, args, kwargs)
+    env = envelope.make_envelope(func, args, kwargs)
     header = {"task": "t", "attempt": 2, "run_id": "r"}
     if python_override:
         header["python"] = python_override
     # -I -S: no site-packages, as in an image with only Debian's python3; the runtime zip brings the rest.
-    proc = subprocess.run([sys.executable, "-I", "-S", "-c", payload.LOADER], input=env.stdin_bytes(header),
+    proc = subprocess.run([sys.executable, "-I", "-S", "-c", protocol.LOADER], input=env.stdin_bytes(header),
                           capture_output=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     out: list[bytes] = []
@@ -43,24 +44,24 @@ def _attempt() -> int:
 def test_bootstrap_runs_the_call_and_separates_stdout_from_the_result() -> None:
     """The result comes back as its own frame; the task's print as stdout frames."""
     result, out = _run_locally(_attempt)
-    assert result.status == "ok" and payload.loads(result.payload) == 2
+    assert result.status == "ok" and pickling.loads(result.payload) == 2
     assert out == b"hello from the task\n"
 
 
 def test_an_image_with_other_bytecode_compiles_the_bootstrap_from_source() -> None:
     """LOADER runs the host's bytecode only when the magic number matches; otherwise it compiles the
     source, which is what lets another Python get as far as reporting its version."""
-    env = payload.make_envelope(_attempt, (), {})
-    magic, *rest = payload.bootstrap_pieces()[1::2]
-    pieces = (*payload.frame_pieces(b"\0\0\0\0"), *payload.frame_pieces(rest[0]), *payload.frame_pieces(rest[1]))
+    env = envelope.make_envelope(_attempt, (), {})
+    magic, *rest = runtime_zip.bootstrap_pieces()[1::2]
+    pieces = (*protocol.frame_pieces(b"\0\0\0\0"), *protocol.frame_pieces(rest[0]), *protocol.frame_pieces(rest[1]))
     stdin = b"".join(pieces) + env.stdin_bytes({"task": "t", "attempt": 2, "run_id": "r"})[
-        len(b"".join(payload.bootstrap_pieces())):]
-    proc = subprocess.run([sys.executable, "-I", "-S", "-c", payload.LOADER], input=stdin, capture_output=True,
+        len(b"".join(runtime_zip.bootstrap_pieces())):]
+    proc = subprocess.run([sys.executable, "-I", "-S", "-c", protocol.LOADER], input=stdin, capture_output=True,
                           timeout=60)
     assert proc.returncode == 0, proc.stderr
     dec = FrameDecoder(lambda _: None)
     dec.feed(proc.stdout)
-    assert dec.result is not None and payload.load_value(parse_result(dec.result)) == 2
+    assert dec.result is not None and pickling.load_value(parse_result(dec.result)) == 2
     assert magic != b"\0\0\0\0"
 
 
@@ -87,13 +88,13 @@ def test_bootstrap_reads_the_whole_call_before_refusing_another_python(tmp_path:
     data = tmp_path / "data.bin"
     data.write_bytes(os.urandom(3 * 2**20))  # several frames of input tar stream
     args = (File(str(data)),) if with_file else ()
-    envelope = payload.make_envelope(lambda *a: None, args, {}, with_files=with_file)
-    assert bool(envelope.inputs) == with_file
-    stdin = envelope.stdin_bytes({"task": "t", "attempt": 1, "run_id": "r", "python": "2.7"})
+    made = envelope.make_envelope(lambda *a: None, args, {}, with_files=with_file)
+    assert bool(made.inputs) == with_file
+    stdin = made.stdin_bytes({"task": "t", "attempt": 1, "run_id": "r", "python": "2.7"})
     fed = tmp_path / "stdin"
     fed.write_bytes(stdin)
     with fed.open("rb") as f:  # a file shares its offset with the child: it shows how far the child read
-        proc = subprocess.run([sys.executable, "-I", "-S", "-c", payload.LOADER], stdin=f, capture_output=True,
+        proc = subprocess.run([sys.executable, "-I", "-S", "-c", protocol.LOADER], stdin=f, capture_output=True,
                               timeout=60)
         consumed = f.tell()
     assert proc.returncode == 0, proc.stderr
@@ -112,7 +113,7 @@ def test_bootstrap_reports_user_exception_with_traceback() -> None:
     result, _ = _run_locally(_boom, 7)
     assert result.status == "error" and result.meta["type"] == "builtins.KeyError"
     assert "_boom" in result.meta["traceback"]
-    assert isinstance(payload.loads(result.payload), KeyError)
+    assert isinstance(pickling.loads(result.payload), KeyError)
 
 
 def _heavy_imports() -> list[str]:
@@ -126,13 +127,13 @@ def test_a_plain_call_never_imports_cloudpickle_in_the_container() -> None:
     """The call is unpickled with the generated reconstructors and the result pickled by the stdlib: the
     container skips cloudpickle's ~30 ms of imports (and dockertask's own modules)."""
     result, _ = _run_locally(_heavy_imports)
-    assert result.status == "ok" and payload.loads(result.payload) == []
+    assert result.status == "ok" and pickling.loads(result.payload) == []
 
 
 def test_the_reconstructors_are_generated_from_the_installed_cloudpickle() -> None:
     """A cloudpickle upgrade that needs more than the prelude gives would silently cost every call ~30 ms:
     this fails instead, so the prelude gets looked at."""
-    source = payload.reconstruct_source()
+    source = runtime_zip.reconstruct_source()
     assert source is not None and "_make_function" in source and "_make_skeleton_class" in source
 
 
@@ -178,7 +179,7 @@ def test_host_classes_closures_and_enums_come_back_as_the_hosts_own() -> None:
     through cloudpickle; a thread of the task sees the call's context."""
     result, _ = _run_locally(_round_trip, Point(1, -2), Colour.RED, 3)
     assert result.status == "ok", result.meta
-    point, colour, local, seen = payload.loads(result.payload)
+    point, colour, local, seen = pickling.loads(result.payload)
     assert type(point) is Point and point == Point(3, -6) and point.norm1() == 9
     assert colour is Colour.BLUE
     assert local.value == 9
@@ -201,8 +202,8 @@ def test_frame_decoder_handles_any_split(cut: int) -> None:
 def test_runtime_zip_imports_without_dockertask_installed(tmp_path: Any) -> None:
     """The runtime zip alone provides cloudpickle and dockertask (python -I: no site-packages)."""
     z = tmp_path / "rt.zip"
-    z.write_bytes(payload.runtime_zip())
-    code = (f"import sys; sys.path.insert(0, {str(z)!r}); import cloudpickle; from dockertask import context; "
+    z.write_bytes(runtime_zip.runtime_zip())
+    code = (f"import sys; sys.path.insert(0, {str(z)!r}); import cloudpickle; from dockertask.spec import context; "
             "print(cloudpickle.__file__)")
     out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
@@ -215,10 +216,10 @@ def test_every_module_in_the_runtime_zip_imports_without_site_packages(tmp_path:
     import zipfile
 
     path = tmp_path / "runtime.zip"
-    path.write_bytes(payload.runtime_zip())
+    path.write_bytes(runtime_zip.runtime_zip())
     names = sorted(n[:-3].replace("/", ".").removesuffix(".__init__") for n in zipfile.ZipFile(path).namelist()
                    if n.endswith(".py") and n.startswith("dockertask/"))
-    assert "dockertask.cli" not in names and "dockertask.backends.docker" not in names
+    assert "dockertask.cli.commands" not in names and "dockertask.backends.docker" not in names
     code = f"import sys; sys.path.insert(0, {str(path)!r})\nfor n in {names!r}:\n    __import__(n)\n"
     out = subprocess.run([sys.executable, "-S", "-I", "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
@@ -230,11 +231,11 @@ def _control_frame(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">cQ", kind, len(body)) + body
 
 
-@pytest.mark.parametrize("size", [10, payload.SPOOL_AT + 123], ids=["in-memory", "spooled"])
+@pytest.mark.parametrize("size", [10, protocol.SPOOL_AT + 123], ids=["in-memory", "spooled"])
 def test_result_frames_survive_any_chunking_and_large_ones_are_spooled(size: int) -> None:
     """A result frame split anywhere comes back whole; one over SPOOL_AT goes to a file, not memory."""
     body = b"x" * size
-    head = payload.result_frame_head({"status": "ok", "raw": "bytes"})
+    head = protocol.result_frame_head({"status": "ok", "raw": "bytes"})
     stream = _control_frame(b"O", b"hello") + _control_frame(b"R", head + body)
     seen: list[bytes] = []
     dec = FrameDecoder(seen.append)
@@ -242,9 +243,9 @@ def test_result_frames_survive_any_chunking_and_large_ones_are_spooled(size: int
         dec.feed(stream[i:i + 7777])
     assert seen == [b"hello"]
     assert dec.result is not None
-    assert isinstance(dec.result, bytearray) == (size < payload.SPOOL_AT)
+    assert isinstance(dec.result, bytearray) == (size < protocol.SPOOL_AT)
     raw = parse_result(dec.result)
-    assert payload.load_value(raw) == body and raw.data() == body
+    assert pickling.load_value(raw) == body and raw.data() == body
 
 
 def _killed_by(signum: int) -> None:
@@ -265,8 +266,8 @@ def _start_locally(func: Any) -> subprocess.Popen[bytes]:
     """The bootstrap as the Podman and Swarm backends start it: the call in a watched child."""
     import os
 
-    env = payload.make_envelope(func, (), {})
-    proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", payload.LOADER], stdin=subprocess.PIPE,
+    env = envelope.make_envelope(func, (), {})
+    proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", protocol.LOADER], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env={**os.environ, "DOCKERTASK_WATCH_CALL": "1"})
     assert proc.stdin is not None

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dockertask import DockerTaskError, Resources, TaskInputError, task
-from dockertask.resources import MAX_BYTES
+from dockertask.spec.resources import MAX_BYTES
 from dockertask.tasks import MAX_TIMEOUT_SECONDS
 
 # DOCKERTASK_PROPERTY_EXAMPLES=5000 searches deeper (the suite's 300 keep it quick).

@@ -17,8 +17,10 @@ import pytest
 from _pytest.assertion import rewrite as real_rewrite
 from _pytest.assertion import util as real_util
 
-from dockertask import Secret, _assertrepr, _remote_tb, _testpayload, current_context, task
+from dockertask import Secret, current_context, task
 from dockertask.errors import RemoteTraceback
+from dockertask.pytest import shipping, tracebacks
+from dockertask.runtime import assertrepr
 from dockertask.testing import run_locally, test_secrets
 
 
@@ -50,12 +52,12 @@ def test_assert_helpers_read_like_pytests_own(source: str, monkeypatch: pytest.M
     """A rewritten assert explains itself with our stdlib helpers exactly as with pytest's (no custom compare)."""
     monkeypatch.setattr(real_util, "_reprcompare", None)
     monkeypatch.setattr(real_util, "_config", None)
-    assert _assertion_message(source, _assertrepr) == _assertion_message(source, real_rewrite)
+    assert _assertion_message(source, assertrepr) == _assertion_message(source, real_rewrite)
 
 
 def test_equal_sequences_get_a_full_diff() -> None:
     """== of two lists or multi-line strings adds a diff, as pytest's introspection does."""
-    message = _assertion_message("def check():\n    assert [1, 2, 3] == [1, 2, 4]\n", _assertrepr)
+    message = _assertion_message("def check():\n    assert [1, 2, 3] == [1, 2, 4]\n", assertrepr)
     assert message.splitlines() == ["assert [1, 2, 3] == [1, 2, 4]", "  Full diff:", "    - [1, 2, 4]",
                                     "    + [1, 2, 3]"]
 
@@ -64,7 +66,7 @@ def test_a_broken_repr_does_not_hide_the_assertion() -> None:
     """An operand whose __repr__ raises is shown as such, and the comparison is still explained."""
     source = ("class B:\n    def __repr__(self):\n        raise RuntimeError('no')\n"
               "def check():\n    assert B() == 1\n")
-    assert "RuntimeError(no) raised in repr()" in _assertion_message(source, _assertrepr)
+    assert "RuntimeError(no) raised in repr()" in _assertion_message(source, assertrepr)
 
 
 # -- tracebacks ---------------------------------------------------------------------------------
@@ -87,11 +89,11 @@ def test_container_frames_become_host_frames_at_the_same_lines(tmp_path: Path) -
     path = _project_file(tmp_path)
     exc = _remote_error(
         'Traceback (most recent call last):\n'
-        '  File "dockertask/_bootstrap.py", line 148, in main\n'
-        '  File "/tmp/dockertask-7/runtime.zip/dockertask/_testbody.py", line 40, in run_test\n'
+        '  File "dockertask/runtime/bootstrap.py", line 148, in main\n'
+        '  File "/tmp/dockertask-7/runtime.zip/dockertask/runtime/testbody.py", line 40, in run_test\n'
         '  File "<dynamic-code>", line 7, in test_it\n'
         'AssertionError: assert 1 == 2\n')
-    assert _remote_tb.relocate(exc, tmp_path, [str(path)])
+    assert tracebacks.relocate(exc, tmp_path, [str(path)])
     frames = traceback.extract_tb(exc.__traceback__)
     assert [(f.filename, f.lineno, f.name) for f in frames] == [(str(path), 7, "test_it")]
     assert frames[0].line == "assert x == 2"
@@ -102,7 +104,7 @@ def test_container_frames_become_host_frames_at_the_same_lines(tmp_path: Path) -
 def test_frames_of_archived_project_modules_map_back_to_the_rootdir(tmp_path: Path) -> None:
     """A frame in the container's project.zip is the same file under the host's rootdir."""
     path = _project_file(tmp_path)
-    frames = _remote_tb.remote_frames(
+    frames = tracebacks.remote_frames(
         '  File "/tmp/dockertask-project-x/project.zip/tests/test_x.py", line 7, in test_it\n'
         '  File "/usr/lib/python3.11/json/__init__.py", line 3, in loads\n', tmp_path, [])
     assert frames == [(str(path), 7, "test_it")]
@@ -110,8 +112,8 @@ def test_frames_of_archived_project_modules_map_back_to_the_rootdir(tmp_path: Pa
 
 def test_no_project_frame_leaves_the_exception_as_it_was(tmp_path: Path) -> None:
     """With nothing of the project in the traceback, relocate says so and keeps the container's text."""
-    exc = _remote_error('  File "dockertask/_bootstrap.py", line 148, in main\n')
-    assert not _remote_tb.relocate(exc, tmp_path, [])
+    exc = _remote_error('  File "dockertask/runtime/bootstrap.py", line 148, in main\n')
+    assert not tracebacks.relocate(exc, tmp_path, [])
     assert isinstance(exc.__cause__, RemoteTraceback)
 
 
@@ -126,7 +128,7 @@ def test_archive_holds_project_sources_and_no_environments_or_caches(tmp_path: P
     (tmp_path / "venv" / "pyvenv.cfg").write_text("home = /usr\n")
     import zipfile
 
-    names = zipfile.ZipFile(io.BytesIO(_testpayload.project_archive(tmp_path))).namelist()
+    names = zipfile.ZipFile(io.BytesIO(shipping.project_archive(tmp_path))).namelist()
     assert sorted(names) == ["src/pkg/__init__.py", "tests/test_a.py", "top.py"]
 
 
@@ -136,7 +138,7 @@ def test_roots_are_the_hosts_import_roots_inside_the_rootdir(tmp_path: Path, mon
     (tmp_path / ".venv").mkdir()
     monkeypatch.setattr(sys, "path", [str(tmp_path / "src"), "/usr/lib/python3", str(tmp_path / ".venv"),
                                       str(tmp_path)])
-    roots = _testpayload.project_roots(tmp_path)
+    roots = shipping.project_roots(tmp_path)
     assert roots[:2] == ["src", ""]
     assert all(not r.startswith(".venv") for r in roots)
 
@@ -152,11 +154,11 @@ def test_project_modules_go_by_reference_and_the_test_module_by_value(tmp_path: 
         def test_body(h: Any) -> Any:
             return h()
 
-        function, fixtures = pickle.loads(_testpayload.pack_test(test_body, {"h": shipped_mod_x.f}, tmp_path,
+        function, fixtures = pickle.loads(shipping.pack_test(test_body, {"h": shipped_mod_x.f}, tmp_path,
                                                                  [""], "t::test_body"))
         assert fixtures["h"] is shipped_mod_x.f
         assert function is not test_body and function(**fixtures) == 1
-        _, not_shipped = pickle.loads(_testpayload.pack_test(test_body, {"h": shipped_mod_x.f}, tmp_path, [],
+        _, not_shipped = pickle.loads(shipping.pack_test(test_body, {"h": shipped_mod_x.f}, tmp_path, [],
                                                              "t::test_body"))
         assert not_shipped["h"] is not shipped_mod_x.f
     finally:
@@ -171,7 +173,7 @@ def test_the_test_function_travels_without_pytests_marks() -> None:
     def test_marked() -> int:
         return 3
 
-    blob = _testpayload.pack_test(test_marked, {}, Path("/nonexistent"), [], "t::test_marked")
+    blob = shipping.pack_test(test_marked, {}, Path("/nonexistent"), [], "t::test_marked")
     assert b"_pytest.mark" not in blob and b"Mark" not in blob
     assert pickle.loads(blob)[0]() == 3
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dockertask import Resources, ResourceSpecError, task
-from dockertask.resources import host_config_kwargs
+from dockertask.spec.resources import host_config_kwargs
 
 
 @pytest.mark.parametrize("value,cores", [("500m", 0.5), ("0.5", 0.5), (2, 2.0), ("2", 2.0), (0.25, 0.25)])

@@ -17,19 +17,19 @@ from dockertask import (
     TaskOOMError,
     TaskOutputError,
     TaskTimeoutError,
-    payload,
     task,
 )
 from dockertask.backends.engine_config import create_kwargs, host_config
+from dockertask.calls.runner import MAX_PREEMPTIONS
 from dockertask.errors import RemoteTraceback
-from dockertask.runner import MAX_PREEMPTIONS
+from dockertask.runtime import protocol
 
 from ..fakes import FakeBackend, _frames, crashed, ok, oom, preempted, raised, timed_out
 
 
 def _header(job) -> dict:  # type: ignore[no-untyped-def]
     """The header frame the job sends (after the bootstrap's three frames)."""
-    return payload.decode_meta(_frames(job.stdin_data)[3])  # type: ignore[no-any-return]
+    return protocol.decode_meta(_frames(job.stdin_data)[3])  # type: ignore[no-any-return]
 
 
 @task(retries=2)
@@ -269,20 +269,21 @@ def test_every_container_carries_the_labels_of_dockertask_labels(fake: FakeBacke
                                           ("dockertask.user.x=1", {"dockertask.user.x": "1"})])
 def test_dockertask_labels_parse(raw: str, expected: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     """key=value pairs, comma-separated."""
-    from dockertask import hostproc
+    from dockertask.host import owner
 
     monkeypatch.setenv("DOCKERTASK_LABELS", raw)
-    assert hostproc.extra_labels() == expected
+    assert owner.extra_labels() == expected
 
 
 @pytest.mark.parametrize("raw", ["novalue", "dockertask.run-id=x", "=x"])
 def test_dockertask_labels_that_would_clash_are_refused(raw: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A malformed pair, or one in dockertask's own namespace, is a clear error."""
-    from dockertask import TaskDefinitionError, hostproc
+    from dockertask import TaskDefinitionError
+    from dockertask.host import owner
 
     monkeypatch.setenv("DOCKERTASK_LABELS", raw)
     with pytest.raises(TaskDefinitionError, match="DOCKERTASK_LABELS"):
-        hostproc.extra_labels()
+        owner.extra_labels()
 
 
 @pytest.mark.parametrize("code,tail", [

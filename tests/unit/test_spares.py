@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from dockertask import Resources, spares, task
+from dockertask import Resources, task
+from dockertask.calls import spares
 
 from ..fakes import SpareBackend
 

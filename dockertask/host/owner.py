@@ -21,7 +21,7 @@ def _start_ticks(pid: int) -> str | None:
 def extra_labels() -> dict[str, str]:
     """``DOCKERTASK_LABELS="team=ml,ci.job=1234"``: labels for every container dockertask creates (so a CI
     job, or a test session, can find exactly its own)."""
-    from .errors import TaskDefinitionError
+    from dockertask.errors import TaskDefinitionError
 
     raw = os.environ.get("DOCKERTASK_LABELS", "").strip()
     labels = {}

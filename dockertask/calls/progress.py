@@ -16,6 +16,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 SUMMARY_EVERY = 5.0  # seconds between summary lines off a terminal
@@ -116,3 +117,28 @@ def _isatty(stream: TextIO) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+# The command line sends a task's stdout to stderr, so that its own stdout is the result alone.
+_task_stdout_to_stderr = False
+
+
+def task_stdout_to_stderr(enabled: bool = True) -> None:
+    """Show what tasks print on stdout on the host's stderr instead (``dockertask run`` does)."""
+    global _task_stdout_to_stderr
+    _task_stdout_to_stderr = enabled
+
+
+def print_line(stream: str, line: str) -> None:
+    """The default output sink: the task's lines on the host's stdout/stderr.
+
+    A line ending in ``\r`` is a progress update: written as it is, so the terminal redraws it."""
+    target = sys.stdout if stream == "stdout" and not _task_stdout_to_stderr else sys.stderr
+    emit(target, line if line.endswith("\r") else line + "\n")
+
+
+def prefixed(label: str) -> Callable[[str, str], None]:
+    """A sink that marks each line with ``[label]``: whose line it is, when calls run concurrently."""
+    def sink(stream: str, line: str) -> None:
+        print_line(stream, f"[{label}] {line}")
+    return sink

@@ -17,7 +17,7 @@ def state_dir() -> Path:
     configured = os.environ.get("DOCKERTASK_STATE_DIR")
     if configured:
         return Path(configured)
-    from .paths import user_state_dir
+    from dockertask.host.paths import user_state_dir
 
     return user_state_dir()
 

@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .errors import DockerTaskError
-from .images import HOST_PYTHON, build_default_image, default_image_ref
+from dockertask.errors import DockerTaskError
+from dockertask.images.refs import HOST_PYTHON, build_default_image, default_image_ref
 
 if TYPE_CHECKING:
-    from .backends.swarm import SwarmBackend
+    from dockertask.backends.swarm import SwarmBackend
 
 
 def _line(ok: bool, what: str, fix: str = "") -> bool:
@@ -23,7 +23,7 @@ def _line(ok: bool, what: str, fix: str = "") -> bool:
 
 
 def _image_python() -> str:
-    from .tasks import task
+    from dockertask.tasks import task
 
     @task
     def python_version() -> str:
@@ -35,8 +35,8 @@ def _image_python() -> str:
 
 
 def run_checks(fix: bool = False) -> int:
-    from .backends import default_backend
-    from .hostproc import is_orphan
+    from dockertask.backends import default_backend
+    from dockertask.host.owner import is_orphan
 
     ok = _line(True, f"host Python {platform.python_version()} ({sys.executable})")
     try:
@@ -49,7 +49,7 @@ def run_checks(fix: bool = False) -> int:
     at = f" at {where.base_url} (found through {where.how})" if where is not None else ""
     _line(True, f"Docker engine {info.get('ServerVersion')} reachable{at} ({info.get('Driver')}, "
                 f"cgroup v{info.get('CgroupVersion', '1')})")
-    from .backends.swarm import SwarmBackend
+    from dockertask.backends.swarm import SwarmBackend
 
     if isinstance(backend, SwarmBackend):
         ok &= _swarm_checks(backend)
@@ -87,7 +87,7 @@ def run_checks(fix: bool = False) -> int:
 def _swarm_checks(backend: SwarmBackend) -> bool:
     """The cluster: nodes ready, the registry reachable from the manager (push) and every node (pull).
     The callback path is checked by running a task (below)."""
-    from .hostproc import owner_labels
+    from dockertask.host.owner import owner_labels
 
     nodes = backend.nodes()
     down = [f"{name} ({state}, {availability})" for name, state, availability in nodes

@@ -1,7 +1,7 @@
 """Reusable replicas (``@task(reusable=ReusePolicy(...))``): warm containers kept by this process.
 
 Calls of tasks with the same image, resources, environment, secret requests and container options
-share a pool of up to ``replicas`` containers. Inside each, a serve loop (``_bootstrap.serve``) loads
+share a pool of up to ``replicas`` containers. Inside each, a serve loop (``runtime/bootstrap.serve``) loads
 a task's function once, then runs every call in a child process forked from that pristine parent: no
 module state, global or open file carries from one call to the next. One call at a time per replica.
 
@@ -16,46 +16,26 @@ kills them), and by ``dockertask gc`` after a ``kill -9`` (they carry the usual 
 from __future__ import annotations
 
 import atexit
-import datetime as dt
 import json
-import math
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import payload, secrets
-from .backends import Backend, ContainerJob, ContainerOutcome
-from .backends.base import OutputSink, StdinPieces
-from .errors import DockerTaskError, TaskDefinitionError
+from dockertask.backends import Backend, ContainerJob, ContainerOutcome
+from dockertask.backends.base import OutputSink, StdinPieces
+from dockertask.calls import envelope, pickling, runtime_zip
+from dockertask.errors import DockerTaskError
+from dockertask.runtime import protocol
+from dockertask.spec import secrets
+from dockertask.spec.reuse import ReusePolicy
 
 if TYPE_CHECKING:
-    from .tasks import Task
+    from dockertask.tasks import Task
 
 READY_TIMEOUT = 60.0  # a new replica has this long to say it is ready (image start, runtime unpack)
-
-
-@dataclass(frozen=True)
-class ReusePolicy:
-    """Keep up to ``replicas`` warm containers for this task; remove each after ``idle_ttl`` unused."""
-
-    replicas: int = 1
-    idle_ttl: dt.timedelta | int | float = dt.timedelta(minutes=5)
-    idle_seconds: float = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        if isinstance(self.replicas, bool) or not isinstance(self.replicas, int) or not 1 <= self.replicas <= 256:
-            raise TaskDefinitionError(f"ReusePolicy(replicas={self.replicas!r}): expected a whole number from 1 "
-                                      "to 256")
-        ttl = self.idle_ttl.total_seconds() if isinstance(self.idle_ttl, dt.timedelta) else self.idle_ttl
-        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not math.isfinite(ttl) or not 0 < ttl <= 86400:
-            raise TaskDefinitionError(f"ReusePolicy(idle_ttl={self.idle_ttl!r}): expected a duration over 0 and "
-                                      "at most a day")
-        object.__setattr__(self, "idle_seconds", float(ttl))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"replicas": self.replicas, "idle_ttl_seconds": self.idle_seconds}
 
 
 @dataclass
@@ -153,15 +133,14 @@ def _pool_for(key: str, policy: ReusePolicy) -> _Pool:
 
 def _replica_job(task: Task[Any, Any], image: str, sample: ContainerJob) -> ContainerJob:
     """The replica's container: the task's image, limits, environment and options, serving calls."""
-    header = payload.encode_meta({"python": payload.HOST_PYTHON, "mode": "serve", "task": task.spec.name})
-    stdin = (*payload.bootstrap_pieces(), *payload.frame_pieces(header),
-             *payload.frame_pieces(payload.runtime_zip()))
+    stdin = (*runtime_zip.bootstrap_pieces(), *protocol.frame_pieces(protocol.serve_header(task.spec.name)),
+             *protocol.frame_pieces(runtime_zip.runtime_zip()))
     # Every call's secrets land in the replica's tmpfs, however large (up to the limit).
     resources = sample.resources._replace(
         secrets_mib=secrets.MAX_SECRETS_BYTES >> 20 if task.spec.secret_requests else 0)
     labels = {**sample.labels, "dockertask.run-id": "replica-" + uuid.uuid4().hex[:12], "dockertask.replica": "true"}
     labels.pop("dockertask.attempt", None)
-    return ContainerJob(image=image, command=list(payload.COMMAND), stdin=StdinPieces(stdin),
+    return ContainerJob(image=image, command=list(protocol.COMMAND), stdin=StdinPieces(stdin),
                         environment=dict(sample.environment), labels=labels,  # owner labels included
                         resources=resources, options=sample.options)
 
@@ -175,13 +154,13 @@ def _key(task: Task[Any, Any], job: ContainerJob) -> str:
                        policy.replicas, policy.idle_seconds])
 
 
-def run_call(task: Task[Any, Any], sample: ContainerJob, args: tuple[Any, ...], kwargs: dict[str, Any],
+def run_call(task: Task[Any, Any], sample: ContainerJob, arguments: Callable[[], tuple[bytes, tuple[Any, ...]]],
              secret_values: dict[secrets.Secret, secrets.SecretValue], output: OutputSink,
              backend: Backend) -> ContainerOutcome:
-    """One call on a replica of ``task``'s pool; ``sample`` is the isolated job this call would have run."""
+    """One call on a replica of ``task``'s pool; ``sample`` is the isolated job this call would have run;
+    ``arguments()`` gives the pickled arguments and their File/Directory inputs (and holds them no more)."""
     policy: ReusePolicy = task.spec.reusable
-    # Before any container: bad input fails here.
-    call, inputs = payload.pickle_call_args(args, kwargs, task.spec.name, task.interface.may_carry_files)
+    call, inputs = arguments()
     pool = _pool_for(_key(task, sample), policy)
 
     def start() -> Any:
@@ -203,18 +182,15 @@ def run_call(task: Task[Any, Any], sample: ContainerJob, args: tuple[Any, ...], 
     try:
         fid = f"{task.spec.name}:{task.code_fingerprint}"
         if fid not in replica.loaded:  # the function and its by-value modules: once per replica
-            worker.send((*payload.frame_pieces(b"load"), *payload.frame_pieces(fid.encode()),
-                         *payload.frame_pieces(payload.pickle_function(task.function, task.spec.name))))
+            worker.send(protocol.load_message(fid, pickling.pickle_function(task.function, task.spec.name)))
             replica.loaded.add(fid)
-        meta = payload.encode_meta({"fid": fid, "task": task.spec.name,
-                                    "attempt": int(sample.labels["dockertask.attempt"]),
-                                    "run_id": sample.labels["dockertask.run-id"],
-                                    "inputs": [[obj.kind, obj.name] for obj in inputs]})
+        header = protocol.call_header(task.spec.name, int(sample.labels["dockertask.attempt"]),
+                                      sample.labels["dockertask.run-id"], fid=fid,
+                                      inputs=[[obj.kind, obj.name] for obj in inputs])
         worker.route_output(output)
-        worker.send((*payload.frame_pieces(b"call"), *payload.frame_pieces(meta), *payload.frame_pieces(call),
-                     *payload.frame_pieces(secrets.to_frame(secret_values))))
+        worker.send(protocol.call_message(header, call, secrets.to_frame(secret_values)))
         if inputs:
-            worker.send(payload.input_frames(inputs))
+            worker.send(envelope.input_frames(inputs))
         del call
         outcome, broken = _await(worker, sample)
         return outcome
@@ -228,7 +204,7 @@ def run_call(task: Task[Any, Any], sample: ContainerJob, args: tuple[Any, ...], 
 
 def _await(worker: Any, job: ContainerJob) -> tuple[ContainerOutcome, bool]:
     """The call's outcome and whether its replica must go."""
-    from . import lifecycle
+    from dockertask.host import lifecycle
 
     cid = worker.container_id
     deadline = None if job.timeout is None else time.monotonic() + job.timeout
@@ -246,7 +222,7 @@ def _await(worker: Any, job: ContainerJob) -> tuple[ContainerOutcome, bool]:
             partial.close()  # files a dead call had begun to return
         if kind == b"X":  # the call's process died without a result; the replica lives, but is replaced
             try:
-                report = payload.decode_meta(bytes(data))
+                report = protocol.decode_meta(bytes(data))
             except ValueError:
                 report = {}
             code = report.get("exit")

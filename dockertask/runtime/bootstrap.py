@@ -2,7 +2,7 @@
 
 Stdlib only, and in old-Python syntax on purpose: it must be able to *say* that the image's
 Python is the wrong one before anything newer is imported. The host starts the container as
-``python3 -c LOADER`` (see payload.LOADER), which reads this file from stdin (as bytecode when the
+``python3 -c LOADER`` (see runtime/protocol.LOADER), which reads this file from stdin (as bytecode when the
 image's Python matches, else as source) and runs ``main(read_frame)``. Everything else arrives on
 stdin too, as length-prefixed frames:
 
@@ -61,7 +61,7 @@ class Channel:
             view = view[n:]
 
     def result(self, meta, payload=b""):
-        """The R frame: the metadata's length and the metadata (payload.result_frame_head), then the
+        """The R frame: the metadata's length and the metadata (protocol.result_frame_head), then the
         payload, written in turn (a 150 MB result is not copied)."""
         meta = marshal.dumps(meta, 2)
         head = _META_LEN.pack(len(meta)) + meta
@@ -128,7 +128,7 @@ def qualname(tp):
 
 # -- pickles: cloudpickle's reconstructors without importing cloudpickle ------------------------
 
-RECONSTRUCT = "_dockertask_reconstruct"  # generated into the runtime zip (payload.reconstruct_source)
+RECONSTRUCT = "_dockertask_reconstruct"  # generated into the runtime zip (calls/runtime_zip.reconstruct_source)
 _CLOUDPICKLE = ("cloudpickle.cloudpickle", "cloudpickle.cloudpickle_fast", "cloudpickle")
 
 
@@ -250,7 +250,7 @@ def send_outputs(channel, outputs):
 
 def publish_context(header):
     """What current_context() reads in the container: a module of its own, so that neither this bootstrap
-    nor a task that never asks pays for importing dockertask.context."""
+    nor a task that never asks pays for importing dockertask.spec.context."""
     module = type(sys)("_dockertask_call")
     module.header = header
     sys.modules["_dockertask_call"] = module

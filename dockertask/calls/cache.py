@@ -29,8 +29,8 @@ from typing import Any
 
 import cloudpickle
 
-from . import hostproc
-from .errors import DockerTaskError
+from dockertask.errors import DockerTaskError
+from dockertask.host import owner
 
 
 class NotHashable(DockerTaskError, TypeError):
@@ -42,7 +42,7 @@ def canonical(value: Any) -> Any:
     if value is None or isinstance(value, str):
         return value
     if type(value).__module__ == "dockertask.files":  # File/Directory: what it holds, not its path or mtime
-        from . import files
+        from dockertask import files
 
         return [type(value).__name__, files.content_hash(value)]
     if isinstance(value, bool):
@@ -105,7 +105,7 @@ def code_fingerprint(function: Any, source_text: str) -> str:
     through them, the project functions, classes and modules they use); the standard library and
     installed packages are left out, as they are when the call is pickled.
     """
-    from .payload import is_user_module
+    from dockertask.calls.pickling import is_user_module
 
     files: dict[str, str] = {}
     seen: set[int] = set()
@@ -156,7 +156,7 @@ def cache_dir() -> Path:
     configured = os.environ.get("DOCKERTASK_CACHE_DIR")
     if configured:
         return Path(configured)
-    from .paths import user_cache_dir
+    from dockertask.host.paths import user_cache_dir
 
     return user_cache_dir() / "results"
 
@@ -206,8 +206,8 @@ class Cache:
     def _get_with_files(self, key: str, task: str) -> tuple[bool, Any]:
         import shutil
 
-        from . import files
-        from .payload import loads_with_paths
+        from dockertask import files
+        from dockertask.calls.pickling import loads_with_paths
 
         pkl, meta, _ = self._paths(key)
         dest = files.output_dir(task or "cached", os.urandom(8).hex())
@@ -225,8 +225,8 @@ class Cache:
     def put(self, key: str, value: Any, task: str, cache_version: str) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         pkl, meta, _ = self._paths(key)
-        from . import files
-        from .payload import dumps_with_paths
+        from dockertask import files
+        from dockertask.calls.pickling import dumps_with_paths
 
         found: list[Any] = []
         data = dumps_with_paths(value, found) if any(True for _ in files.walk(value)) \
@@ -281,7 +281,7 @@ class Cache:
         for tmp in self.directory.glob(".tmp-*"):
             writer = tmp.name.split("-")[1]
             if writer.isdigit():
-                gone = not hostproc.alive(int(writer))
+                gone = not owner.alive(int(writer))
             else:  # written before temp names carried the pid: stale once an hour old
                 try:
                     gone = tmp.stat().st_mtime < dt.datetime.now().timestamp() - 3600

@@ -18,7 +18,7 @@ import typing
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from .errors import TaskInputError, TaskOutputError
+from dockertask.errors import TaskInputError, TaskOutputError
 
 _EMPTY = inspect.Parameter.empty
 
@@ -165,7 +165,7 @@ class Interface(NamedTuple):
             # An annotation that cannot be resolved (a forward reference to something not
             # importable here) is left unchecked rather than failing the decoration.
             hints = {}
-        from .files import mentions
+        from dockertask.files import mentions
 
         params = []
         for p in sig.parameters.values():
@@ -199,7 +199,7 @@ class Interface(NamedTuple):
             else:
                 items = [(name, value)]
             if p.files and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
-                from .files import coerce
+                from dockertask.files import coerce
 
                 value = bound.arguments[name] = coerce(value, p.annotation)  # a str or Path where File is asked
                 items = [(name, value)]
@@ -219,7 +219,7 @@ class Interface(NamedTuple):
     def _check_files(self, where: str, value: Any) -> None:
         """Every File/Directory in an argument exists and can be read: else a TaskInputError naming the
         parameter and the path, before any container starts."""
-        from .files import check_input, walk
+        from dockertask.files import check_input, walk
 
         for path, obj in walk(value, where):
             if (problem := check_input(path, obj)) is not None:

@@ -8,7 +8,7 @@ The plugin sends three things as the task's arguments:
   ``"tests"``...), in the host's ``sys.path`` order: each becomes ``<zip>/<root>`` on ours;
 - ``blob``: the test function (with pytest's rewritten asserts) and its fixture values, pickled
   on the host with project modules *by reference*, so they resolve to the archive's copies, and
-  pytest's assertion helpers as ``dockertask._assertrepr`` (see ``_testpayload``).
+  pytest's assertion helpers as ``dockertask.runtime.assertrepr`` (see ``pytest/shipping``).
 
 Only the stdlib and cloudpickle are used here: the image needs neither pytest nor dockertask.
 """

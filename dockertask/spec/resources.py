@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from .errors import ResourceSpecError
+from dockertask.errors import ResourceSpecError
 
 _MEM_SUFFIXES = {
     "": 1,

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-from .context import env_var_name
-from .errors import SecretNotFoundError, TaskDefinitionError
+from dockertask.errors import SecretNotFoundError, TaskDefinitionError
+from dockertask.spec.context import env_var_name
 
 SECRETS_MOUNT = "/etc/secrets"
 # tmpfs options: world-writable root (sticky) so a non-root USER can create its group dir,
@@ -174,7 +174,7 @@ def tmpfs_of(mib: int) -> dict[str, str]:
 
 def to_frame(values: dict[Secret, SecretValue]) -> bytes:
     """The secrets frame the bootstrap reads from stdin (a binary value travels as bytes)."""
-    from .payload import encode_meta
+    from dockertask.runtime.protocol import encode_meta
 
     return encode_meta([{"group": s.group, "key": s.key, "env_name": s.env_name, "value": v,
                          "mount": "env" if s.mount_requirement is MountType.ENV_VAR else "file"}

@@ -13,7 +13,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import SecretNotFoundError
+from dockertask.errors import SecretNotFoundError
 
 SECRETS_DIR = "/etc/secrets"
 

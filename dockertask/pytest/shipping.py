@@ -1,4 +1,4 @@
-"""What of a pytest test travels into its container, and how (host side of ``_testbody``).
+"""What of a pytest test travels into its container, and how (host side of ``runtime/testbody``).
 
 A test body runs where the code under test must be importable, including through an ``import``
 written inside the body, which cloudpickle cannot see coming. So the project's Python sources
@@ -10,7 +10,7 @@ Project modules are then pickled *by reference* (they resolve to the zip's copie
 from a fixture value and the same class imported in the body are one class), except the test's
 own module, which travels *by value*: its code is pytest's rewritten code, with the assertion
 introspection the container must reproduce. The helpers that code calls (``@pytest_ar``, i.e.
-``_pytest.assertion.rewrite``) are sent as a reference to ``dockertask._assertrepr``, their
+``_pytest.assertion.rewrite``) are sent as a reference to ``dockertask.runtime.assertrepr``, their
 stdlib-only copy, so an image needs no pytest and nothing is faked in its ``sys.modules``.
 """
 
@@ -29,8 +29,8 @@ from typing import Any
 
 import cloudpickle
 
-from . import payload
-from .errors import DockerTaskError, TaskInputError
+from dockertask.calls import pickling
+from dockertask.errors import DockerTaskError, TaskInputError
 
 # Directories never shipped: tools' caches and environments, not the project's code.
 _PRUNE = {"__pycache__", "node_modules", "site-packages", ".git"}
@@ -160,7 +160,7 @@ class _TestPickler(cloudpickle.Pickler):  # type: ignore[misc]
     def reducer_override(self, obj: Any) -> Any:
         if isinstance(obj, types.ModuleType) and obj.__name__ == _PYTEST_ASSERT_HELPERS:
             # What rewritten asserts call as @pytest_ar: our stdlib copy, whatever the image has.
-            return importlib.import_module, ("dockertask._assertrepr",)
+            return importlib.import_module, ("dockertask.runtime.assertrepr",)
         if isinstance(obj, types.ModuleType) and obj.__name__ in self._by_ref:
             return importlib.import_module, (obj.__name__,)
         if (isinstance(obj, (type, types.FunctionType)) and getattr(obj, "__module__", None) in self._by_ref
@@ -193,7 +193,7 @@ def _bare_function(function: Any) -> Any:
 
 def pack_test(function: Any, fixtures: Mapping[str, Any], rootdir: Path, roots: list[str], nodeid: str) -> bytes:
     """The test function and its fixture values, pickled; an unpicklable fixture is named."""
-    payload.register_user_modules()  # the test module (and anything not in the archive) by value
+    pickling.register_user_modules()  # the test module (and anything not in the archive) by value
     module = getattr(function, "__module__", "") or ""
     function = _bare_function(function)
     by_ref = by_reference(rootdir, roots, exclude={module})

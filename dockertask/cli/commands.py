@@ -20,8 +20,8 @@ from typing import Any, NoReturn
 
 import click
 
-from . import __version__
-from .errors import (
+from dockertask import __version__
+from dockertask.errors import (
     DockerTaskError,
     ImageResolutionError,
     RemoteTraceback,
@@ -29,7 +29,7 @@ from .errors import (
     SecretNotFoundError,
     TaskInputError,
 )
-from .tasks import Task
+from dockertask.tasks import Task
 
 # Errors the user fixes by changing the command or configuration: no traceback, exit 2.
 USER_ERRORS = (TaskInputError, ImageResolutionError, SecretNotFoundError, ResourceSpecError)
@@ -132,7 +132,7 @@ def _click_type(annotation: Any) -> Any:
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
         annotation = args[0]  # Optional[X] and X | None take what X takes: a bare string for str
-    from .files import Directory, File
+    from dockertask.files import Directory, File
 
     # A File or Directory is given as a path (the task checks it exists, and sends it).
     simple = {int: click.INT, float: click.FLOAT, str: click.STRING, bool: click.BOOL, File: click.STRING,
@@ -141,7 +141,7 @@ def _click_type(annotation: Any) -> Any:
 
 
 def task_command(t: Task[Any, Any]) -> click.Command:
-    from .interface import type_name
+    from dockertask.spec.interface import type_name
 
     params: list[click.Parameter] = []
     for p in t.interface.params:
@@ -164,7 +164,7 @@ def task_command(t: Task[Any, Any]) -> click.Command:
 
 
 def _result_text(value: Any) -> str:
-    from .files import is_path_value
+    from dockertask.files import is_path_value
 
     if is_path_value(value):  # a returned File/Directory: where it is on this host, ready for the shell
         return str(os.fspath(value))
@@ -207,9 +207,9 @@ def run(target: str, task_args: tuple[str, ...], output: str | None) -> None:
     `x=$(dockertask run ...)` captures the result alone. `dockertask run FILE.py:TASK --help`
     lists the task's parameters.
     """
-    from . import runner
+    from dockertask.calls import progress
 
-    runner.task_stdout_to_stderr()
+    progress.task_stdout_to_stderr()
     t = load_task(target)
     try:
         values = task_command(t).main(list(task_args), prog_name=f"dockertask run {target}", standalone_mode=False)
@@ -262,8 +262,8 @@ def images() -> None:
 @click.argument("file", metavar="FILE.py")
 def images_build(file: str) -> None:
     """Build every ImageSpec that FILE.py's tasks (or module-level names) use."""
-    from .backends import default_backend
-    from .imagespec import ImageSpec, build
+    from dockertask.backends import default_backend
+    from dockertask.images.imagespec import ImageSpec, build
 
     module = load_module(file)
     specs: dict[str, ImageSpec] = {}
@@ -286,8 +286,8 @@ def images_build(file: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="A JSON array (ref, kind, size, id, created).")
 def images_list(as_json: bool) -> None:
     """List the images dockertask built (default runtime and ImageSpecs)."""
-    from .backends import default_backend
-    from .images import MANAGED_LABEL
+    from dockertask.backends import default_backend
+    from dockertask.images.refs import MANAGED_LABEL
 
     try:
         found = default_backend().images(f"{MANAGED_LABEL}=true")
@@ -313,7 +313,7 @@ def cache() -> None:
 @click.option("--json", "as_json", is_flag=True, help="A JSON array (key, task, cache_version, created, size).")
 def cache_list(as_json: bool) -> None:
     """List cached results: key, task, cache_version, created, size."""
-    from .cache import Cache
+    from dockertask.calls.cache import Cache
 
     store = Cache()
     entries = store.entries()
@@ -329,7 +329,7 @@ def cache_list(as_json: bool) -> None:
 @click.option("--task", "task_name", default=None, help="Only this task's results (module.qualname).")
 def cache_clear(task_name: str | None) -> None:
     """Remove cached results (all, or one task's)."""
-    from .cache import Cache
+    from dockertask.calls.cache import Cache
 
     click.echo(f"removed {Cache().clear(task_name)} cached result(s)")
 
@@ -343,8 +343,8 @@ def gc(all_hosts: bool) -> None:
     process, with every container attached to them. Those of processes still running are never
     touched.
     """
-    from .backends import default_backend
-    from .hostproc import is_orphan
+    from dockertask.backends import default_backend
+    from dockertask.host.owner import is_orphan
 
     def orphan(labels: dict[str, str]) -> bool:
         return is_orphan(labels, all_hosts=all_hosts)
@@ -369,7 +369,7 @@ def gc(all_hosts: bool) -> None:
 @click.option("--fix", is_flag=True, help="Build the default image when it is missing.")
 def doctor(fix: bool) -> None:
     """Check the engine, the default image, and the host and image Python versions."""
-    from .doctor import run_checks
+    from dockertask.cli.doctor import run_checks
 
     sys.exit(run_checks(fix=fix))
 

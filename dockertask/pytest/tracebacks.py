@@ -19,11 +19,11 @@ import sys
 from pathlib import Path
 from types import TracebackType
 
-from .errors import RemoteTraceback
+from dockertask.errors import RemoteTraceback
 
 _FRAME = re.compile(r'^  File "(?P<path>.+)", line (?P<line>\d+), in (?P<name>.+)$')
 _ARCHIVE = re.compile(r"/project\.zip/(?P<rel>.+)$")
-_OWN = os.path.dirname(os.path.realpath(__file__)) + os.sep  # dockertask's own frames are never shown
+_OWN = os.path.dirname(os.path.dirname(os.path.realpath(__file__))) + os.sep  # dockertask's own frames are never shown
 
 
 def remote_frames(tb_text: str, rootdir: Path, candidates: list[str]) -> list[tuple[str, int, str]]:

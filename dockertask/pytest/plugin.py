@@ -5,12 +5,12 @@ carries the marker or asks for one of its fixtures.
 How a marked test runs::
 
     host (pytest)   fixtures run as usual → the test function (pytest's rewritten code) and the
-                    fixture values are pickled, project modules by reference (_testpayload)
-                    → a task of the marker's keywords runs _testbody.run_test(blob, sources, roots)
+                    fixture values are pickled, project modules by reference (pytest/shipping.py)
+                    → a task of the marker's keywords runs testbody.run_test(blob, sources, roots)
     container       the project's sources are importable from a zip; pytest's assertion helpers
                     come from the image, or from _assertrepr when it has no pytest
     host            an exception comes back as its own type; its container traceback becomes host
-                    frames (_remote_tb), so pytest reports it like any local failure
+                    frames (pytest/tracebacks.py), so pytest reports it like any local failure
 
 Options, markers and state follow pytest's own plugins: one ``pytest_addoption``, one
 ``pytest_configure``, state on ``config.stash``.
@@ -26,8 +26,8 @@ from typing import Any
 
 import pytest
 
-from . import hostproc
-from .errors import DockerTaskError
+from dockertask.errors import DockerTaskError
+from dockertask.host import owner
 
 MARKER = "dockertask"
 NETWORK_FIXTURE = "dockertask_network"
@@ -67,7 +67,7 @@ def pytest_report_header(config: pytest.Config) -> str | None:
     image = config.stash[_STATE].image
     if image is None:
         return None
-    from .images import resolve
+    from dockertask.images.refs import resolve
 
     try:
         resolved = resolve(image)
@@ -82,7 +82,7 @@ def _require_engine(config: pytest.Config) -> None:
     state = config.stash[_STATE]
     if not state.engine_checked:
         state.engine_checked = True
-        from .backends import default_backend
+        from dockertask.backends import default_backend
 
         try:
             default_backend().engine_info()
@@ -119,7 +119,7 @@ def _task_kwargs(item: pytest.Function) -> dict[str, Any]:
 
 
 def _on_network(task_config: Any, network: str, nodeid: str) -> Any:
-    from .plugins import Docker
+    from dockertask.plugins import Docker
 
     if task_config is None:
         return Docker(network=network)
@@ -133,10 +133,11 @@ def _on_network(task_config: Any, network: str, nodeid: str) -> Any:
 
 
 def _make_task(item: pytest.Function, kwargs: dict[str, Any]) -> Any:
-    from . import _testbody, tasks
+    from dockertask import tasks
+    from dockertask.runtime import testbody
 
     try:
-        made = tasks.task(**kwargs)(_testbody.run_test)
+        made = tasks.task(**kwargs)(testbody.run_test)
     except TypeError as exc:
         if "unexpected keyword" in str(exc):
             raise DockerTaskError(f"{item.nodeid}: @pytest.mark.{MARKER}: {exc}; it takes @dockertask.task's "
@@ -152,7 +153,7 @@ def _make_task(item: pytest.Function, kwargs: dict[str, Any]) -> Any:
 def _project(config: pytest.Config) -> tuple[bytes, list[str]]:
     state = config.stash[_STATE]
     if state.archive is None:
-        from ._testpayload import project_archive, project_roots
+        from dockertask.pytest.shipping import project_archive, project_roots
 
         rootdir = Path(os.path.realpath(config.rootpath))
         state.roots = project_roots(rootdir)
@@ -164,7 +165,7 @@ def _source_files(item: pytest.Function, rootdir: Path) -> list[str]:
     """Host files the container's by-value code can come from: the test's own first, then the project's."""
     import sys
 
-    from ._testpayload import _real
+    from dockertask.pytest.shipping import _real
 
     first = _real(str(item.path))
     files = [first]
@@ -181,9 +182,9 @@ def _source_files(item: pytest.Function, rootdir: Path) -> list[str]:
 def run_in_container(item: pytest.Function) -> None:
     """Run ``item``'s body in a container; its failure is raised with the container's frames."""
     __tracebackhide__ = True
-    from ._remote_tb import relocate
-    from ._testpayload import pack_test
-    from .errors import RemoteTraceback
+    from dockertask.errors import RemoteTraceback
+    from dockertask.pytest.shipping import pack_test
+    from dockertask.pytest.tracebacks import relocate
 
     rootdir = Path(os.path.realpath(item.config.rootpath))
     try:
@@ -229,14 +230,14 @@ def dockertask_network(pytestconfig: pytest.Config) -> Iterator[Any]:
         from testcontainers.core.network import Network
     except ModuleNotFoundError:
         pytest.fail(f"{NETWORK_FIXTURE} needs testcontainers: pip install 'dockertask[testing]'", pytrace=False)
-    from .backends import default_backend
+    from dockertask.backends import default_backend
 
     backend = default_backend()
     ryuk_image = testcontainers_config.ryuk_image
     if "TESTCONTAINERS_RYUK_DISABLED" not in os.environ and backend.image_info(ryuk_image) is None:
         # Its reaper cannot be pulled here; our label-based cleanup stands in for it (see docstring).
         testcontainers_config.ryuk_disabled = True
-    network = Network(docker_network_kw={"labels": {NETWORK_LABEL: "pytest", **hostproc.owner_labels()}})
+    network = Network(docker_network_kw={"labels": {NETWORK_LABEL: "pytest", **owner.owner_labels()}})
     network.create()
     try:
         yield network
@@ -247,7 +248,7 @@ def dockertask_network(pytestconfig: pytest.Config) -> Iterator[Any]:
 @pytest.fixture
 def dockertask_local() -> Iterator[None]:
     """Every task called during the test runs in-process (``t.local``): no Docker needed."""
-    from .testing import run_locally
+    from dockertask.testing import run_locally
 
     with run_locally():
         yield
@@ -257,7 +258,7 @@ def dockertask_local() -> Iterator[None]:
 def dockertask_secrets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """Secrets for the test only: ``dockertask_secrets.set("db", "password", "pw")``; the host's real
     secrets directory and ``DOCKERTASK_SECRET_*`` variables are out of reach meanwhile."""
-    from .testing import test_secrets
+    from dockertask.testing import test_secrets
 
     with test_secrets(tmp_path_factory.mktemp("dockertask-secrets")) as secrets:
         yield secrets

@@ -24,12 +24,13 @@ import tomllib
 from collections.abc import Callable, Iterator
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from .errors import ImageBuildError, ImageNotFoundError, ImageResolutionError
+from dockertask.config import find_pyproject, tool_table
+from dockertask.errors import ImageBuildError, ImageNotFoundError, ImageResolutionError
 
 if TYPE_CHECKING:
-    from .backends.base import Backend
+    from dockertask.backends.base import Backend
 
 HOST_PYTHON = f"{sys.version_info[0]}.{sys.version_info[1]}"
 DEFAULT_TEMPLATE = "{{.image.default.fqn}}:{{.image.default.version}}"
@@ -45,7 +46,7 @@ _ANY_TEMPLATE = re.compile(r"\{\{.*?\}\}")
 
 def asset_path(name: str) -> Path:
     """A file shipped with dockertask: inside the wheel (``_assets``) or the source checkout."""
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parent.parent  # the package directory
     for candidate in (here / "_assets" / name, here.parent / name):
         if candidate.exists():
             return candidate
@@ -70,21 +71,6 @@ def split_ref(ref: str) -> tuple[str, str]:
     if sep and "/" not in tag:
         return name, tag
     return ref, "latest"
-
-
-def find_pyproject(start: Path | None = None) -> Path | None:
-    here = (start or Path.cwd()).resolve()
-    for directory in (here, *here.parents):
-        candidate = directory / "pyproject.toml"
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def tool_table(pyproject: Path) -> dict[str, Any]:
-    """``[tool.dockertask]`` of a pyproject.toml; OSError or tomllib.TOMLDecodeError if it cannot be read."""
-    table = tomllib.loads(pyproject.read_text()).get("tool", {}).get("dockertask", {})
-    return table if isinstance(table, dict) else {}
 
 
 @functools.lru_cache(maxsize=16)
@@ -215,7 +201,7 @@ def build_lock() -> Iterator[None]:
     a function that takes it (build_default_image) while holding it."""
     import filelock
 
-    from .paths import user_cache_dir
+    from dockertask.host.paths import user_cache_dir
 
     directory = user_cache_dir()
     directory.mkdir(parents=True, exist_ok=True)

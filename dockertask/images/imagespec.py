@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import ImageBuildError, TaskDefinitionError
-from .images import (
+from dockertask.errors import ImageBuildError, TaskDefinitionError
+from dockertask.images.refs import (
     HOST_PYTHON,
     MANAGED_LABEL,
     Progress,
@@ -38,7 +38,7 @@ from .images import (
 )
 
 if TYPE_CHECKING:
-    from .backends.base import Backend
+    from dockertask.backends.base import Backend
 
 FORMAT_VERSION = 1  # bump when the generated Dockerfile changes meaning: every tag changes
 PKG_DIR = "/opt/dockertask/site-packages"

@@ -29,7 +29,7 @@ import threading
 import time
 from typing import Any, NamedTuple
 
-from .backends.base import Backend, ContainerJob, StdinPieces
+from dockertask.backends.base import Backend, ContainerJob, StdinPieces
 
 log = logging.getLogger("dockertask")
 

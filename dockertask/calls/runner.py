@@ -1,0 +1,129 @@
+"""Policy for one call: deprecation, cache, image and secrets, attempts, and what each outcome leads to.
+
+Mechanism is elsewhere: the executor (executors.py) runs an attempt in a fresh container, one made
+ahead, or a warm replica, on one engine or a Swarm, and hands back its outcome; outcomes.py says
+what that outcome means. Here: every failure inside the container is retried up to ``retries``
+times, each attempt in a fresh container; a preempted interruptible task runs again without using
+a retry; host-side validation (inputs, images, secrets, outputs) is never retried.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import TYPE_CHECKING, Any
+
+from dockertask.backends import Backend, default_backend
+from dockertask.backends.base import OutputSink
+from dockertask.calls import executors, progress
+from dockertask.calls.outcomes import AttemptFailed, interpret
+from dockertask.errors import TaskFailedError
+from dockertask.host import lifecycle
+from dockertask.images import refs
+from dockertask.spec import secrets
+
+if TYPE_CHECKING:
+    from dockertask.tasks import Task
+
+log = logging.getLogger("dockertask")
+# How many times an interruptible task may be preempted before it runs as a normal one.
+MAX_PREEMPTIONS = 3
+
+
+def call(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], backend: Backend | None = None,
+         *, warn: bool = True, output: OutputSink | None = None, since: int | None = None) -> Any:
+    """One call: ``warn=False`` when the caller already warned (submit, map); ``output`` receives the
+    task's lines (default: print_line, unprefixed); ``since`` is the interrupt generation when the call
+    was made (a submit or map item waits in a queue: a Ctrl-C meanwhile means it never starts)."""
+    spec = task.spec
+    since = lifecycle.generation() if since is None else since
+    bound = task.interface.bind(args, kwargs)
+    if warn:
+        task.warn_if_deprecated(stacklevel=4)
+    key = None
+    if spec.cache:  # the cache module (hashing, temp files) is imported only by tasks that use it
+        from dockertask.calls.cache import Cache, NotHashable
+
+        try:
+            key = key_for(task, bound.arguments)
+        except NotHashable as exc:
+            warnings.warn(f"task {spec.name}: {exc}; running without the cache", RuntimeWarning, stacklevel=3)
+    if key is None:
+        return _attempts(task, bound.args, bound.kwargs, backend or default_backend(), output, since)
+    store = Cache()
+    hit, value = store.get(key, spec.name)
+    if hit:
+        return value
+    with store.locked(key):
+        hit, value = store.get(key, spec.name)  # an identical call may have finished while we waited
+        if hit:
+            return value
+        # The engine is reached only on a miss: a hit needs neither Docker nor its SDK.
+        value = _attempts(task, bound.args, bound.kwargs, backend or default_backend(), output, since)
+        store.put(key, value, spec.name, spec.cache_version)
+        return value
+
+
+def key_for(task: Task[Any, Any], arguments: dict[str, Any]) -> str:
+    """The cache key of a call: name, cache_version, interface, code (see cache.code_fingerprint), inputs."""
+    spec = task.spec
+    from dockertask.calls.cache import cache_key
+
+    return cache_key(spec.name, spec.cache_version, task.interface.fingerprint(), arguments, task.code_fingerprint)
+
+
+def _not_started(name: str) -> TaskFailedError:
+    return TaskFailedError(f"task {name} was not started: the host is shutting down (Ctrl-C or SIGTERM)")
+
+
+def _attempts(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], backend: Backend,
+              output: OutputSink | None = None, since: int = 0) -> Any:
+    spec = task.spec
+    if lifecycle.interrupted(since):  # queued work (submits, map items) must not start after Ctrl-C
+        raise _not_started(spec.name)
+    image = refs.resolve(spec.container_image)
+    secret_values = secrets.resolve(spec.secret_requests, spec.name)  # before any container
+    if task.image_spec is not None and not executors.is_ensured(image):
+        from dockertask.images.imagespec import build
+
+        build(task.image_spec, backend)
+    executor = executors.for_task(task, backend)
+    call = executors.Call(task, image, args, kwargs, secret_values, since, output or progress.print_line)
+    executor.prepare(call)  # what cannot be sent fails here, before any container
+    lifecycle.install_signal_handlers()
+    failures = preemptions = 0
+    attempt = 0
+    while True:
+        attempt += 1
+        interruptible = spec.interruptible and preemptions < MAX_PREEMPTIONS
+        if lifecycle.interrupted(since):
+            raise _not_started(spec.name)
+        try:
+            outcome = executor.run(call, attempt, interruptible)
+            value = interpret(task, outcome, call.run_id)
+            task.interface.check_output(value)
+            return value
+        except AttemptFailed as failed:
+            if lifecycle.interrupted(since):
+                raise _bare(failed.error)  # noqa: B904 - `from` would replace its RemoteTraceback cause
+            if failed.preempted and interruptible:
+                preemptions += 1
+                log.warning("task %s attempt %d was preempted (%s); re-running it (%d/%d preemptions)",
+                            spec.name, attempt, failed.error, preemptions, MAX_PREEMPTIONS)
+                continue
+            if not failed.retryable or failures >= spec.retries:
+                raise _bare(failed.error)  # noqa: B904 - `from` would replace its RemoteTraceback cause
+            failures += 1
+            log.warning("task %s attempt %d failed: %s: %s; retrying in a fresh container (retry %d/%d)",
+                        spec.name, attempt, type(failed.error).__name__, _first_line(failed.error),
+                        failures, spec.retries)
+
+
+def _bare(error: BaseException) -> BaseException:
+    """The error without the AttemptFailed wrapper as its shown context (its __cause__ stays)."""
+    error.__suppress_context__ = True
+    return error
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0]
