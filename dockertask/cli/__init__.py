@@ -1,0 +1,1 @@
+"""The ``dockertask`` command line (commands) and its setup checks (doctor)."""
