@@ -26,7 +26,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dockertask.config import find_pyproject, tool_table
 from dockertask.errors import ImageBuildError, ImageNotFoundError, ImageResolutionError
 
 if TYPE_CHECKING:
@@ -78,6 +77,8 @@ def _pyproject_images(path: str, mtime_ns: int) -> dict[str, str]:
     """[tool.dockertask.images] of one pyproject.toml, parsed once per version of the file."""
     pyproject = Path(path)
     try:
+        from dockertask.config import tool_table  # on use: a task definition need not load config
+
         table = tool_table(pyproject).get("images", {})
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ImageResolutionError(f"{pyproject}: cannot read [tool.dockertask.images]: {exc}") from None
@@ -96,6 +97,8 @@ def _pyproject_images(path: str, mtime_ns: int) -> dict[str, str]:
 def configured_images(start: Path | None = None) -> dict[str, str]:
     """NAME → reference, from pyproject then the environment (env wins); ``default`` always there."""
     images: dict[str, str] = {}
+    from dockertask.config import find_pyproject
+
     pyproject = find_pyproject(start)
     if pyproject is not None:
         try:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from dockertask import task
-from dockertask.calls import runner
+from dockertask.calls import progress
 
 MiB = 1024 * 1024
 
@@ -35,7 +35,7 @@ class Sink:
 @pytest.fixture
 def sink(monkeypatch: pytest.MonkeyPatch) -> Sink:
     s = Sink()
-    monkeypatch.setattr(runner, "print_line", s)
+    monkeypatch.setattr(progress, "print_line", s)
     return s
 
 
@@ -180,7 +180,7 @@ def _ours(api: Any) -> list[dict[str, Any]]:
 def _lose_engine_mid_task(relay: Any, monkeypatch: pytest.MonkeyPatch, tag: str = "sleep") -> None:
     from dockertask import DockerUnavailableError
 
-    monkeypatch.setattr(runner, "print_line", CutWhenStarted(relay))
+    monkeypatch.setattr(progress, "print_line", CutWhenStarted(relay))
     start = time.monotonic()
     with pytest.raises(DockerUnavailableError, match=r"task .*sleeps_after_start: lost the Docker engine") as info:
         sleeps_after_start(tag)
@@ -197,7 +197,7 @@ def test_engine_lost_mid_task_is_docker_unavailable_and_the_next_call_removes_th
     _lose_engine_mid_task(relay, monkeypatch, tag)
     assert len(_ours(api)) == 1  # the real engine still has it: our removal could not reach it
     relay.restore()
-    monkeypatch.setattr(runner, "print_line", Sink())
+    monkeypatch.setattr(progress, "print_line", Sink())
     assert flood(0, "stdout") == 0  # any call on that engine, from any process
     assert _ours(api) == []
 
