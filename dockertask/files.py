@@ -235,8 +235,13 @@ def unpack(archive: BinaryIO, dest: str) -> None:
     root = os.path.realpath(dest)
     os.makedirs(root, exist_ok=True)
     archive.seek(0)
+    links: list[tuple[str, str]] = []
     with tarfile.open(fileobj=archive, mode="r|", bufsize=CHUNK) as tar:
         for member in tar:
+            if member.issparse() or any(k.startswith("GNU.sparse") for k in member.pax_headers):
+                # A sparse member announces more than it carries (10 KB sent, 1 GiB written): what is
+                # unpacked may never exceed what was received.
+                raise UnsafeArchive(f"entry {member.name!r} is a sparse file: only plain files come back")
             target = _checked_target(root, member)
             os.makedirs(os.path.dirname(target), exist_ok=True)  # inside root, through no symlink (checked)
             if member.isdir():
@@ -245,6 +250,7 @@ def unpack(archive: BinaryIO, dest: str) -> None:
             elif member.issym():
                 _check_link(root, target, member.linkname, member.name)
                 os.symlink(member.linkname, target)
+                links.append((target, member.name))
             elif member.isreg():
                 source = tar.extractfile(member)
                 assert source is not None
@@ -257,6 +263,15 @@ def unpack(archive: BinaryIO, dest: str) -> None:
             else:
                 raise UnsafeArchive(f"entry {member.name!r} is a {_kind(member)}: only files, directories and "
                                     "symlinks inside the tree come back")
+    # Each link's text was checked alone; followed one through another (`up -> ../..` inside `a/b`, then
+    # `x -> a/b/up/..`) they can still reach past the tree. So check where each really resolves, now that
+    # every link of the archive exists.
+    for target, name in links:
+        top = os.path.join(root, name.replace("\\", "/").split("/")[0])
+        real = os.path.realpath(target)
+        if not (real == top or real.startswith(top + os.sep)):
+            raise UnsafeArchive(f"symlink {name!r} -> {os.readlink(target)!r} resolves outside its tree "
+                                "(through other links)")
 
 
 def _kind(member: Any) -> str:
@@ -345,8 +360,14 @@ def place(staged: str, dest: str, outputs: list[tuple[str, str]]) -> list[_PathV
         source = os.path.join(staged, str(i), name)
         if kind not in KINDS or not os.path.lexists(source):
             raise UnsafeArchive(f"output {i} ({name!r}) is missing from the returned archive")
-        if (kind == "d") != (os.path.isdir(source) and not os.path.islink(source)):
-            raise UnsafeArchive(f"output {i} ({name!r}) is not a {'directory' if kind == 'd' else 'file'}")
+        mode = os.lstat(source).st_mode
+        if kind == "d" and not stat.S_ISDIR(mode):
+            raise UnsafeArchive(f"output {i} ({name!r}) is not a directory")
+        if kind == "f" and not stat.S_ISREG(mode):
+            # A link would be followed by whoever reads the File next (the next task's input, the cache):
+            # a returned File is the file itself.
+            raise UnsafeArchive(f"output {i} ({name!r}) is not a regular file (a returned File cannot be a "
+                                "symlink)")
         final = os.path.join(dest, name) if name not in used else os.path.join(dest, str(i), name)
         used.add(name)
         os.makedirs(os.path.dirname(final), exist_ok=True)

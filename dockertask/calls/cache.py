@@ -258,8 +258,8 @@ class Cache:
                 target.parent.mkdir()
                 if obj.kind == "d":
                     shutil.copytree(obj.path, target, symlinks=True)
-                else:
-                    shutil.copy2(obj.path, target)
+                else:  # never through a link: the cache keeps what the task returned, not what a link names
+                    shutil.copy2(obj.path, target, follow_symlinks=False)
             shutil.rmtree(self._files(key), ignore_errors=True)
             os.replace(tmp, self._files(key))
         except BaseException:

@@ -207,3 +207,22 @@ def test_secrets_too_large_for_the_container_are_refused_on_the_host(tmp_path: P
     with pytest.raises(SecretNotFoundError, match=r"too large.*group='big' key='blob'"):
         secrets_mod.resolve((Secret("big", "blob"),), "t")
     assert secrets_mod.tmpfs_mib({Secret("a", "b"): "x" * (6 << 20)}) == 8
+
+
+def test_the_cache_never_follows_a_link(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A File that is a link to a host file (a stand-in for ~/.aws/credentials) is not copied into the
+    cache as that file's content: the cache keeps the link, and reading it back refuses it (issue 17, B8)."""
+    from dockertask import File
+
+    monkeypatch.setenv("DOCKERTASK_OUTPUT_DIR", str(tmp_path / "outputs"))
+    secret = tmp_path / "credentials"
+    secret.write_text("aws_secret_access_key=hunter2")
+    link = tmp_path / "result.csv"
+    link.symlink_to(secret)
+    store = Cache(tmp_path / "cache")
+    with pytest.warns(RuntimeWarning):  # put may keep it, but a hit would hand out a link: it is a miss
+        store.put("k", File(str(link)), "m.f", "v1")
+        hit, _ = store.get("k", "m.f")
+    assert not hit
+    stored = [p.read_bytes() for p in (tmp_path / "cache").rglob("*") if p.is_file() and not p.is_symlink()]
+    assert not any(b"hunter2" in data for data in stored)

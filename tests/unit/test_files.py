@@ -272,3 +272,54 @@ def test_an_output_name_from_the_container_cannot_leave_the_output_directory(tmp
         place(str(staged), str(dest), [("f", name)])
     assert (tmp_path / "staged" / "escaped").read_text() == "x"
     assert not dest.exists()
+
+
+def test_a_link_through_links_that_resolves_outside_is_refused(tmp_path: Path) -> None:
+    """Each link's text stays in its tree, but followed one through another they reach past the output
+    directory: the check is where the link really resolves (issue 17, B7)."""
+    outside = tmp_path / "secret.txt"
+    outside.write_text("host")
+    members = [_dir("0/a/b/c/d"), _link("0/a/b/c/d/up", "../../../.."),  # really: 0
+               _link("0/x", "a/b/c/d/up/../../../../secret.txt")]  # reads as 0/a/secret.txt
+    dest = tmp_path / "a" / "b" / "out"
+    with pytest.raises(UnsafeArchive, match="outside"):
+        unpack(_archive(*members), str(dest))
+
+
+def test_links_that_stay_inside_still_come_back(tmp_path: Path) -> None:
+    """A link to a sibling, and a link through a link that stays in the tree, are kept."""
+    members = [_dir("0/data"), _file("0/data/x.csv", b"1"), _link("0/latest", "data/x.csv"),
+               _link("0/here", "data"), _link("0/again", "here/x.csv")]
+    unpack(_archive(*members), str(tmp_path / "out"))
+    assert (tmp_path / "out" / "0" / "again").read_bytes() == b"1"
+
+
+def test_a_sparse_member_is_refused_before_it_is_written(tmp_path: Path) -> None:
+    """A GNU/PAX sparse member announces a size it does not carry (10 KB on the wire, 1 GiB on disk):
+    refused, nothing written (issue 17, B10)."""
+    info = tarfile.TarInfo("0/big")
+    info.size = 512
+    info.pax_headers = {"GNU.sparse.major": "1", "GNU.sparse.minor": "0", "GNU.sparse.name": "0/big",
+                        "GNU.sparse.realsize": str(2**30)}
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        tar.addfile(info, io.BytesIO(b"1\n0\n512\n" + b"\0" * 504))
+    buf.seek(0)
+    dest = tmp_path / "out"
+    with pytest.raises(UnsafeArchive, match="sparse"):
+        unpack(buf, str(dest))
+    assert sum(p.stat().st_size for p in dest.rglob("*") if p.is_file()) < 4096
+
+
+def test_a_returned_file_must_be_a_regular_file_not_a_link(tmp_path: Path) -> None:
+    """A File output that arrives as a symlink (to a host file, say ~/.aws/credentials) is refused: it
+    would be sent into the next task, or copied into the cache, as the host file (issue 17, B8)."""
+    from dockertask.files import place
+
+    host_file = tmp_path / "credentials"
+    host_file.write_text("secret")
+    staged, dest = tmp_path / "staged", tmp_path / "dest"
+    (staged / "0").mkdir(parents=True)
+    (staged / "0" / "data.csv").symlink_to(host_file)
+    with pytest.raises(UnsafeArchive, match="not a regular file"):
+        place(str(staged), str(dest), [("f", "data.csv")])
