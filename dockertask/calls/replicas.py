@@ -215,6 +215,10 @@ def _await(worker: Any, job: ContainerJob) -> tuple[ContainerOutcome, bool]:
             worker.close()
             return ContainerOutcome(container_id=cid, exit_code=None, image=job.image, timed_out=True), True
         kind, data = frame
+        if kind == b"D":  # the control stream is damaged: the call fails as such, the replica is replaced
+            if (partial := worker.take_archive()) is not None:
+                partial.close()
+            return ContainerOutcome(container_id=cid, exit_code=None, image=job.image, result=data), True
         if kind == b"R":  # the returned files' archive, if any, came just before it (T frames)
             return ContainerOutcome(container_id=cid, exit_code=0, image=job.image, result=data,
                                     archive=worker.take_archive()), False

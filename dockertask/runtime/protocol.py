@@ -152,12 +152,21 @@ def parse_result(data: bytes | bytearray | BinaryIO) -> RawResult:
         return RawResult(meta={"status": "damaged", "message": str(exc)}, payload=b"")
 
 
+# The largest frame of each kind the bootstrap sends (its stdout pump reads 64 KiB at a time; a tar piece is
+# CHUNK plus its headers), with room to spare. The size is announced by the container, so it is hostile
+# input: a larger one, or a kind not listed, marks the stream damaged and is never allocated. A result (R)
+# has no bound of its own: past SPOOL_AT it goes to a file as it arrives, so it costs what was really sent.
+MAX_FRAME = {b"O": 1 << 20, b"T": 4 << 20, b"X": 1 << 16, b"W": 1 << 16, b"R": None}
+
+
 class FrameDecoder:
     """Splits the container's control channel (its original stdout) into frames.
 
     Feed it chunks as they arrive; ``O`` frames (the task's stdout) go to ``on_stdout``, the
     ``R`` frame (the result) is kept. Chunks may split frames anywhere. Each frame is received
     into one buffer of its announced size: a 50 MB result is held once, not re-copied per chunk.
+    A frame of an unknown kind or over its kind's bound (MAX_FRAME) damages the stream: the rest is
+    ignored, and the call's result is a ``damaged`` report (reuse mode: a ``D`` frame).
     """
 
     _HEAD = struct.Struct(">cQ")
@@ -175,8 +184,19 @@ class FrameDecoder:
         self.result: bytearray | BinaryIO | None = None
         self._archive: BinaryIO | None = None  # T frames: the returned files' tar stream, on disk
         self.oom_killed = False  # an X frame said the call's process was killed by the cgroup's OOM killer
+        self.damaged = ""  # why the stream cannot be read on, once it cannot
+
+    def _damage(self, why: str) -> None:
+        self.damaged = why
+        report = bytearray(result_frame_head({"status": "damaged", "message": why}))
+        if self._on_frame is not None:
+            self._on_frame(b"D", report)
+        elif self.result is None:
+            self.result = report
 
     def feed(self, chunk: bytes) -> None:
+        if self.damaged:
+            return
         view = memoryview(chunk)
         pos = 0
         while pos < len(view) or (self._frame is not None and self._filled == len(self._frame)):
@@ -197,6 +217,11 @@ class FrameDecoder:
                     return
                 kind, size = self._HEAD.unpack(self._head)
                 self._head.clear()
+                if kind not in MAX_FRAME or (bound := MAX_FRAME[kind]) is not None and size > bound:
+                    self._damage(f"a {kind!r} frame of {size} bytes on the control channel (the most for that "
+                                 f"kind is {MAX_FRAME.get(kind)})" if kind in MAX_FRAME
+                                 else f"a frame of unknown kind {kind!r} on the control channel")
+                    return
                 if kind == b"R" and size >= SPOOL_AT:
                     # Unlinked at creation: nothing to clean up, whatever happens to this process.
                     spool = tempfile.TemporaryFile(prefix="dockertask-result-")  # noqa: SIM115 - outlives this call

@@ -301,3 +301,36 @@ def test_a_256MiB_container_returns_a_150MB_result() -> None:
     """A bytes result is sent as it is (no pickled copy, no concatenation): 150 MB fits in 256 MiB."""
     out = returns_150MB()
     assert len(out) == 150 * MiB and out[:3] == b"zzz" and out[-3:] == b"zzz"
+
+
+@task
+def forge_a_huge_frame() -> int:
+    """Announce a 2 GiB stdout frame on the container's own stdout (the host's control channel)."""
+    import struct
+    import time
+
+    with open("/proc/1/fd/1", "wb", buffering=0) as f:  # PID 1 is the init: its stdout is the attach stream
+        f.write(struct.pack(">cQ", b"O", 2**31))
+    time.sleep(0.5)
+    return 1
+
+
+def test_a_forged_frame_size_fails_the_call_and_allocates_nothing() -> None:
+    """Nine bytes announcing a 2 GiB frame, from a task: a TaskFailedError saying the stream was damaged,
+    and the host's peak memory does not grow by the announced size (it grew by 2 GiB before; issue 17, B9).
+    Measured in a fresh process, whose peak is this call's alone."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import resource\n"
+            "from dockertask import TaskFailedError\n"
+            "from tests.integration.test_faults import forge_a_huge_frame\n"
+            "try:\n    forge_a_huge_frame()\nexcept TaskFailedError as exc:\n    print('failed:', exc)\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.returncode == 0, out.stderr
+    failed, peak_kib = out.stdout.strip().splitlines()[-2:]
+    assert failed.startswith("failed:") and "damaged" in failed
+    assert int(peak_kib) < 512 * 1024

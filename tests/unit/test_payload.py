@@ -323,3 +323,45 @@ def test_an_oom_note_from_the_bootstrap_marks_the_outcome_oom() -> None:
     dec = FrameDecoder(lambda b: None)
     dec.feed(struct.pack(">cQ", b"X", len(note)) + note)
     assert dec.oom_killed is True and dec.result is None
+
+
+@pytest.mark.parametrize("kind", [b"O", b"X", b"W", b"T", b"?"])
+def test_an_announced_frame_size_over_its_kind_bound_is_damage_not_an_allocation(kind: bytes) -> None:
+    """Nine bytes announcing a 2 GiB frame allocate nothing: the stream is marked damaged, the rest of it
+    ignored, and the call fails as sent a damaged result (issue 17, B9)."""
+    import struct
+    import tracemalloc
+
+    decoder = FrameDecoder(lambda _: None)
+    tracemalloc.start()
+    try:
+        decoder.feed(struct.pack(">cQ", kind, 2**31) + b"x" * 1000)
+        decoder.feed(b"y" * 100_000)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 2**20
+    assert decoder.result is not None
+    raw = parse_result(decoder.result)
+    assert raw.status == "damaged" and "frame" in raw.meta["message"]
+
+
+def test_a_damaged_stream_is_reported_to_a_replica_reader_as_such() -> None:
+    """In reuse mode the reader gets a D frame, so the replica is replaced instead of read on."""
+    import struct
+
+    seen: list[bytes] = []
+    decoder = FrameDecoder(lambda _: None, lambda kind, _frame: seen.append(kind))
+    decoder.feed(struct.pack(">cQ", b"O", 2**40))
+    decoder.feed(struct.pack(">cQ", b"R", 1) + b"x")  # whatever follows damage is not a frame
+    assert seen == [b"D"]
+
+
+def test_frames_within_their_bounds_still_arrive() -> None:
+    """A 64 KiB stdout piece and a 1 MiB files piece are ordinary frames."""
+    import struct
+
+    out: list[bytes] = []
+    decoder = FrameDecoder(out.append)
+    decoder.feed(struct.pack(">cQ", b"O", 65536) + b"o" * 65536)
+    assert out == [b"o" * 65536] and decoder.result is None
