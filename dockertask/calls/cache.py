@@ -149,7 +149,49 @@ def code_fingerprint(function: Any, source_text: str) -> str:
     digest = hashlib.sha256(source_text.encode())
     for name in sorted(files):
         digest.update(f"\x00{name}\x00{files[name]}".encode())
+    # The source is not all the code is: where it cannot be read (a REPL, `python -`, exec) it is the task's
+    # name alone, and a task made by a factory (`make_adder(k)`) has one source for every k. So the compiled
+    # code and the values it closes over, and its defaults, count too.
+    digest.update(b"\x00code\x00")
+    code = getattr(function, "__code__", None)
+    if isinstance(code, types.CodeType):
+        _digest_code(code, digest)
+    cells = []
+    for cell in getattr(function, "__closure__", None) or ():
+        try:
+            cells.append(cell.cell_contents)
+        except ValueError:  # an empty cell
+            cells.append(None)
+    for part in (cells, getattr(function, "__defaults__", None), getattr(function, "__kwdefaults__", None)):
+        digest.update(b"\x00" + _value_digest(part).encode())
     return digest.hexdigest()
+
+
+def _digest_code(code: types.CodeType, digest: Any) -> None:
+    """The bytecode, names and constants of ``code`` and of the code nested in it (not line numbers or the
+    file name: moving a task in its file is no change)."""
+    digest.update(code.co_code)
+    digest.update(repr((code.co_names, code.co_varnames, code.co_freevars, code.co_cellvars)).encode())
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            _digest_code(const, digest)
+        elif isinstance(const, frozenset):  # its repr's order follows the process's string hashing
+            digest.update(repr(sorted(const, key=repr)).encode())
+        else:
+            digest.update(repr(const).encode())
+
+
+def _value_digest(value: Any) -> str:
+    """A value's hash that is the same in every process where it can be (the cache's own canonical form),
+    else its pickle's (functions, classes), else its type alone."""
+    try:
+        return hash_inputs({"v": value})
+    except (NotHashable, TypeError, ValueError):
+        pass
+    try:
+        return hashlib.sha256(cloudpickle.dumps(value, protocol=5)).hexdigest()
+    except Exception:
+        return f"unpicklable:{type(value).__module__}.{type(value).__qualname__}"
 
 
 def cache_dir() -> Path:

@@ -208,3 +208,20 @@ def test_gc_removes_the_replicas_of_a_killed_process(api) -> None:  # type: igno
         assert _replicas(api, mark) == []
     finally:
         proc.kill()
+
+
+def _reused_adder(k: int) -> object:
+    @task(reusable=ReusePolicy(replicas=1))
+    def add_k(x: int) -> int:
+        return x + k
+
+    return add_k
+
+
+def test_tasks_made_by_a_factory_run_their_own_closure_in_a_shared_replica() -> None:
+    """Two tasks from one factory share a replica (same configuration) but each runs its own closure
+    (the replica ran the first one's: add_100(1) returned 2; issue 17, C11)."""
+    add_1, add_100 = _reused_adder(1), _reused_adder(100)
+    assert add_1(1) == 2  # type: ignore[operator]
+    assert add_100(1) == 101  # type: ignore[operator]
+    assert add_1(1) == 2  # type: ignore[operator]

@@ -6,6 +6,7 @@ import dataclasses
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -226,3 +227,41 @@ def test_the_cache_never_follows_a_link(tmp_path: Path, monkeypatch: pytest.Monk
     assert not hit
     stored = [p.read_bytes() for p in (tmp_path / "cache").rglob("*") if p.is_file() and not p.is_symlink()]
     assert not any(b"hunter2" in data for data in stored)
+
+
+def _make_adder(k: int) -> Any:
+    from dockertask import task
+
+    @task(cache=True)
+    def add_k(x: int) -> int:
+        return x + k
+
+    return add_k
+
+
+def test_tasks_made_by_a_factory_have_their_own_fingerprint_and_cache_entries(
+        inproc: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """make_adder(1) and make_adder(100) share their source but not their code: the cache gives each its own
+    result (add_100(1) returned add_1's 2 before; issue 17, C11)."""
+    monkeypatch.setenv("DOCKERTASK_CACHE_DIR", str(tmp_path))
+    add_1, add_100, again_1 = _make_adder(1), _make_adder(100), _make_adder(1)
+    assert add_1.code_fingerprint != add_100.code_fingerprint
+    assert add_1.code_fingerprint == again_1.code_fingerprint
+    assert add_1(1) == 2
+    assert add_100(1) == 101
+
+
+def test_a_task_without_readable_source_is_fingerprinted_by_its_code(inproc: Any, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Defined where no source can be read (exec, a REPL), a redefined task is not its old body: its
+    results are its own (the fingerprint was the name alone; issue 17, C12)."""
+    monkeypatch.setenv("DOCKERTASK_CACHE_DIR", str(tmp_path))
+    made = []
+    for body in ("x + 1", "x * 10"):
+        namespace: dict[str, Any] = {}
+        exec(f"from dockertask import task\n@task(cache=True)\ndef f(x: int) -> int:\n    return {body}\n",
+             namespace)
+        made.append(namespace["f"])
+    assert made[0].spec.source_text == made[1].spec.source_text  # no source: the name stands for it
+    assert made[0](3) == 4
+    assert made[1](3) == 30
