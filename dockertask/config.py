@@ -33,6 +33,14 @@ _configured: dict[str, Any] = {}
 _generation = 0  # bumped by configure(): the process's default backend is chosen again on its next use
 
 
+def _fresh_lock_in_child() -> None:
+    global _lock
+    _lock = threading.Lock()  # a parent thread may have held it at the fork
+
+
+os.register_at_fork(after_in_child=_fresh_lock_in_child)
+
+
 def generation() -> int:
     """How many times configure() has run: backends.default_backend() connects anew when it changes (so
     this module, below the backends, never has to reach up to them)."""

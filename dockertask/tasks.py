@@ -158,6 +158,15 @@ _executor: concurrent.futures.ThreadPoolExecutor | None = None
 _executor_lock = threading.Lock()
 
 
+def _forget_pool_in_child() -> None:
+    """A forked child inherits the pool object but none of its threads: it makes its own on first submit."""
+    global _executor, _executor_lock
+    _executor, _executor_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool_in_child)
+
+
 def max_parallel() -> int:
     """DOCKERTASK_MAX_PARALLEL (default 16): the submit pool's size and map_task's default concurrency."""
     raw = os.environ.get("DOCKERTASK_MAX_PARALLEL", "16")

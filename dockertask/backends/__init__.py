@@ -6,6 +6,7 @@ engine, and another backend (e.g. Docker Swarm services) can be dropped in behin
 
 from __future__ import annotations
 
+import os
 import threading
 
 from dockertask.backends.base import Backend, ContainerJob, ContainerOutcome
@@ -15,6 +16,16 @@ __all__ = ["Backend", "ContainerJob", "ContainerOutcome", "default_backend", "se
 _default: Backend | None = None
 _default_generation = 0  # config.generation() when _default was chosen
 _lock = threading.Lock()
+
+
+def _forget_in_child() -> None:
+    """A forked child must not share the parent's engine connections (their sockets are the same in both:
+    answers go to whichever reads first): it connects anew on its first call."""
+    global _default, _lock
+    _default, _lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def default_backend() -> Backend:

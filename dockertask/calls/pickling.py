@@ -47,6 +47,14 @@ _BY_VALUE_DECIDED: dict[str, bool] = {}
 _REGISTER_LOCK = threading.Lock()
 
 
+def _fresh_lock_in_child() -> None:
+    global _REGISTER_LOCK
+    _REGISTER_LOCK = threading.Lock()  # a parent thread may have held it at the fork
+
+
+os.register_at_fork(after_in_child=_fresh_lock_in_child)
+
+
 def is_user_module(module: ModuleType) -> bool:
     """True for the user's own code: not the standard library, site-packages, dockertask or cloudpickle."""
     path = getattr(module, "__file__", None)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import os
 import threading
 import time
 import uuid
@@ -28,6 +29,7 @@ from dockertask.backends import Backend, ContainerJob, ContainerOutcome
 from dockertask.backends.base import OutputSink, StdinPieces
 from dockertask.calls import envelope, pickling, runtime_zip
 from dockertask.errors import DockerTaskError
+from dockertask.host import lifecycle
 from dockertask.runtime import protocol
 from dockertask.spec import secrets
 from dockertask.spec.reuse import ReusePolicy
@@ -119,6 +121,18 @@ def shutdown() -> None:
 atexit.register(shutdown)
 
 
+def _forget_in_child() -> None:
+    """A forked child starts with no replica: the parent's stay the parent's (a child's call on one would
+    read the parent's frames; its exit would remove them). Dropped without closing: closing would kill them."""
+    global _lock, _reaper
+    _pools.clear()
+    _lock, _reaper = threading.Lock(), None
+    lifecycle.at_multiprocessing_exit(shutdown)  # the child's own replicas go when it ends
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
+
+
 def _pool_for(key: str, policy: ReusePolicy) -> _Pool:
     global _reaper
     with _lock:
@@ -204,7 +218,6 @@ def run_call(task: Task[Any, Any], sample: ContainerJob, arguments: Callable[[],
 
 def _await(worker: Any, job: ContainerJob) -> tuple[ContainerOutcome, bool]:
     """The call's outcome and whether its replica must go."""
-    from dockertask.host import lifecycle
 
     cid = worker.container_id
     deadline = None if job.timeout is None else time.monotonic() + job.timeout

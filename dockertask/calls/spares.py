@@ -30,6 +30,7 @@ import time
 from typing import Any, NamedTuple
 
 from dockertask.backends.base import Backend, ContainerJob, StdinPieces
+from dockertask.host import lifecycle
 
 log = logging.getLogger("dockertask")
 
@@ -69,6 +70,9 @@ class Spares:
     """The spares of one process: who made them, who may claim them, and their removal."""
 
     def __init__(self) -> None:
+        self._fresh()
+
+    def _fresh(self) -> None:
         self._cond = threading.Condition()
         self._idle: dict[tuple[int, str], list[Spare]] = collections.defaultdict(list)
         self._seen: collections.Counter[tuple[int, str]] = collections.Counter()
@@ -185,3 +189,11 @@ class Spares:
 
 SPARES = Spares()
 atexit.register(SPARES.shutdown)
+# A forked child starts with no spare: the parent's containers are the parent's to claim and remove (a
+# child's exit removed them), and the maker thread did not survive the fork.
+def _fresh_in_child() -> None:
+    SPARES._fresh()
+    lifecycle.at_multiprocessing_exit(SPARES.shutdown)  # the child's own spares go when it ends
+
+
+os.register_at_fork(after_in_child=_fresh_in_child)

@@ -13,6 +13,7 @@ container exit, remove it, and give up without retrying. Handlers a user install
 from __future__ import annotations
 
 import functools
+import os
 import signal
 import threading
 from collections.abc import Callable
@@ -23,6 +24,40 @@ _live: dict[str, Callable[[list[str]], None]] = {}
 _lock = threading.Lock()
 _generation = 0  # how many times SIGINT/SIGTERM arrived: work made before the latest one stops
 _installed = False
+
+
+def _forget_in_child() -> None:
+    """A forked child (multiprocessing's default on Linux) starts with no container of its own: a Ctrl-C in
+    it must not kill the parent's, and a lock a parent thread held at the fork is not held here."""
+    global _lock
+    _lock = threading.Lock()
+    _live.clear()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
+
+
+def at_multiprocessing_exit(cleanup: Callable[[], None]) -> None:
+    """In a forked child (call it from an after-fork hook): run ``cleanup`` when the child ends, if it is a
+    multiprocessing worker. Those end with os._exit after their own finalizers, so the atexit handlers
+    that remove a process's replicas and spares never run there; the finalizer registry is also cleared
+    when such a worker starts, so the finalizer is registered from multiprocessing's own after-fork step."""
+    import sys
+
+    mp_util = sys.modules.get("multiprocessing.util")
+    if mp_util is None:
+        return
+    holder = _Cleanup(cleanup)
+    _cleanups.append(holder)  # the registry holds it weakly
+    mp_util.register_after_fork(holder, lambda h: mp_util.Finalize(None, h.cleanup, exitpriority=10))
+
+
+class _Cleanup:
+    def __init__(self, cleanup: Callable[[], None]) -> None:
+        self.cleanup = cleanup
+
+
+_cleanups: list[_Cleanup] = []
 
 
 def add(container_id: str, killer: Callable[[list[str]], None]) -> None:

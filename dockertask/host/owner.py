@@ -45,6 +45,10 @@ def owner_labels() -> dict[str, str]:
     return labels
 
 
+# A forked child labels what it makes with its own pid: gc must tell its containers from the parent's.
+os.register_at_fork(after_in_child=owner_labels.cache_clear)
+
+
 def alive(pid: int) -> bool:
     """True while a process with this pid exists on this host (owned by us or not)."""
     try:
