@@ -71,6 +71,7 @@ class ContainerOutcome(NamedTuple):  # a NamedTuple (not a dataclass): ~0.7 ms l
     result: bytes | bytearray | BinaryIO | None = None  # the result frame (a file when large), if one came
     logs_tail: str = ""
     archive: BinaryIO | None = None  # the returned File/Directory objects' tar stream (an unlinked file)
+    signalled_inside: bool = False  # killed by a signal sent inside the container (not a stop from outside)
 
 
 class ImageInfo(NamedTuple):

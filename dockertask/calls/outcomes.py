@@ -72,6 +72,11 @@ def _interpret(task: Task[Any, Any], outcome: ContainerOutcome, run_id: str = ""
             raise AttemptFailed(PythonVersionError(
                 f"task {spec.name}: image {outcome.image!r} has no Python: python3 is not on its PATH; "
                 "dockertask needs the host's Python major.minor in the image"), retryable=False)
+        if outcome.exit_code is not None and outcome.exit_code > 128 and outcome.signalled_inside:
+            raise AttemptFailed(TaskFailedError(
+                f"task {spec.name}: its process was killed by signal {outcome.exit_code - 128} sent inside its "
+                f"container (by the task itself, or a process it started){tail}",
+                exit_code=outcome.exit_code, logs_tail=outcome.logs_tail))
         if outcome.exit_code in (137, 143):
             raise AttemptFailed(TaskInterruptedError(
                 f"task {spec.name}: its container was stopped from outside (exit {outcome.exit_code}){tail}",

@@ -38,6 +38,9 @@ if TYPE_CHECKING:
     from dockertask.tasks import Task
 
 READY_TIMEOUT = 60.0  # a new replica has this long to say it is ready (image start, runtime unpack)
+# A replica takes a call at once (it is idle when it gets one): one that has not said so in this long was
+# stopped (SIGSTOP from a call) or wedged, and is replaced; the call goes to another replica, once.
+ACK_TIMEOUT = 15.0
 
 
 @dataclass
@@ -187,36 +190,77 @@ def run_call(task: Task[Any, Any], sample: ContainerJob, arguments: Callable[[],
             return _Refused(frame[1])
         raise DockerTaskError(f"task {task.spec.name}: a reusable replica did not start within {READY_TIMEOUT:g} s")
 
-    replica = pool.acquire(start)
-    if isinstance(replica.worker, _Refused):
-        pool.release(replica, broken=True)
-        return ContainerOutcome(container_id="", exit_code=0, image=sample.image, result=replica.worker.frame)
-    worker = replica.worker
-    broken = True
+    call_id = f"{sample.labels['dockertask.run-id']}/{sample.labels['dockertask.attempt']}"
+    for last_try in (False, True):
+        replica = pool.acquire(start)
+        if isinstance(replica.worker, _Refused):
+            pool.release(replica, broken=True)
+            return ContainerOutcome(container_id="", exit_code=0, image=sample.image, result=replica.worker.frame)
+        worker = replica.worker
+        broken = True
+        try:
+            fid = f"{task.spec.name}:{task.code_fingerprint}"
+            if fid not in replica.loaded:  # the function and its by-value modules: once per replica
+                worker.send(protocol.load_message(fid, pickling.pickle_function(task.function, task.spec.name)))
+                replica.loaded.add(fid)
+            header = protocol.call_header(task.spec.name, int(sample.labels["dockertask.attempt"]),
+                                          sample.labels["dockertask.run-id"], fid=fid,
+                                          inputs=[[obj.kind, obj.name] for obj in inputs])
+            worker.route_output(output)
+            worker.send(protocol.call_message(header, call, secrets.to_frame(secret_values)))
+            if inputs:
+                worker.send(envelope.input_frames(inputs))
+            if not _taken(worker, call_id):  # dead or stopped before the call began: not the call's failure
+                if last_try:
+                    raise DockerTaskError(f"task {task.spec.name}: two reusable replicas in a row did not take "
+                                          f"the call within {ACK_TIMEOUT:g} s each (stopped, or wedged)")
+                continue
+            call = b""  # sent and taken: hold it no longer
+            outcome, broken = _await(worker, sample, call_id)
+            return outcome
+        except OSError:  # the replica's socket broke while sending: it was gone before the call began
+            if not last_try:
+                continue
+            state = worker.exit_state()
+            return ContainerOutcome(container_id=worker.container_id, exit_code=state.get("ExitCode"),
+                                    image=sample.image, oom_killed=bool(state.get("OOMKilled")))
+        finally:
+            pool.release(replica, broken)
+    raise AssertionError("unreachable")  # the last try returns or raises
+
+
+def _taken(worker: Any, call_id: str) -> bool:
+    """Whether the replica said it took the call (an A frame naming it) in time; False for one that died,
+    was stopped, or whose stream is damaged. Frames of an earlier call still on the way are dropped."""
+    deadline = time.monotonic() + ACK_TIMEOUT
+    while True:
+        frame = worker.frames.next(max(0.0, deadline - time.monotonic()))
+        if frame is None:
+            return False
+        kind, data = frame
+        if kind == b"A" and bytes(data) == call_id.encode():
+            return True
+        if kind in (b"EOF", b"D"):
+            return False
+        _drop(data)
+
+
+def _drop(data: Any) -> None:
+    if hasattr(data, "close"):
+        data.close()  # a spooled result's file
+
+
+def _names(data: Any, kind: bytes, call_id: str) -> bool:
+    """Whether an R or X frame belongs to ``call_id``: one a process of another call wrote (it names another,
+    or none where the replica names every call's) is not this call's result."""
     try:
-        fid = f"{task.spec.name}:{task.code_fingerprint}"
-        if fid not in replica.loaded:  # the function and its by-value modules: once per replica
-            worker.send(protocol.load_message(fid, pickling.pickle_function(task.function, task.spec.name)))
-            replica.loaded.add(fid)
-        header = protocol.call_header(task.spec.name, int(sample.labels["dockertask.attempt"]),
-                                      sample.labels["dockertask.run-id"], fid=fid,
-                                      inputs=[[obj.kind, obj.name] for obj in inputs])
-        worker.route_output(output)
-        worker.send(protocol.call_message(header, call, secrets.to_frame(secret_values)))
-        if inputs:
-            worker.send(envelope.input_frames(inputs))
-        del call
-        outcome, broken = _await(worker, sample)
-        return outcome
-    except OSError:  # the replica's socket broke while sending: the container is gone
-        state = worker.exit_state()
-        return ContainerOutcome(container_id=worker.container_id, exit_code=state.get("ExitCode"),
-                                image=sample.image, oom_killed=bool(state.get("OOMKilled")))
-    finally:
-        pool.release(replica, broken)
+        meta = protocol.parse_result(data).meta if kind == b"R" else protocol.decode_meta(bytes(data))
+    except ValueError:
+        return False
+    return isinstance(meta, dict) and meta.get("call") == call_id
 
 
-def _await(worker: Any, job: ContainerJob) -> tuple[ContainerOutcome, bool]:
+def _await(worker: Any, job: ContainerJob, call_id: str) -> tuple[ContainerOutcome, bool]:
     """The call's outcome and whether its replica must go."""
 
     cid = worker.container_id
@@ -228,6 +272,9 @@ def _await(worker: Any, job: ContainerJob) -> tuple[ContainerOutcome, bool]:
             worker.close()
             return ContainerOutcome(container_id=cid, exit_code=None, image=job.image, timed_out=True), True
         kind, data = frame
+        if kind in (b"R", b"X") and not _names(data, kind, call_id):
+            _drop(data)  # forged, or late from another call: never this call's outcome
+            continue
         if kind == b"D":  # the control stream is damaged: the call fails as such, the replica is replaced
             if (partial := worker.take_archive()) is not None:
                 partial.close()
@@ -245,9 +292,11 @@ def _await(worker: Any, job: ContainerJob) -> tuple[ContainerOutcome, bool]:
             code = report.get("exit")
             if code is None and report.get("signal") is not None:
                 code = 128 + int(report["signal"])
+            # In a replica a stop from outside ends the whole container (EOF below): a call's process killed by
+            # a signal was killed from inside (by itself, or another process of the call), never preempted.
             return ContainerOutcome(container_id=cid, exit_code=code, image=job.image,
                                     oom_killed=bool(report.get("oom")), cancelled=lifecycle.interrupted(job.since),
-                                    logs_tail=""), True
+                                    logs_tail="", signalled_inside=report.get("signal") is not None), True
         if kind == b"EOF":  # the replica's container itself died (OOM of the parent, killed from outside)
             state = worker.exit_state()
             return ContainerOutcome(container_id=cid, exit_code=state.get("ExitCode"), image=job.image,

@@ -46,6 +46,8 @@ class Channel:
     def __init__(self, fd):
         self.fd = fd
         self.lock = _thread.allocate_lock()
+        self.call_id = None  # serve mode: the call this process runs, named on its R and X frames
+        self.sent_fd = None  # serve mode: told "R" once the result is out, so the parent knows it went
 
     def send(self, kind, data):
         with self.lock:
@@ -63,11 +65,15 @@ class Channel:
     def result(self, meta, payload=b""):
         """The R frame: the metadata's length and the metadata (protocol.result_frame_head), then the
         payload, written in turn (a 150 MB result is not copied)."""
+        if self.call_id is not None:
+            meta["call"] = self.call_id
         meta = marshal.dumps(meta, 2)
         head = _META_LEN.pack(len(meta)) + meta
         with self.lock:
             self._write(memoryview(_HEAD.pack(b"R", len(head) + len(payload)) + head))
             self._write(memoryview(payload))
+        if self.sent_fd is not None:
+            os.write(self.sent_fd, b"R")
 
 
 class Pump(object):
@@ -348,13 +354,15 @@ def watch_call(channel, pid, before):
     return 128 + os.WTERMSIG(status)
 
 
-def report_death(channel, status, before):
+def report_death(channel, status, before, call_id=None):
     """An X frame: how a call's process ended without its result (exit code or signal), and whether the
-    cgroup's OOM killer fired since ``before`` (its count then)."""
-    channel.send(b"X", marshal.dumps({
-        "exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
-        "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
-        "oom": oom_kills() > before}, 2))
+    cgroup's OOM killer fired since ``before`` (its count then); in serve mode, which call it was."""
+    report = {"exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
+              "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
+              "oom": oom_kills() > before}
+    if call_id is not None:
+        report["call"] = call_id
+    channel.send(b"X", marshal.dumps(report, 2))
 
 
 def redirect_stdout(channel):
@@ -440,6 +448,8 @@ def serve(read_frame, channel, run_dir):
     except ImportError:
         pass
 
+    set_dumpable(0)  # no call may open this process's memory (/proc/<pid>/mem) or its fds
+    keep = ancestors()  # the processes a sweep spares: this one, the init, and (Swarm) the connector
     functions = {}
     channel.send(b"W", b"ready")
     while True:
@@ -464,21 +474,94 @@ def serve(read_frame, channel, run_dir):
             paths = receive_inputs(read_frame, meta.get("inputs"), call_dir)
         except BaseException as exc:  # the child reports it, as a load error of its call
             paths = exc
+        call_id = "%s/%s" % (meta.get("run_id"), meta.get("attempt"))
+        channel.send(b"A", call_id.encode("utf-8"))  # taken: a replica that cannot say so is replaced
         before = oom_kills()
+        sent_r, sent_w = os.pipe()
         pid = os.fork()
         if pid == 0:  # the call's own process
             code = 70
             try:
+                os.close(sent_r)
+                channel.call_id, channel.sent_fd = call_id, sent_w
+                set_dumpable(1)  # the task's own process is as it would be anywhere
                 code = run_child(channel, meta, functions.get(meta["fid"]), call, secrets, paths)
             finally:
                 os._exit(code)
+        os.close(sent_w)
         del call, secrets, paths
         _, status = os.waitpid(pid, 0)
+        os.set_blocking(sent_r, False)  # a process the call left may hold the pipe open: never wait on it
+        try:
+            sent = os.read(sent_r, 1) == b"R"
+        except OSError:
+            sent = False
+        os.close(sent_r)
+        # Everything the call started dies with it (a process in its own session, a fork bomb): none may
+        # read the next call's secrets or inputs, or write on this channel while it runs.
+        clean = sweep(keep)
         clear_secrets()
         shutil.rmtree(call_dir, ignore_errors=True)  # this call's input files: the next sees only its own
-        if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
-            continue  # the child sent its R frame
-        report_death(channel, status, before)
+        if not sent:  # died, or ended (os._exit(0) too) without its result
+            report_death(channel, status, before, call_id)
+        if not clean:  # processes outran the sweep: end this replica; the host starts another
+            return 0
+
+
+def set_dumpable(flag):
+    """prctl(PR_SET_DUMPABLE): a process that is not dumpable cannot have its memory or fds opened through
+    /proc by another process of the same user (without CAP_SYS_PTRACE, which containers lack)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(4, flag, 0, 0, 0)
+    except Exception:  # no libc to be found (a static image): nothing to gain, nothing lost
+        pass
+
+
+def _proc_stat(pid):
+    """(state, ppid) of a process, or None once it is gone."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            fields = f.read().rpartition(b")")[2].split()
+        return fields[0], int(fields[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def ancestors():
+    """This process and every process above it (the init; on Swarm the connector that started us)."""
+    keep = set()
+    pid = os.getpid()
+    while pid > 0 and pid not in keep:
+        keep.add(pid)
+        stat = _proc_stat(pid)
+        pid = stat[1] if stat else 0
+    return keep
+
+
+def sweep(keep, rounds=200):
+    """SIGKILL every process of the container but ``keep``, until none is left (zombies aside: the init reaps
+    them); False when some still appear after ``rounds`` passes (a fork bomb outrunning us)."""
+    import time
+
+    for i in range(rounds):
+        left = []
+        for name in os.listdir("/proc"):
+            if name.isdigit() and int(name) not in keep:
+                stat = _proc_stat(int(name))
+                if stat is not None and stat[0] != b"Z":
+                    left.append(int(name))
+        if not left:
+            return True
+        for pid in left:
+            try:
+                os.kill(pid, 9)
+            except OSError:
+                pass
+        if i:
+            time.sleep(0.001)
+    return False
 
 
 def run_child(channel, meta, func, call, secrets, paths):

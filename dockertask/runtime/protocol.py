@@ -2,8 +2,9 @@
 
 The host writes stdin frames (LOADER's ``<length>\n<bytes>``); the container answers on its control
 channel (its original stdout) with ``>cQ`` frames: O (a stdout line), T (returned files, a tar stream),
-R (the result), X (a call's process died), W (a replica is ready). Small structured frames are marshal
-(``encode_meta``). Stdlib only: the container imports it from the runtime zip.
+R (the result), X (a call's process died), W (a replica is ready), A (a replica took a call: its id).
+A replica's R and X frames name their call. Small structured frames are marshal (``encode_meta``).
+Stdlib only: the container imports it from the runtime zip.
 """
 
 from __future__ import annotations
@@ -156,7 +157,7 @@ def parse_result(data: bytes | bytearray | BinaryIO) -> RawResult:
 # CHUNK plus its headers), with room to spare. The size is announced by the container, so it is hostile
 # input: a larger one, or a kind not listed, marks the stream damaged and is never allocated. A result (R)
 # has no bound of its own: past SPOOL_AT it goes to a file as it arrives, so it costs what was really sent.
-MAX_FRAME = {b"O": 1 << 20, b"T": 4 << 20, b"X": 1 << 16, b"W": 1 << 16, b"R": None}
+MAX_FRAME = {b"O": 1 << 20, b"T": 4 << 20, b"X": 1 << 16, b"W": 1 << 16, b"A": 1 << 10, b"R": None}
 
 
 class FrameDecoder:
