@@ -309,20 +309,20 @@ def _check_link(root: str, target: str, linkname: str, name: str) -> None:
         raise UnsafeArchive(f"symlink {name!r} -> {linkname!r} points outside its tree")
 
 
-def _outputs_root() -> str:
+def outputs_root() -> str:
     """$DOCKERTASK_OUTPUT_DIR, by default ./.dockertask/outputs."""
     return os.path.abspath(os.environ.get("DOCKERTASK_OUTPUT_DIR") or os.path.join(".dockertask", "outputs"))
 
 
 def output_dir(task_name: str, run_id: str) -> str:
     """Where a call's returned files go: <outputs root>/<task>/<run-id>/."""
-    return os.path.join(_outputs_root(), task_name.replace(os.sep, "_"), run_id)
+    return os.path.join(outputs_root(), task_name.replace(os.sep, "_"), run_id)
 
 
 def spool_dir() -> str:
     """Where a returned archive waits until it is unpacked: beside the outputs (same disk, not /tmp,
     which may be memory)."""
-    base = _outputs_root()
+    base = outputs_root()
     os.makedirs(base, exist_ok=True)
     return base
 

@@ -186,18 +186,37 @@ class FrameDecoder:
         self._archive: BinaryIO | None = None  # T frames: the returned files' tar stream, on disk
         self.oom_killed = False  # an X frame said the call's process was killed by the cgroup's OOM killer
         self.damaged = ""  # why the stream cannot be read on, once it cannot
+        self._writing_to = ""  # the directory a large result or returned files are being written to
 
-    def _damage(self, why: str) -> None:
+    def _damage(self, why: str, status: str = "damaged") -> None:
         self.damaged = why
-        report = bytearray(result_frame_head({"status": "damaged", "message": why}))
+        for partial in (self._spool, self._archive):  # whatever was half received goes now
+            if partial is not None:
+                try:
+                    partial.close()
+                except OSError:  # its buffer cannot be flushed to the full disk: gone all the same
+                    pass
+        self._spool = self._archive = None
+        report = bytearray(result_frame_head({"status": status, "message": why}))
         if self._on_frame is not None:
             self._on_frame(b"D", report)
         elif self.result is None:
             self.result = report
 
     def feed(self, chunk: bytes) -> None:
+        """Take the next chunk of the stream. Never raises for this host's own disk: a result or archive that
+        cannot be written (a full or unwritable directory) fails the call as an output error, and the rest of
+        the stream is read and dropped, so the container is never left blocked on its stdout."""
         if self.damaged:
             return
+        try:
+            self._feed(chunk)
+        except OSError as exc:
+            where = self._writing_to or "a temporary file"
+            self._damage(f"what it returned could not be written to {where} on this host: "
+                         f"{type(exc).__name__}: {exc}", status="output_error")
+
+    def _feed(self, chunk: bytes) -> None:
         view = memoryview(chunk)
         pos = 0
         while pos < len(view) or (self._frame is not None and self._filled == len(self._frame)):
@@ -225,6 +244,7 @@ class FrameDecoder:
                     return
                 if kind == b"R" and size >= SPOOL_AT:
                     # Unlinked at creation: nothing to clean up, whatever happens to this process.
+                    self._writing_to = tempfile.gettempdir()
                     spool = tempfile.TemporaryFile(prefix="dockertask-result-")  # noqa: SIM115 - outlives this call
                     self._spool, self._spool_left = spool, size
                     continue
@@ -248,6 +268,7 @@ class FrameDecoder:
             from dockertask import files
 
             # Beside the outputs, not in /tmp (which may be memory): a returned file is bounded by disk.
+            self._writing_to = files.outputs_root()
             self._archive = tempfile.TemporaryFile(dir=files.spool_dir(), prefix=".incoming-")  # noqa: SIM115
         self._archive.write(piece)
 
