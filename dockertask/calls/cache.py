@@ -29,7 +29,7 @@ from typing import Any
 
 import cloudpickle
 
-from dockertask.errors import DockerTaskError
+from dockertask.errors import DockerTaskError, TaskDefinitionError
 from dockertask.host import owner
 
 
@@ -197,7 +197,11 @@ def _value_digest(value: Any) -> str:
 def cache_dir() -> Path:
     configured = os.environ.get("DOCKERTASK_CACHE_DIR")
     if configured:
-        return Path(configured)
+        path = Path(configured)
+        if path.exists() and not path.is_dir():
+            raise TaskDefinitionError(f"DOCKERTASK_CACHE_DIR={configured!r}: expected a directory (or a path "
+                                      "to make one at), but that is a file")
+        return path
     from dockertask.host.paths import user_cache_dir
 
     return user_cache_dir() / "results"
@@ -210,6 +214,7 @@ class Entry:
     cache_version: str
     created: str
     size: int
+    damaged: bool = False  # its index file cannot be read: shown, and removed by clear()
 
 
 class Cache:
@@ -345,17 +350,20 @@ class Cache:
         for meta in sorted(self.directory.glob("*.json")):
             try:
                 info = json.loads(meta.read_text())
-            except (OSError, ValueError):
-                continue
-            out.append(Entry(key=meta.stem, task=info.get("task", ""), cache_version=info.get("cache_version", ""),
-                             created=info.get("created", ""), size=int(info.get("size", 0))))
+                entry = Entry(key=meta.stem, task=str(info.get("task", "")),
+                              cache_version=str(info.get("cache_version", "")), created=str(info.get("created", "")),
+                              size=int(info.get("size", 0)))
+            except (OSError, ValueError, TypeError, AttributeError):  # unreadable, not JSON, not an entry's
+                # Listed as damaged rather than skipped or fatal: `cache clear` is how it goes away.
+                entry = Entry(key=meta.stem, task="", cache_version="", created="", size=0, damaged=True)
+            out.append(entry)
         return out
 
     def clear(self, task: str | None = None) -> int:
         """Remove every entry (or only ``task``'s); returns how many."""
         removed = 0
         for entry in self.entries():
-            if task is not None and entry.task != task:
+            if task is not None and entry.task != task and not entry.damaged:
                 continue
             for path in self._paths(entry.key):
                 path.unlink(missing_ok=True)

@@ -9,6 +9,7 @@ a retry; host-side validation (inputs, images, secrets, outputs) is never retrie
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
 from typing import TYPE_CHECKING, Any
@@ -54,13 +55,24 @@ def call(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], ba
     hit, value = store.get(key, spec.name)
     if hit:
         return value
-    with store.locked(key):
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(store.locked(key))
+        except OSError as exc:  # a read-only or full cache directory: the call runs, without the cache
+            warnings.warn(f"task {spec.name}: the cache at {store.directory} cannot be used ({type(exc).__name__}: "
+                          f"{exc}); running without it", RuntimeWarning, stacklevel=3)
+            return _attempts(task, bound.args, bound.kwargs, backend or default_backend(), output, since)
         hit, value = store.get(key, spec.name)  # an identical call may have finished while we waited
         if hit:
             return value
         # The engine is reached only on a miss: a hit needs neither Docker nor its SDK.
         value = _attempts(task, bound.args, bound.kwargs, backend or default_backend(), output, since)
-        store.put(key, value, spec.name, spec.cache_version)
+        try:
+            store.put(key, value, spec.name, spec.cache_version)
+        except OSError as exc:  # the cache is an optimisation: a full or read-only disk loses no result
+            warnings.warn(f"task {spec.name}: its result could not be stored in the cache at {store.directory} "
+                          f"({type(exc).__name__}: {exc}); it is returned, and the next call runs again",
+                          RuntimeWarning, stacklevel=3)
         return value
 
 

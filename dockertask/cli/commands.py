@@ -321,7 +321,8 @@ def cache_list(as_json: bool) -> None:
         click.echo(json.dumps([dataclasses.asdict(e) for e in entries], indent=2))
         return
     for e in entries:
-        click.echo(f"{e.key[:16]}\t{e.task}\t{e.cache_version or '-'}\t{e.created}\t{e.size} B")
+        task_name = "(damaged: `dockertask cache clear` removes it)" if e.damaged else e.task
+        click.echo(f"{e.key[:16]}\t{task_name}\t{e.cache_version or '-'}\t{e.created}\t{e.size} B")
     click.echo(f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'} in {store.directory}", err=True)
 
 

@@ -265,3 +265,58 @@ def test_a_task_without_readable_source_is_fingerprinted_by_its_code(inproc: Any
     assert made[0].spec.source_text == made[1].spec.source_text  # no source: the name stands for it
     assert made[0](3) == 4
     assert made[1](3) == 30
+
+
+def test_a_full_cache_disk_loses_no_result(inproc: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cache is an optimisation: a result that cannot be stored (a full disk) is returned with a warning
+    (the caller got a bare OSError after the task ran; issue 17, E18)."""
+    import subprocess as sp
+
+    where = tmp_path / "tiny"
+    where.mkdir()
+    if sp.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(where)], capture_output=True).returncode:
+        pytest.skip("a small tmpfs cannot be mounted here (needs root)")
+    try:
+        monkeypatch.setenv("DOCKERTASK_CACHE_DIR", str(where))
+        from dockertask import task
+
+        @task(cache=True)
+        def big(n: int) -> bytes:
+            return b"x" * n
+
+        with pytest.warns(RuntimeWarning, match="could not be stored in the cache"):
+            assert big(1 << 20) == b"x" * (1 << 20)
+    finally:
+        sp.run(["umount", "-l", str(where)], check=False)
+
+
+def test_a_cache_dir_that_is_a_file_is_a_typed_error_before_the_task_runs(
+        inproc: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DOCKERTASK_CACHE_DIR naming a file: a TaskDefinitionError naming it, and no call (E18)."""
+    from dockertask import TaskDefinitionError, task
+
+    a_file = tmp_path / "not-a-dir"
+    a_file.write_text("x")
+    monkeypatch.setenv("DOCKERTASK_CACHE_DIR", str(a_file))
+
+    @task(cache=True)
+    def one() -> int:
+        return 1
+
+    with pytest.raises(TaskDefinitionError, match="DOCKERTASK_CACHE_DIR.*not-a-dir.*a file"):
+        one()
+    assert inproc.jobs == []
+
+
+@pytest.mark.parametrize("damage", [b"[]", b'{"size": "many"}', b"5", b"\xff\xfe"])
+def test_a_damaged_index_file_is_listed_and_cleared(tmp_path: Path, damage: bytes) -> None:
+    """One damaged index file: the cache still lists (it is marked damaged) and clear removes it, so the
+    tool can repair the cache (list and clear crashed; E19)."""
+    store = Cache(tmp_path)
+    store.put("good", 1, "m.f", "")
+    (tmp_path / "bad.json").write_bytes(damage)
+    entries = {e.key: e for e in store.entries()}
+    assert entries["good"].task == "m.f" and entries["bad"].damaged
+    assert store.clear("m.g") == 1  # a task's clear takes damaged entries too: they belong to nobody
+    assert not (tmp_path / "bad.json").exists()
+    assert store.clear() == 1 and store.entries() == []
