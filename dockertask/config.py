@@ -90,9 +90,19 @@ def find_pyproject(start: Path | None = None) -> Path | None:
 
 
 def tool_table(pyproject: Path) -> dict[str, Any]:
-    """``[tool.dockertask]`` of a pyproject.toml; OSError or tomllib.TOMLDecodeError if it cannot be read."""
-    table = tomllib.loads(pyproject.read_text()).get("tool", {}).get("dockertask", {})
-    return table if isinstance(table, dict) else {}
+    """``[tool.dockertask]`` of a pyproject.toml; OSError or tomllib.TOMLDecodeError if it cannot be read
+    (not UTF-8, not TOML, or ``tool`` / ``tool.dockertask`` not tables: each says which)."""
+    try:
+        text = pyproject.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise tomllib.TOMLDecodeError(f"the file is not UTF-8 ({exc})") from None
+    tool = tomllib.loads(text).get("tool", {})
+    if not isinstance(tool, dict):
+        raise tomllib.TOMLDecodeError(f"tool = {tool!r}: expected a table ([tool])")
+    table = tool.get("dockertask", {})
+    if not isinstance(table, dict):
+        raise tomllib.TOMLDecodeError(f"tool.dockertask = {table!r}: expected a table ([tool.dockertask])")
+    return table
 
 
 def _from_pyproject() -> dict[str, Any]:

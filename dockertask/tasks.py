@@ -170,7 +170,7 @@ os.register_at_fork(after_in_child=_forget_pool_in_child)
 def max_parallel() -> int:
     """DOCKERTASK_MAX_PARALLEL (default 16): the submit pool's size and map_task's default concurrency."""
     raw = os.environ.get("DOCKERTASK_MAX_PARALLEL", "16")
-    if not raw.isdigit() or int(raw) < 1:
+    if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:  # "²" is a digit to str.isdigit
         raise TaskDefinitionError(f"DOCKERTASK_MAX_PARALLEL={raw!r}: expected a whole number >= 1")
     return int(raw)
 

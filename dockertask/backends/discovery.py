@@ -21,7 +21,7 @@ from docker.context import ContextAPI
 from docker.context.config import get_current_context_name
 from docker.errors import DockerException
 
-from dockertask.errors import DockerUnavailableError
+from dockertask.errors import DockerUnavailableError, TaskDefinitionError
 
 SYSTEM_SOCKET = "/var/run/docker.sock"
 
@@ -62,6 +62,12 @@ def locate(environ: Mapping[str, str] | None = None, system_socket: str = SYSTEM
                                        {"base_url": f"unix://{system_socket}"})
     except DockerException as exc:
         raise DockerUnavailableError(f"the Docker engine's address cannot be worked out: {exc}") from None
+    try:
+        docker.utils.parse_host(found.base_url)  # what the client does first, with a bare ValueError
+    except (DockerException, ValueError) as exc:
+        raise TaskDefinitionError(f"{'DOCKER_HOST' if found.how == 'DOCKER_HOST' else found.how}="
+                                  f"{found.base_url!r} is not an engine address ({exc}); expected unix:///PATH, "
+                                  "tcp://HOST:PORT or ssh://USER@HOST") from None
     if found.base_url.startswith("ssh://"):
         try:
             import paramiko  # type: ignore[import-untyped]  # noqa: F401  # docker-py's ssh transport

@@ -27,12 +27,14 @@ from dockertask.errors import (
     RemoteTraceback,
     ResourceSpecError,
     SecretNotFoundError,
+    TaskDefinitionError,
     TaskInputError,
 )
 from dockertask.tasks import Task
 
-# Errors the user fixes by changing the command or configuration: no traceback, exit 2.
-USER_ERRORS = (TaskInputError, ImageResolutionError, SecretNotFoundError, ResourceSpecError)
+# Errors the user fixes by changing the command or configuration (a bad pyproject.toml, DOCKER_HOST or
+# DOCKERTASK_* setting is a TaskDefinitionError): no traceback, exit 2.
+USER_ERRORS = (TaskInputError, ImageResolutionError, SecretNotFoundError, ResourceSpecError, TaskDefinitionError)
 
 
 def _fail(exc: BaseException, code: int) -> NoReturn:

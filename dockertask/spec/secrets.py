@@ -78,7 +78,15 @@ class EnvProvider:
     """``DOCKERTASK_SECRET_<GROUP>_<KEY>``, upper-cased, other characters as ``_``."""
 
     def get(self, group: str, key: str | None) -> str | None:
-        return os.environ.get(env_var_name("DOCKERTASK_SECRET_", group, key))
+        name = env_var_name("DOCKERTASK_SECRET_", group, key)
+        value = os.environ.get(name)
+        if value is not None:
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:  # bytes the locale could not decode: they cannot be sent as text
+                raise TaskDefinitionError(f"{name}: its value is not valid UTF-8; write a binary secret to a "
+                                          "file under DOCKERTASK_SECRETS_DIR instead") from None
+        return value
 
 
 class DirectoryProvider:
