@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.util
 import inspect
 import json
 import os
@@ -55,7 +56,38 @@ def load_module(file: str) -> Any:
         parts.insert(0, root.name)
         root = root.parent
     sys.path.insert(0, str(root))
-    return importlib.import_module(".".join(parts))
+    name = ".".join(parts)
+    if all(part.isidentifier() for part in parts) and name not in sys.modules and not _shadows(parts[0], root):
+        return importlib.import_module(name)
+    # `a.b.py` is no module name, and `json.py` would import the standard library's json: load the file
+    # itself, under a name of its own.
+    import re
+
+    own = "dockertask_run_" + re.sub(r"\W", "_", path.stem)
+    spec = importlib.util.spec_from_file_location(own, path)
+    if spec is None or spec.loader is None:
+        raise click.UsageError(f"FILE={file!r}: cannot be loaded as Python")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[own] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _shadows(top: str, root: Path) -> bool:
+    """Whether ``top`` names a module that imports from elsewhere than ``root`` (the standard library's
+    json for a json.py, say): importing by name would not load the user's file."""
+
+    sys.path.remove(str(root))
+    try:
+        found = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        found = None
+    finally:
+        sys.path.insert(0, str(root))
+    if found is None:
+        return False
+    places = [found.origin or "", *(found.submodule_search_locations or [])]
+    return not any(place and Path(place).resolve().is_relative_to(root) for place in places)
 
 
 def load_task(target: str) -> Task[Any, Any]:

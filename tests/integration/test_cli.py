@@ -155,3 +155,14 @@ def test_python_dash_m_dockertask_is_the_cli() -> None:
     """`python -m dockertask` works where the console script is not on PATH."""
     out = subprocess.run([sys.executable, "-m", "dockertask", "--help"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "Usage:" in out.stdout and "run" in out.stdout
+
+
+@pytest.mark.parametrize("file_name", ["json.py", "a.b.py"])
+def test_run_loads_the_file_named_even_when_its_name_is_no_module_of_its_own(tmp_path: Path,
+                                                                              file_name: str) -> None:
+    """`json.py:t` runs the user's json.py (the standard library's json was loaded instead), and `a.b.py:t`
+    runs a.b.py (a 39-line traceback before): the file named is the file run (issue 17, F24)."""
+    (tmp_path / file_name).write_text("from dockertask import task\n\n@task\ndef t() -> str:\n    return 'mine'\n")
+    out = dt("run", f"{file_name}:t", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == '"mine"'
