@@ -365,6 +365,43 @@ def report_death(channel, status, before, call_id=None):
     channel.send(b"X", marshal.dumps(report, 2))
 
 
+class FramedStdout(object):
+    """A raw binary stream whose writes go to the host as O frames at once (see redirect_stdout). A process
+    the task forks writes to fd 1 instead: one writer of frames per channel, so none interleave."""
+
+    def __init__(self, channel):
+        self.channel, self.pid, self.closed = channel, os.getpid(), False
+
+    def write(self, data):
+        data = bytes(data)
+        if os.getpid() != self.pid:
+            return os.write(1, data)
+        for start in range(0, len(data), 65536):
+            self.channel.send(b"O", data[start:start + 65536])
+        return len(data)
+
+    def readable(self):
+        return False
+
+    def writable(self):
+        return True
+
+    def seekable(self):
+        return False
+
+    def fileno(self):
+        return 1  # what subprocess and C code write to: the pipe
+
+    def isatty(self):
+        return False
+
+    def flush(self):
+        pass
+
+    def close(self):
+        self.closed = True
+
+
 def redirect_stdout(channel):
     """The task gets an empty stdin and a stdout whose bytes go to the host as O frames."""
     devnull = os.open(os.devnull, os.O_RDONLY)  # the task must not read our protocol (or block on it)
@@ -374,8 +411,14 @@ def redirect_stdout(channel):
     os.dup2(write_fd, 1)
     os.close(write_fd)
     pump = Pump(read_fd, channel)
+    # Python's stdout is framed as it is written, in this thread: a line the task flushed is on its way to
+    # the host before a crash can lose it (os._exit, a signal), as stderr's always was. fd 1 stays the pipe
+    # for what does not go through sys.stdout (C code, subprocesses), pumped as before.
+    import io
+
+    sys.stdout = io.TextIOWrapper(io.BufferedWriter(FramedStdout(channel), 65536),
+                                  encoding=sys.stdout.encoding, errors=sys.stdout.errors, line_buffering=True)
     # Line buffering: the host sees each line when it is printed, without -u's write per fragment.
-    sys.stdout.reconfigure(line_buffering=True)
     sys.stderr.reconfigure(line_buffering=True)
     return pump
 
