@@ -101,6 +101,21 @@ def _shutdown(sock: Any) -> None:
         pass
 
 
+def _attached(sock: Any) -> bool:
+    """Whether the attach connection of a container that has not started is still open: before its start
+    nothing may arrive on it, so anything readable (the end of the stream, an error) means it is gone."""
+    import select
+
+    raw = getattr(sock, "_sock", sock)
+    try:
+        readable, _, _ = select.select([raw], [], [], 0)
+        if not readable:
+            return True
+        return bool(raw.recv(1, socket.MSG_PEEK))
+    except (OSError, ValueError):
+        return False
+
+
 def _send_pieces(sock: Any, pieces: Iterable[bytes]) -> None:
     raw = getattr(sock, "_sock", sock)
     for piece in pieces:
@@ -301,6 +316,9 @@ class DockerBackend:
                 self.discard(prepared)
             raise
         cid, sock = prepared
+        if not _attached(sock):  # a spare whose attach connection broke (the engine blipped): make one anew
+            self._release(cid, sock)
+            return self.run(job, on_output)
         lifecycle.add(cid, self.kill_all)
         try:
             pump = Pump(frames_iter(sock, tty=False), on_output)
@@ -578,10 +596,13 @@ class WorkerConnection:
         return self.pump.control.take_archive() if self.pump is not None else None
 
     def exit_state(self) -> dict[str, Any]:
-        """The container's State (after it died): ExitCode, OOMKilled."""
+        """The container's State (after it died): ExitCode, OOMKilled, Running; a DockerUnavailableError when
+        the engine cannot be asked (then it is the connection, not the container, that ended)."""
         try:
             return dict(self.backend.api.inspect_container(self.container_id).get("State", {}))
-        except (DockerException, requests.exceptions.RequestException):
+        except requests.exceptions.RequestException as exc:
+            raise self.backend._lost(exc, self.job, self.container_id) from None
+        except DockerException:
             return {}
 
     def close(self) -> None:

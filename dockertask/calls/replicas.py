@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from dockertask.backends import Backend, ContainerJob, ContainerOutcome
 from dockertask.backends.base import OutputSink, StdinPieces
 from dockertask.calls import envelope, pickling, runtime_zip
-from dockertask.errors import DockerTaskError
+from dockertask.errors import DockerTaskError, DockerUnavailableError
 from dockertask.host import lifecycle
 from dockertask.runtime import protocol
 from dockertask.spec import secrets
@@ -298,7 +298,11 @@ def _await(worker: Any, job: ContainerJob, call_id: str) -> tuple[ContainerOutco
                                     oom_killed=bool(report.get("oom")), cancelled=lifecycle.interrupted(job.since),
                                     logs_tail="", signalled_inside=report.get("signal") is not None), True
         if kind == b"EOF":  # the replica's container itself died (OOM of the parent, killed from outside)
-            state = worker.exit_state()
+            state = worker.exit_state()  # DockerUnavailableError when it is the engine that is gone
+            if state.get("Running"):  # our connection to it ended, not the container: the engine blipped
+                raise DockerUnavailableError(f"task {job.labels.get('dockertask.task', '?')}: the connection to its "
+                                             "reusable replica was lost mid call (the engine restarted or dropped "
+                                             "it); the replica is replaced")
             return ContainerOutcome(container_id=cid, exit_code=state.get("ExitCode"), image=job.image,
                                     oom_killed=bool(state.get("OOMKilled")),
                                     cancelled=lifecycle.interrupted(job.since)), True

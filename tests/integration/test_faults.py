@@ -354,3 +354,69 @@ def test_a_line_flushed_before_a_crash_reaches_the_host(sink: Sink) -> None:
             print_then_crash(i)
     got = {line for _, stream, line in sink.pieces if stream == "stdout"}
     assert {f"last line {i}" for i in range(20)} <= got
+
+
+# -- the engine connection blips: what was made ahead is checked, not trusted (issue 17, E20) ----------
+
+def test_a_spare_whose_connection_broke_in_a_blip_is_not_used(relay: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine connection drops for a moment: the spare made before it (its attach connection gone) is
+    discarded and the call runs in a fresh container (it failed: "exited ... without a result")."""
+    from dockertask.calls import spares
+
+    monkeypatch.setattr(progress, "print_line", Sink())
+    for _ in range(3):  # from the second call of a configuration on, a spare waits for the next
+        assert flood(0, "stdout") == 0
+    deadline = time.monotonic() + 30
+    while not spares.SPARES.idle_count() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert spares.SPARES.idle_count() >= 1
+    relay.cut()
+    time.sleep(0.5)
+    relay.restore()
+    assert flood(0, "stdout") == 0
+
+
+@task(reusable=__import__("dockertask").ReusePolicy(replicas=1))
+def reused_echo(x: int) -> int:
+    return x
+
+
+@task(reusable=__import__("dockertask").ReusePolicy(replicas=1))
+def reused_sleeps_after_start() -> int:
+    import time as t
+
+    print("started", flush=True)
+    t.sleep(60)
+    return 1
+
+
+def test_a_replica_whose_connection_broke_in_a_blip_is_replaced(relay: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a blip the warm replica's stream has ended: the next call goes to a new replica and succeeds."""
+    from dockertask.calls import replicas
+
+    try:
+        assert reused_echo(1) == 1
+        relay.cut()
+        time.sleep(0.5)
+        relay.restore()
+        assert reused_echo(2) == 2
+    finally:
+        replicas.shutdown()
+
+
+def test_the_engine_lost_mid_reused_call_is_docker_unavailable(relay: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Losing the engine while a reused call runs is a DockerUnavailableError, as for an isolated call (it was
+    "exited ... without a result"); once the engine is back the replica is gone with the next cleanup."""
+    from dockertask import DockerUnavailableError
+    from dockertask.calls import replicas
+
+    try:
+        assert reused_echo(1) == 1  # the replica exists
+        monkeypatch.setattr(progress, "print_line", CutWhenStarted(relay))
+        with pytest.raises(DockerUnavailableError):
+            reused_sleeps_after_start()
+    finally:
+        relay.restore()
+        replicas.shutdown()
+        monkeypatch.setattr(progress, "print_line", Sink())
+        flood(0, "stdout")  # a call on the engine that is back removes what the lost one left
