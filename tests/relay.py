@@ -24,6 +24,7 @@ class Relay:
         self._lock = threading.Lock()
         self._open: list[socket.socket] = []
         self._server: socket.socket | None = None
+        self.wedged = False  # connections stay open, and nothing is answered: an engine that hangs
         self.restore()
 
     def restore(self) -> None:
@@ -76,11 +77,15 @@ class Relay:
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    def wedge(self) -> None:
+        """The engine hangs: every request, on a connection open now or made later, waits for ever."""
+        self.wedged = True
+
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
-                dst.sendall(data)
+                if not self.wedged:
+                    dst.sendall(data)
             dst.shutdown(socket.SHUT_WR)
         except OSError:
             pass

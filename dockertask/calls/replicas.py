@@ -90,13 +90,18 @@ class _Pool:
         if broken:
             replica.worker.close()
 
-    def reap(self, now: float, everything: bool = False) -> None:
+    def reap(self, now: float, everything: bool = False) -> list[Any]:
+        """Remove the replicas idle past their time (``everything``: all idle ones); with ``everything`` they
+        are handed back to be closed by the caller (at exit, all pools at once), else closed here."""
         with self.cond:
             idle = [r for r in self.replicas if not r.busy and (everything or now - r.last_used >= self.idle_seconds)]
             for r in idle:
                 self.replicas.remove(r)
+        if everything:
+            return [r.worker for r in idle]
         for r in idle:
             r.worker.close()
+        return []
 
 
 _pools: dict[str, _Pool] = {}
@@ -117,8 +122,8 @@ def shutdown() -> None:
     """Remove every replica of this process (at exit; also usable from tests)."""
     with _lock:
         pools = list(_pools.values())
-    for pool in pools:
-        pool.reap(0, everything=True)
+    workers = [worker for pool in pools for worker in pool.reap(0, everything=True)]
+    lifecycle.in_parallel([worker.close for worker in workers], "reusable replica(s)")
 
 
 atexit.register(shutdown)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import atexit
 import collections
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -158,6 +159,9 @@ class Spares:
                 for spare in spares:
                     (keep if not everything and now - spare.made < IDLE_SECONDS else old).append(spare)
                 spares[:] = keep
+        if everything:  # shutting down: all at once, bounded in total
+            lifecycle.in_parallel([functools.partial(s.backend.discard, s.prepared) for s in old], "spare container(s)")
+            return
         for spare in old:
             spare.backend.discard(spare.prepared)
 

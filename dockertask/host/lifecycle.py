@@ -37,6 +37,36 @@ def _forget_in_child() -> None:
 os.register_at_fork(after_in_child=_forget_in_child)
 
 
+EXIT_BUDGET = 10.0  # seconds a process's exit may spend removing what it made (a wedged engine answers never)
+
+
+def in_parallel(jobs: list[Callable[[], None]], what: str, budget: float | None = None) -> None:
+    """Run each job (a removal) in a thread of its own and wait for them all, ``budget`` seconds at most in
+    total: at exit, a wedged engine must cost seconds once, not a minute per container one after another.
+    What did not finish is said, with what removes it later."""
+    import sys
+    import time
+
+    budget = EXIT_BUDGET if budget is None else budget
+
+    def quietly(job: Callable[[], None]) -> None:
+        try:
+            job()
+        except Exception:  # each removal records its own failure (abandoned) where it can
+            pass
+
+    threads = [threading.Thread(target=quietly, args=(job,), name="dockertask-exit", daemon=True) for job in jobs]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + budget
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    left = sum(thread.is_alive() for thread in threads)
+    if left:
+        sys.stderr.write(f"dockertask: {left} {what} not removed within {budget:g} s: the engine is not answering; "
+                         "`dockertask gc` removes them once it is back\n")
+
+
 def at_multiprocessing_exit(cleanup: Callable[[], None]) -> None:
     """In a forked child (call it from an after-fork hook): run ``cleanup`` when the child ends, if it is a
     multiprocessing worker. Those end with os._exit after their own finalizers, so the atexit handlers

@@ -420,3 +420,57 @@ def test_the_engine_lost_mid_reused_call_is_docker_unavailable(relay: Any, monke
         replicas.shutdown()
         monkeypatch.setattr(progress, "print_line", Sink())
         flood(0, "stdout")  # a call on the engine that is back removes what the lost one left
+
+
+WEDGE_SCRIPT = """
+import sys, time
+from dockertask import ReusePolicy, map_task, task
+from dockertask.calls import spares
+
+@task
+def inc(x: int) -> int:
+    return x + 1
+
+@task(reusable=ReusePolicy(replicas=2))
+def reused_inc(x: int) -> int:
+    import time
+    time.sleep(0.5)
+    return x + 1
+
+for i in range(3):
+    inc(i)
+while not spares.SPARES.idle_count():
+    time.sleep(0.05)
+assert map_task(reused_inc, concurrency=2)(x=[1, 2, 3, 4]) == [2, 3, 4, 5]
+print("ready", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_exit_with_a_wedged_engine_is_bounded_in_total(relay: Any, api: Any, tmp_path: Any) -> None:
+    """A process with two replicas and a spare exits within seconds when the engine has stopped answering
+    (it waited 60 s for each, one after the other; issue 17, E21), and says what gc will remove."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "wedge.py"
+    script.write_text(WEDGE_SCRIPT)
+    proc = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "DOCKER_HOST": relay.url})
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        relay.wedge()
+        started = time.monotonic()
+        _, err = proc.communicate("\n", timeout=60)
+        took = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        theirs = api.containers(all=True, filters={"label": f"dockertask.host-pid={proc.pid}"})
+        for c in theirs:
+            api.remove_container(c["Id"], force=True)
+    assert took < 30, f"exit took {took:.0f} s"
+    assert "not removed within" in err and "dockertask gc" in err
+    assert len(theirs) == 3  # what the wedged engine kept: two replicas and a spare
