@@ -25,6 +25,9 @@ from typing import Any, BinaryIO
 
 CHUNK = 1 << 20  # the size of a stream piece: a frame on the wire, a read or a write on disk
 PERSISTENT_TAG = "dockertask-path"
+# How deep a returned tree may nest: deeper paths pass no file system's path limit, and removing them
+# recursively (shutil.rmtree before 3.12) ends in a RecursionError.
+MAX_DEPTH = 256
 
 
 class _PathValue(os.PathLike[str]):
@@ -148,16 +151,25 @@ def tar_pieces(items: list[tuple[str, str]]) -> Iterator[bytes]:
 
 
 def _tree(arcname: str, path: str) -> Iterator[tuple[str, str]]:
+    """``path`` and everything under it, each directory's entries sorted, directories before what they hold.
+    A loop, not os.walk: before Python 3.12 that recurses once per level, and a tree 3,000 deep ended in a
+    RecursionError. Symlinked directories are entries (sent as links), never descended into."""
     yield arcname, path
-    if os.path.isdir(path) and not os.path.islink(path):
-        for root, dirs, files in os.walk(path):
-            dirs.sort()
-            rel = os.path.relpath(root, path)
-            base = arcname if rel == "." else f"{arcname}/{rel}"
-            for name in dirs + sorted(files):  # dirs is sorted in place above (and so walked in order)
-                full = os.path.join(root, name)
-                yield f"{base}/{name}", full
-            # os.walk does not descend into symlinked directories: they are stored as links
+    if not os.path.isdir(path) or os.path.islink(path):
+        return
+    stack = [(arcname, path)]
+    while stack:
+        base, root = stack.pop()
+        try:
+            with os.scandir(root) as it:
+                entries = list(it)
+        except OSError:  # unreadable: as os.walk, go on without it
+            continue
+        dirs = sorted(e.name for e in entries if e.is_dir())
+        for name in dirs + sorted(e.name for e in entries if not e.is_dir()):
+            yield f"{base}/{name}", os.path.join(root, name)
+        stack.extend((f"{base}/{name}", os.path.join(root, name)) for name in reversed(dirs)
+                     if not os.path.islink(os.path.join(root, name)))
 
 
 def _file_pieces(path: str, size: int) -> Iterator[bytes]:
@@ -285,6 +297,9 @@ def _checked_target(root: str, member: Any) -> str:
     parts = name.replace("\\", "/").split("/")
     if name.startswith("/") or os.path.isabs(name) or ".." in parts or not name.strip("/."):
         raise UnsafeArchive(f"entry {name!r} would be written outside the output directory")
+    if len(parts) > MAX_DEPTH:
+        raise UnsafeArchive(f"entry {name[:80]!r}... nests {len(parts)} levels deep: returned trees are kept to "
+                            f"{MAX_DEPTH} levels")
     target = os.path.join(root, *[p for p in parts if p not in ("", ".")])
     # No entry is written through a symlink an earlier entry made (`link -> /etc`, then `link/passwd`).
     parent = os.path.dirname(target)

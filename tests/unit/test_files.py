@@ -323,3 +323,32 @@ def test_a_returned_file_must_be_a_regular_file_not_a_link(tmp_path: Path) -> No
     (staged / "0" / "data.csv").symlink_to(host_file)
     with pytest.raises(UnsafeArchive, match="not a regular file"):
         place(str(staged), str(dest), [("f", "data.csv")])
+
+
+def test_a_tree_deeper_than_the_recursion_limit_streams(tmp_path: Path) -> None:
+    """A directory 1,200 levels deep is walked without a RecursionError (os.walk recursed per level before
+    Python 3.12; issue 17, F25)."""
+    from dockertask.files import _tree
+
+    here = os.getcwd()
+    try:
+        os.chdir(tmp_path)
+        os.mkdir("d")
+        os.chdir("d")
+        for _ in range(1200):
+            os.mkdir("a")
+            os.chdir("a")
+        with open("leaf", "w") as f:
+            f.write("x")
+    finally:
+        os.chdir(here)
+    names = [name for name, _ in _tree("0", str(tmp_path / "d"))]
+    assert len(names) == 1 + 1200 + 1 and names[-1].endswith("/a/leaf")
+
+
+def test_a_returned_tree_nested_past_the_bound_is_refused(tmp_path: Path) -> None:
+    """An archive entry 300 levels deep is refused before anything deep is written: what was unpacked can
+    always be removed again (a 3,000-deep tree ended in a bare RecursionError; F25)."""
+    deep = "0/" + "/".join(["a"] * 300) + "/leaf"
+    with pytest.raises(UnsafeArchive, match="levels deep"):
+        unpack(_archive(_file(deep)), str(tmp_path / "out"))
