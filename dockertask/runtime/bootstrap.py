@@ -493,6 +493,7 @@ def serve(read_frame, channel, run_dir):
 
     set_dumpable(0)  # no call may open this process's memory (/proc/<pid>/mem) or its fds
     keep = ancestors()  # the processes a sweep spares: this one, the init, and (Swarm) the connector
+    unmasked = guard_stop_signals(keep)
     functions = {}
     channel.send(b"W", b"ready")
     while True:
@@ -528,6 +529,7 @@ def serve(read_frame, channel, run_dir):
                 os.close(sent_r)
                 channel.call_id, channel.sent_fd = call_id, sent_w
                 set_dumpable(1)  # the task's own process is as it would be anywhere
+                restore_signals(unmasked)
                 code = run_child(channel, meta, functions.get(meta["fid"]), call, secrets, paths)
             finally:
                 os._exit(code)
@@ -549,6 +551,39 @@ def serve(read_frame, channel, run_dir):
             report_death(channel, status, before, call_id)
         if not clean:  # processes outran the sweep: end this replica; the host starts another
             return 0
+
+
+STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT")
+
+
+def guard_stop_signals(outside):
+    """A stop from outside reaches the serve process from its init (docker stop, Ctrl-C on the host), which
+    ends the replica as before; the same signal from a call (its pid is not among ``outside``) is ignored:
+    a call must not end every later call of its replica. The signals are blocked here and read with their
+    sender by a thread of their own; returns the mask to give back to each call's process."""
+    import signal
+    import threading
+
+    signals = {getattr(signal, name) for name in STOP_SIGNALS}
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+
+    def watch():
+        while True:
+            info = signal.sigwaitinfo(signals)
+            if info.si_pid in outside or info.si_pid == 0:  # the init forwards a stop; 0: the kernel's own
+                signal.signal(info.si_signo, signal.SIG_DFL)
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, [info.si_signo])
+                os.kill(os.getpid(), info.si_signo)
+
+    threading.Thread(target=watch, name="dockertask-stop-guard", daemon=True).start()
+    return before
+
+
+def restore_signals(mask):
+    """In a call's process: the signal mask the serve process had before it guarded itself."""
+    import signal
+
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def set_dumpable(flag):

@@ -174,3 +174,31 @@ def test_a_forged_result_frame_is_not_the_calls_result() -> None:
     the previous call's result)."""
     assert forge_a_result() == 1
     assert plus_one(1) == 2
+
+
+@task(reusable=ReusePolicy(replicas=1))
+def terminate_my_replica() -> int:
+    import os
+    import signal
+    import time
+
+    os.kill(os.getppid(), signal.SIGTERM)
+    time.sleep(0.5)
+    return 5
+
+
+def test_a_call_that_sigterms_its_serve_process_ends_neither_it_nor_later_calls() -> None:
+    """SIGTERM from a call to its replica's serve process is not a stop from outside: the call's result comes
+    back, and the next call runs in the same replica (it was "stopped from outside" and re-run; A5)."""
+    import socket
+
+    assert terminate_my_replica() == 5
+    assert plus_one(1) == 2
+
+    @task(reusable=ReusePolicy(replicas=1))
+    def where() -> str:
+        return socket.gethostname()
+
+    first = where()
+    assert terminate_my_replica() == 5
+    assert where() == first
