@@ -390,7 +390,7 @@ class DockerBackend:
         conn = WorkerConnection(self, cid, job, on_output)
         conn.sock = sock
         try:
-            conn.pump = Pump(frames_iter(conn.sock, tty=False), conn.output, conn.frames.put_frame)
+            conn.pump = Pump(frames_iter(conn.sock, tty=False), on_output, conn.frames.put_frame)
             conn.pump.start()
             self._start(cid, job)
             conn.send(job.stdin.take())
@@ -578,15 +578,12 @@ class WorkerConnection:
         self.frames = Frames()
         self.sock: Any = None
         self.pump: Pump | None = None
-        self._sink = on_output
         self._closed = False
 
-    def output(self, stream: str, line: str) -> None:
-        self._sink(stream, line)
-
     def route_output(self, sink: OutputSink) -> None:
-        """Send the replica's output lines to ``sink`` (the call running now)."""
-        self._sink = sink
+        """Send the replica's output lines to ``sink`` (the call running now), from its A frame on."""
+        if self.pump is not None:
+            self.pump.route_output(sink)
 
     def send(self, pieces: Iterable[bytes]) -> None:
         _send_pieces(self.sock, pieces)

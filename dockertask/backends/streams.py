@@ -87,12 +87,32 @@ class Pump:
                  on_frame: Callable[[bytes, Any], None] | None = None) -> None:
         self._frames = frames
         self._on_frame = on_frame
+        self._sink = sink
+        self._next_sink: OutputSink | None = None
         self.tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
-        self._stdout = _Lines("stdout", sink, self.tail)
-        self._stderr = _Lines("stderr", sink, self.tail)
-        self.control = FrameDecoder(self._stdout.feed, on_frame)
+        self._stdout = _Lines("stdout", self._line, self.tail)
+        self._stderr = _Lines("stderr", self._line, self.tail)
+        self.control = FrameDecoder(self._stdout.feed, self._frame if on_frame is not None else None,
+                                    self._stderr.feed)
         self.broken = False
         self._thread = threading.Thread(target=self._run, name="dockertask-output", daemon=True)
+
+    def _line(self, stream: str, line: str) -> None:
+        self._sink(stream, line)
+
+    def route_output(self, sink: OutputSink) -> None:
+        """A replica's next call: its lines go to ``sink`` from its A frame on. The switch happens here, in
+        stream order, so no line of the call before is shown as this one's (switching when the call was sent
+        marked ~4% of lines under load with the wrong call)."""
+        self._next_sink = sink
+
+    def _frame(self, kind: bytes, frame: Any) -> None:
+        if kind == b"A" and self._next_sink is not None:
+            self._stdout.close()  # a partial line of the call before is that call's
+            self._stderr.close()
+            self._sink, self._next_sink = self._next_sink, None
+        assert self._on_frame is not None
+        self._on_frame(kind, frame)
 
     def start(self) -> None:
         self._thread.start()

@@ -23,18 +23,14 @@ class SwarmWorker:
         self.container_id = service_id
         self.frames = Frames()
         self._call = call
-        self._sink = on_output
         self._release = release
         self._closed = False
-        self.pump = Pump(call.frames(), self.output, self.frames.put_frame)
+        self.pump = Pump(call.frames(), on_output, self.frames.put_frame)
         self.pump.start()
         self.send(job.stdin.take())
 
-    def output(self, stream: str, line: str) -> None:
-        self._sink(stream, line)
-
     def route_output(self, sink: OutputSink) -> None:
-        self._sink = sink
+        self.pump.route_output(sink)  # from the call's A frame on: in stream order
 
     def send(self, pieces: Iterable[bytes]) -> None:
         self._call.send_pieces(pieces)

@@ -79,8 +79,8 @@ class Channel:
 class Pump(object):
     """Carries whatever the task writes to fd 1 to the host, as it is written, from a thread of its own."""
 
-    def __init__(self, read_fd, channel):
-        self.read_fd, self.channel = read_fd, channel
+    def __init__(self, read_fd, channel, kind=b"O"):
+        self.read_fd, self.channel, self.kind = read_fd, channel, kind
         self.done = _thread.allocate_lock()
         self.done.acquire()  # released when the pipe is drained: join() waits on it
         _thread.start_new_thread(self.run, ())
@@ -94,7 +94,7 @@ class Pump(object):
                     break
                 if not chunk:
                     break
-                self.channel.send(b"O", chunk)
+                self.channel.send(self.kind, chunk)
             os.close(self.read_fd)
         finally:
             self.done.release()
@@ -366,18 +366,18 @@ def report_death(channel, status, before, call_id=None):
 
 
 class FramedStdout(object):
-    """A raw binary stream whose writes go to the host as O frames at once (see redirect_stdout). A process
-    the task forks writes to fd 1 instead: one writer of frames per channel, so none interleave."""
+    """A raw binary stream whose writes go to the host as O (or E) frames at once (see redirect_stdout). A
+    process the task forks writes to the fd instead: one writer of frames per channel, so none interleave."""
 
-    def __init__(self, channel):
-        self.channel, self.pid, self.closed = channel, os.getpid(), False
+    def __init__(self, channel, kind=b"O", fd=1):
+        self.channel, self.kind, self.fd, self.pid, self.closed = channel, kind, fd, os.getpid(), False
 
     def write(self, data):
         data = bytes(data)
         if os.getpid() != self.pid:
-            return os.write(1, data)
+            return os.write(self.fd, data)
         for start in range(0, len(data), 65536):
-            self.channel.send(b"O", data[start:start + 65536])
+            self.channel.send(self.kind, data[start:start + 65536])
         return len(data)
 
     def readable(self):
@@ -390,7 +390,7 @@ class FramedStdout(object):
         return False
 
     def fileno(self):
-        return 1  # what subprocess and C code write to: the pipe
+        return self.fd  # what subprocess and C code write to: the pipe
 
     def isatty(self):
         return False
@@ -402,8 +402,22 @@ class FramedStdout(object):
         self.closed = True
 
 
-def redirect_stdout(channel):
-    """The task gets an empty stdin and a stdout whose bytes go to the host as O frames."""
+class Pumps(object):
+    def __init__(self, pumps):
+        self.pumps = pumps
+
+    def join(self, timeout):
+        import time
+
+        deadline = time.time() + timeout
+        for pump in self.pumps:
+            pump.join(max(0.0, deadline - time.time()))
+
+
+def redirect_stdout(channel, frame_stderr=False):
+    """The task gets an empty stdin and a stdout whose bytes go to the host as O frames; with
+    ``frame_stderr`` (a replica's call) its stderr goes as E frames on the same channel, so the host knows
+    whose call each line is (two pipes the engine multiplexes keep no order between them)."""
     devnull = os.open(os.devnull, os.O_RDONLY)  # the task must not read our protocol (or block on it)
     os.dup2(devnull, 0)
     os.close(devnull)
@@ -418,9 +432,17 @@ def redirect_stdout(channel):
 
     sys.stdout = io.TextIOWrapper(io.BufferedWriter(FramedStdout(channel), 65536),
                                   encoding=sys.stdout.encoding, errors=sys.stdout.errors, line_buffering=True)
-    # Line buffering: the host sees each line when it is printed, without -u's write per fragment.
-    sys.stderr.reconfigure(line_buffering=True)
-    return pump
+    if not frame_stderr:
+        # Line buffering: the host sees each line when it is printed, without -u's write per fragment.
+        sys.stderr.reconfigure(line_buffering=True)
+        return Pumps([pump])
+    read_fd, write_fd = os.pipe()
+    os.dup2(write_fd, 2)
+    os.close(write_fd)
+    err_pump = Pump(read_fd, channel, b"E")
+    sys.stderr = io.TextIOWrapper(io.BufferedWriter(FramedStdout(channel, b"E", 2), 65536),
+                                  encoding=sys.stderr.encoding, errors="backslashreplace", line_buffering=True)
+    return Pumps([pump, err_pump])
 
 
 def report_load_error(channel, pump, exc):
@@ -643,7 +665,7 @@ def sweep(keep, rounds=200):
 
 
 def run_child(channel, meta, func, call, secrets, paths):
-    pump = redirect_stdout(channel)
+    pump = redirect_stdout(channel, frame_stderr=True)
     try:
         if isinstance(paths, BaseException):
             raise paths
@@ -693,13 +715,16 @@ def clear_secrets():
 
 
 def finish(pump):
-    """Send the task's last stdout before the result: close our end of the pipe, drain it."""
-    try:
-        sys.stdout.flush()
-    except Exception:
-        pass
+    """Send the task's last output before the result: close our end of the pipes, drain them."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
+    if len(pump.pumps) > 1:  # stderr framed too (a replica's call)
+        os.dup2(devnull, 2)
     os.close(devnull)
     # A subprocess the task left running may hold the pipe open: do not wait for it forever.
     pump.join(2.0)

@@ -1,7 +1,7 @@
 """The framed protocol the host and a container speak: one module, so both ends agree in one place.
 
 The host writes stdin frames (LOADER's ``<length>\n<bytes>``); the container answers on its control
-channel (its original stdout) with ``>cQ`` frames: O (a stdout line), T (returned files, a tar stream),
+channel (its original stdout) with ``>cQ`` frames: O (stdout; E: a replica call's stderr), T (returned files),
 R (the result), X (a call's process died), W (a replica is ready), A (a replica took a call: its id).
 A replica's R and X frames name their call. Small structured frames are marshal (``encode_meta``).
 Stdlib only: the container imports it from the runtime zip.
@@ -157,7 +157,7 @@ def parse_result(data: bytes | bytearray | BinaryIO) -> RawResult:
 # CHUNK plus its headers), with room to spare. The size is announced by the container, so it is hostile
 # input: a larger one, or a kind not listed, marks the stream damaged and is never allocated. A result (R)
 # has no bound of its own: past SPOOL_AT it goes to a file as it arrives, so it costs what was really sent.
-MAX_FRAME = {b"O": 1 << 20, b"T": 4 << 20, b"X": 1 << 16, b"W": 1 << 16, b"A": 1 << 10, b"R": None}
+MAX_FRAME = {b"O": 1 << 20, b"E": 1 << 20, b"T": 4 << 20, b"X": 1 << 16, b"W": 1 << 16, b"A": 1 << 10, b"R": None}
 
 
 class FrameDecoder:
@@ -173,7 +173,9 @@ class FrameDecoder:
     _HEAD = struct.Struct(">cQ")
 
     def __init__(self, on_stdout: Callable[[bytes], None],
-                 on_frame: Callable[[bytes, bytearray | BinaryIO], None] | None = None) -> None:
+                 on_frame: Callable[[bytes, bytearray | BinaryIO], None] | None = None,
+                 on_stderr: Callable[[bytes], None] | None = None) -> None:
+        self._on_stderr = on_stderr or on_stdout  # E frames: a replica call's stderr, in order with the rest
         self._on_frame = on_frame  # reuse mode: every frame but O, in order (R, X, W), instead of .result
         self._head = bytearray()
         self._kind = b""
@@ -258,6 +260,8 @@ class FrameDecoder:
                 frame, self._frame = self._frame, None
                 if self._kind == b"O":
                     self._on_stdout(bytes(frame))
+                elif self._kind == b"E":
+                    self._on_stderr(bytes(frame))
                 elif self._kind == b"T":
                     self._archive_piece(frame)
                 else:
