@@ -37,7 +37,8 @@ def main() -> int:
             unpack(archive, os.path.join(tmp, "out"))
             t2 = time.perf_counter()
         shutil.rmtree(src)
-    print(f"{args.files} files: pack {t1 - t0:.1f} s, unpack {t2 - t1:.1f} s ({(t2 - t1) / args.files * 1e6:.0f} us a file)")
+    each = (t2 - t1) / args.files * 1e6
+    print(f"{args.files} files: pack {t1 - t0:.1f} s, unpack {t2 - t1:.1f} s ({each:.0f} us a file)")
     return 0
 
 
