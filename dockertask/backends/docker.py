@@ -106,14 +106,11 @@ def _attached(sock: Any) -> bool:
     nothing may arrive on it, so anything readable (the end of the stream, an error) means it is gone."""
     import select
 
-    raw = getattr(sock, "_sock", sock)
     try:
-        readable, _, _ = select.select([raw], [], [], 0)
-        if not readable:
-            return True
-        return bool(raw.recv(1, socket.MSG_PEEK))
-    except (OSError, ValueError):
+        readable, _, _ = select.select([getattr(sock, "_sock", sock)], [], [], 0)
+    except (OSError, ValueError):  # closed
         return False
+    return not readable
 
 
 def _send_pieces(sock: Any, pieces: Iterable[bytes]) -> None:

@@ -195,7 +195,8 @@ def run_call(task: Task[Any, Any], sample: ContainerJob, arguments: Callable[[],
             return _Refused(frame[1])
         raise DockerTaskError(f"task {task.spec.name}: a reusable replica did not start within {READY_TIMEOUT:g} s")
 
-    call_id = f"{sample.labels['dockertask.run-id']}/{sample.labels['dockertask.attempt']}"
+    attempt, run_id = int(sample.labels["dockertask.attempt"]), sample.labels["dockertask.run-id"]
+    call_id = protocol.call_id(run_id, attempt)
     for last_try in (False, True):
         replica = pool.acquire(start)
         if isinstance(replica.worker, _Refused):
@@ -208,8 +209,7 @@ def run_call(task: Task[Any, Any], sample: ContainerJob, arguments: Callable[[],
             if fid not in replica.loaded:  # the function and its by-value modules: once per replica
                 worker.send(protocol.load_message(fid, pickling.pickle_function(task.function, task.spec.name)))
                 replica.loaded.add(fid)
-            header = protocol.call_header(task.spec.name, int(sample.labels["dockertask.attempt"]),
-                                          sample.labels["dockertask.run-id"], fid=fid,
+            header = protocol.call_header(task.spec.name, attempt, run_id, fid=fid, call=call_id,
                                           inputs=[[obj.kind, obj.name] for obj in inputs])
             worker.route_output(output)
             worker.send(protocol.call_message(header, call, secrets.to_frame(secret_values)))

@@ -26,6 +26,7 @@ always means an infrastructure failure (OOM kill, signal, crash).
 # _thread, not threading, and _pickle, not pickle: the task's start-up pays for every import here,
 # and those two wrappers cost ~6 and ~4 ms that nothing in this file needs.
 import _thread
+import io  # loaded with the interpreter (sys.stdout is one): importing it costs nothing
 import marshal
 import os
 import struct
@@ -150,8 +151,6 @@ def loads(data, paths=()):
     """cloudpickle.loads, but a name the generated module has resolves there: a call whose pickle
     names only those never imports cloudpickle (~30 ms of the container's start-up). ``paths``: the
     File/Directory objects the call's persistent ids stand for (its unpacked inputs)."""
-    import io
-
     pickle = _pickle()
     try:
         fast = __import__(RECONSTRUCT)
@@ -210,8 +209,6 @@ def dumps(value, outputs=None):
 
 def _dump_with(pickler, value, persistent_id):
     """Pickle ``value`` (protocol 5) with a subclass of ``pickler`` that has this persistent_id."""
-    import io
-
     class Dumper(pickler):
         pass
 
@@ -365,12 +362,13 @@ def report_death(channel, status, before, call_id=None):
     channel.send(b"X", marshal.dumps(report, 2))
 
 
-class FramedStdout(object):
+class FramedStdout(io.RawIOBase):
     """A raw binary stream whose writes go to the host as O (or E) frames at once (see redirect_stdout). A
     process the task forks writes to the fd instead: one writer of frames per channel, so none interleave."""
 
     def __init__(self, channel, kind=b"O", fd=1):
-        self.channel, self.kind, self.fd, self.pid, self.closed = channel, kind, fd, os.getpid(), False
+        io.RawIOBase.__init__(self)
+        self.channel, self.kind, self.fd, self.pid = channel, kind, fd, os.getpid()
 
     def write(self, data):
         data = bytes(data)
@@ -380,26 +378,11 @@ class FramedStdout(object):
             self.channel.send(self.kind, data[start:start + 65536])
         return len(data)
 
-    def readable(self):
-        return False
-
     def writable(self):
         return True
 
-    def seekable(self):
-        return False
-
     def fileno(self):
         return self.fd  # what subprocess and C code write to: the pipe
-
-    def isatty(self):
-        return False
-
-    def flush(self):
-        pass
-
-    def close(self):
-        self.closed = True
 
 
 class Pumps(object):
@@ -428,8 +411,6 @@ def redirect_stdout(channel, frame_stderr=False):
     # Python's stdout is framed as it is written, in this thread: a line the task flushed is on its way to
     # the host before a crash can lose it (os._exit, a signal), as stderr's always was. fd 1 stays the pipe
     # for what does not go through sys.stdout (C code, subprocesses), pumped as before.
-    import io
-
     sys.stdout = io.TextIOWrapper(io.BufferedWriter(FramedStdout(channel), 65536),
                                   encoding=sys.stdout.encoding, errors=sys.stdout.errors, line_buffering=True)
     if not frame_stderr:
@@ -540,8 +521,8 @@ def serve(read_frame, channel, run_dir):
             paths = receive_inputs(read_frame, meta.get("inputs"), call_dir)
         except BaseException as exc:  # the child reports it, as a load error of its call
             paths = exc
-        call_id = "%s/%s" % (meta.get("run_id"), meta.get("attempt"))
-        channel.send(b"A", call_id.encode("utf-8"))  # taken: a replica that cannot say so is replaced
+        call_id = meta.get("call")  # named by the host (protocol.call_id); echoed on A, R and X frames
+        channel.send(b"A", (call_id or "").encode("utf-8"))  # taken: a replica that cannot say so is replaced
         before = oom_kills()
         sent_r, sent_w = os.pipe()
         pid = os.fork()

@@ -86,6 +86,12 @@ def call_header(task: str, attempt: int, run_id: str, **more: Any) -> dict[str, 
     return {"task": task, "attempt": attempt, "run_id": run_id, **more}
 
 
+def call_id(run_id: str, attempt: int) -> str:
+    """What names one attempt of a call on a replica's channel: its A frame, and its R and X frames (the
+    replica echoes the id its call message carried as ``call``)."""
+    return f"{run_id}/{attempt}"
+
+
 def serve_header(task: str) -> bytes:
     """A reusable replica's header: serve calls (load/call messages) until stdin closes."""
     return encode_meta({"python": HOST_PYTHON, "mode": "serve", "task": task})
