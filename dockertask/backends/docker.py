@@ -352,17 +352,39 @@ class DockerBackend:
             state: dict[str, Any] = {}
             if exit_code != 0:
                 state = self.api.inspect_container(cid).get("State", {})
+            inside = (exit_code in (137, 143) and not timed_out and pump.control.result is None
+                      and not self.stopped_by_engine(cid, state))
             return ContainerOutcome(
                 container_id=cid, exit_code=exit_code, image=job.image,
                 oom_killed=bool(state.get("OOMKilled")) or pump.control.oom_killed,  # Podman: only the latter
                 timed_out=timed_out, cancelled=lifecycle.interrupted(job.since),
                 result=None if timed_out else pump.control.result, logs_tail="\n".join(pump.tail),
-                archive=pump.control.take_archive(),
+                archive=pump.control.take_archive(), signalled_inside=inside,
             )
         except requests.exceptions.RequestException as exc:  # ConnectionError, ChunkedEncodingError, timeouts
             raise self._lost(exc, job, cid) from None
         finally:
             self._release(cid, sock)
+
+    def stopped_by_engine(self, cid: str, state: dict[str, Any]) -> bool:
+        """Whether a container that died of SIGKILL/SIGTERM (exit 137/143) was killed through the engine
+        (`docker stop`/`kill`, the engine shutting down, our own kill) rather than by a process inside it:
+        the exit code is the same, but only the former records a `kill` event. A call that kills its own
+        serve process or itself is the task's failure, not a preemption to run again. When the events
+        cannot be read, it counts as a stop from outside (what it was taken for before): Podman's API answers
+        with no events at all where its event log is off, so the container's own start must be among them."""
+        since, until = _epoch(state.get("StartedAt")), _epoch(state.get("FinishedAt"))
+        if since is None or until is None:
+            return True
+        try:
+            events = self.api.events(since=since - 1, until=until + 2, decode=True, filters={"container": cid})
+            try:
+                actions = {str(e.get("Action") or e.get("status") or "") for e in events if isinstance(e, dict)}
+            finally:
+                events.close()
+        except (requests.exceptions.RequestException, DockerException, ValueError):
+            return True
+        return "kill" in actions or "start" not in actions
 
     def _release(self, cid: str, sock: Any) -> None:
         """Remove the container and close its socket, whatever happened; never raises: a removal the
@@ -544,6 +566,23 @@ class DockerBackend:
             raise _unavailable(exc) from None
 
 
+def _epoch(stamp: Any) -> int | None:
+    """An engine's RFC 3339 time (nanoseconds, 'Z' or an offset) as whole seconds since the epoch, in the
+    engine's clock; None for the zero time or anything else."""
+    import datetime
+
+    if not isinstance(stamp, str) or stamp.startswith("0001-"):
+        return None
+    stamp = stamp.replace("Z", "+00:00")
+    head, _, rest = stamp.partition(".")  # Python 3.11 reads at most microseconds: drop the fraction
+    zone = rest.lstrip("0123456789")
+    try:
+        when = datetime.datetime.fromisoformat(head + zone)
+    except ValueError:
+        return None
+    return int(when.timestamp())
+
+
 def imported_id(answer: str) -> str:
     """The image id in the engine's answer to an import (JSON lines; the id is the last ``status``)."""
     import json
@@ -598,6 +637,9 @@ class WorkerConnection:
             raise self.backend._lost(exc, self.job, self.container_id) from None
         except DockerException:
             return {}
+
+    def stopped_by_engine(self, state: dict[str, Any]) -> bool:
+        return self.backend.stopped_by_engine(self.container_id, state)
 
     def close(self) -> None:
         """Kill and remove the container (a failed removal is recorded, as for any task container)."""

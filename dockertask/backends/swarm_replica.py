@@ -44,6 +44,10 @@ class SwarmWorker:
         code = self._call.exit_record
         return {"ExitCode": 137 if code is None else code, "OOMKilled": False}
 
+    def stopped_by_engine(self, state: dict[str, Any]) -> bool:
+        """A service's task ends without an engine event this side can read: a stop from outside."""
+        return True
+
     def close(self) -> None:
         if not self._closed:
             self._closed = True

@@ -308,8 +308,12 @@ def _await(worker: Any, job: ContainerJob, call_id: str) -> tuple[ContainerOutco
                 raise DockerUnavailableError(f"task {job.labels.get('dockertask.task', '?')}: the connection to its "
                                              "reusable replica was lost mid call (the engine restarted or dropped "
                                              "it); the replica is replaced")
-            return ContainerOutcome(container_id=cid, exit_code=state.get("ExitCode"), image=job.image,
-                                    oom_killed=bool(state.get("OOMKilled")),
+            code = state.get("ExitCode")
+            # A call that SIGKILLs or SIGTERMs its serve process ends the replica as `docker kill` would:
+            # only the engine's events tell the two apart.
+            inside = code in (137, 143) and not state.get("OOMKilled") and not worker.stopped_by_engine(state)
+            return ContainerOutcome(container_id=cid, exit_code=code, image=job.image,
+                                    oom_killed=bool(state.get("OOMKilled")), signalled_inside=inside,
                                     cancelled=lifecycle.interrupted(job.since)), True
 
 

@@ -229,3 +229,94 @@ def test_every_output_line_of_a_reused_call_carries_its_own_calls_prefix(monkeyp
     assert len(mine) == 40 * 31 and all(m is not None for m in mine)
     wrong = [m.group(0) for m in mine if m is not None and m.group(1) != m.group(2)]
     assert wrong == []
+
+
+@pytest.fixture
+def engine_keeps_events() -> None:
+    """Telling a kill inside from `docker kill` takes the engine's event log; Podman's API service here keeps
+    none, and there such a kill reads as a stop from outside (what it was before): said, not hidden."""
+    from dockertask.backends import default_backend
+
+    if getattr(default_backend(), "is_podman", lambda: False)():
+        pytest.skip("this engine (Podman's API service) keeps no event log: a kill from inside reads as a stop "
+                    "from outside here")
+
+
+@task(reusable=ReusePolicy(replicas=1), interruptible=True)
+def sigkill_my_replica() -> int:
+    import os
+    import signal
+    import time
+
+    os.kill(os.getppid(), signal.SIGKILL)  # the serve process cannot catch this one: the replica ends
+    time.sleep(5)
+    return 5
+
+
+@pytest.mark.usefixtures("engine_keeps_events")
+def test_a_call_that_sigkills_its_serve_process_fails_and_is_not_rerun() -> None:
+    """SIGKILL from a call to its serve process ends the replica with exit 137, as `docker kill` would; the
+    engine recorded no kill, so it is the call's failure (it read as "stopped from outside" and an
+    interruptible task was re-run three more times). The next call gets a fresh replica."""
+    import time
+
+    started = time.monotonic()
+    with pytest.raises(TaskFailedError, match="signal 9 sent inside its container") as caught:
+        sigkill_my_replica()
+    assert not isinstance(caught.value, TaskInterruptedError)
+    assert time.monotonic() - started < 20, "it was re-run as a preemption"
+    assert plus_one(1) == 2
+
+
+@task(interruptible=True)
+def sigterm_myself_isolated() -> int:
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGTERM)
+    return 0
+
+
+@pytest.mark.usefixtures("engine_keeps_events")
+def test_an_isolated_task_that_signals_itself_is_a_failure_not_a_preemption() -> None:
+    """The same for a task in its own container: exit 143 without an engine kill is the task's doing."""
+    with pytest.raises(TaskFailedError, match="signal 15 sent inside its container") as caught:
+        sigterm_myself_isolated()
+    assert not isinstance(caught.value, TaskInterruptedError)
+
+
+@task(reusable=ReusePolicy(replicas=1))
+def sleep_in_a_replica() -> int:
+    import time
+
+    time.sleep(60)
+    return 0
+
+
+def test_a_replica_killed_through_the_engine_is_still_stopped_from_outside() -> None:
+    """The other side of the two tests above: `docker kill` of a replica mid call is a preemption
+    (TaskInterruptedError), as before; test_parameters checks the same for `docker stop` of a task."""
+    import threading
+    import time
+
+    import docker
+
+    client = docker.from_env()
+
+    def kill_it() -> None:
+        for _ in range(300):
+            found = client.containers.list(filters={"label": "dockertask.task=" + sleep_in_a_replica.name})
+            if found:
+                time.sleep(1.0)  # mid call
+                found[0].kill()
+                return
+            time.sleep(0.1)
+
+    killer = threading.Thread(target=kill_it)
+    killer.start()
+    try:
+        with pytest.raises(TaskInterruptedError, match="stopped from outside"):
+            sleep_in_a_replica()
+    finally:
+        killer.join()
+        client.close()

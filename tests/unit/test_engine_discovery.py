@@ -173,3 +173,19 @@ def test_podman_is_known_by_the_version_answer_of_the_first_contact() -> None:
     assert not _names_podman({"ApiVersion": "1.41", "Components": [{"Name": "Engine", "Version": "20.10.24"},
                                                                     {"Name": "containerd"}]})
     assert not _names_podman({"ApiVersion": "1.41"})
+
+
+@pytest.mark.parametrize(("stamp", "expected"), [
+    ("2026-12-01T14:03:05.123456789Z", 1796133785),
+    ("2026-12-01T15:03:05.5+01:00", 1796133785),
+    ("2026-12-01T14:03:05Z", 1796133785),
+    ("0001-01-01T00:00:00Z", None),  # the engine's "never" (a container that has not finished)
+    ("yesterday", None),
+    (None, None),
+])
+def test_engine_times_are_read_in_the_engines_clock(stamp: object, expected: int | None) -> None:
+    """The window in which a container's kill events are looked up comes from its own State times
+    (nanoseconds and offsets included), so a host clock that differs from the engine's does not matter."""
+    from dockertask.backends.docker import _epoch
+
+    assert _epoch(stamp) == expected
