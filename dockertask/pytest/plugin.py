@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,10 @@ import pytest
 
 from dockertask.errors import DockerTaskError
 from dockertask.host import owner
+from dockertask.pytest import suite
 
+# The modules loaded before any conftest or test module: the host's, not the suite's (checkout.supply).
+_LOADED_FIRST = frozenset(sys.modules)
 MARKER = "dockertask"
 NETWORK_FIXTURE = "dockertask_network"
 NETWORK_LABEL = "dockertask.network"
@@ -43,16 +47,23 @@ class _State:
     engine_checked: bool = False
     archive: bytes | None = None
     roots: list[str] = dataclasses.field(default_factory=list)
+    suite: suite.Options | None = None  # --dockertask-image: the whole suite in containers
 
 
 _STATE = pytest.StashKey[_State]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("dockertask", "dockertask: test bodies in containers")
+    group = parser.getgroup("dockertask", "dockertask: tests in containers")
     group.addoption("--dockertask-image", metavar="REF", default=None,
-                    help="run every @pytest.mark.dockertask test on this image instead of its own "
-                         "(a reference or a {{.image.NAME...}} template): an image matrix in CI")
+                    help="run every collected test in a container of this image (a reference or a "
+                         "{{.image.NAME...}} template); @pytest.mark.dockertask_host keeps one on the host")
+    group.addoption("--dockertask-isolation", metavar="MODE", default=None, choices=suite.ISOLATIONS,
+                    help="with --dockertask-image: session (one container per worker, the default), process (a "
+                         "fresh process per test) or container (a fresh container per test)")
+    parser.addini("dockertask_image", "run every collected test in a container of this image "
+                  "(as --dockertask-image)")
+    parser.addini("dockertask_isolation", "session, process or container (as --dockertask-isolation)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -60,7 +71,25 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         f"{MARKER}(**task_kwargs): run the test body in a container; takes @dockertask.task's keywords "
         "(container_image, limits, requests, environment, secret_requests, timeout, retries, task_config...)")
-    config.stash[_STATE] = _State(image=config.getoption("dockertask_image"))
+    config.addinivalue_line(
+        "markers", f"{suite.HOST_MARKER}: with --dockertask-image, run this test on the host (one that drives "
+        "Docker or calls tasks itself)")
+    image = config.getoption("dockertask_image") or config.getini("dockertask_image") or None
+    state = _State(image=image)
+    config.stash[_STATE] = state
+    if image is None:
+        return
+    isolation = config.getoption("dockertask_isolation") or config.getini("dockertask_isolation") or "session"
+    if isolation not in suite.ISOLATIONS:
+        raise pytest.UsageError(f"dockertask_isolation = {isolation!r}: expected one of "
+                                f"{', '.join(suite.ISOLATIONS)}")
+    # -n N (pytest-xdist) means N worker containers here, not N host processes: xdist's distribution is
+    # turned off (its configure runs last and looks at these), and the count is ours.
+    workers = getattr(config.option, "numprocesses", None) or 1
+    if hasattr(config.option, "dist"):
+        config.option.dist = "no"
+        config.option.tx = []
+    state.suite = suite.Options(image=image, isolation=isolation, workers=int(workers))
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
@@ -73,12 +102,53 @@ def pytest_report_header(config: pytest.Config) -> str | None:
         resolved = resolve(image)
     except DockerTaskError as exc:
         return f"dockertask: --dockertask-image={image}: {exc}"
-    shown = image if resolved == image else f"{image} = {resolved}"
-    return f"dockertask: every marked test runs on {shown} (--dockertask-image)"
+    return f"dockertask: image {image if resolved == image else f'{image} = {resolved}'}"
 
 
-def _require_engine(config: pytest.Config) -> None:
-    """Skip (or, with DOCKERTASK_REQUIRE_ENGINE=1, fail) when no engine answers; checked once."""
+def _in_container(item: pytest.Item) -> bool:
+    """With --dockertask-image: whether the suite's workers run this test (not the host)."""
+    return item.get_closest_marker(suite.HOST_MARKER) is None and item.get_closest_marker(MARKER) is None
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    options = session.config.stash[_STATE].suite
+    if options is None or session.config.option.collectonly:
+        return
+    inside = sum(1 for item in session.items if _in_container(item))
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        workers = f", {options.workers} workers" if options.workers > 1 else ""
+        reporter.write_line(f"dockertask: {inside} tests run in containers of {options.image} (isolation "
+                            f"{options.isolation}{workers}), {len(session.items) - inside} on the host")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> bool | None:
+    """With --dockertask-image: the container tests go to the suite's workers (suite.py), then the rest
+    (marked dockertask_host, or marked dockertask: a container of its own) run here as usual."""
+    options = session.config.stash[_STATE].suite
+    if options is None or session.config.option.collectonly:
+        return None
+    if session.testsfailed and not session.config.option.continue_on_collection_errors:
+        raise session.Interrupted(f"{session.testsfailed} error{'s' if session.testsfailed != 1 else ''} "
+                                  "during collection")
+    inside = [item for item in session.items if _in_container(item)]
+    here = [item for item in session.items if not _in_container(item)]
+    problem = _engine_problem(session.config) if inside else None
+    suite.SuiteRun(session, options, _LOADED_FIRST).run(inside, problem)
+    for i, item in enumerate(here):
+        if session.shouldfail or session.shouldstop:
+            break
+        item.config.hook.pytest_runtest_protocol(item=item, nextitem=here[i + 1] if i + 1 < len(here) else None)
+    if session.shouldfail:
+        raise session.Failed(session.shouldfail)
+    if session.shouldstop:
+        raise session.Interrupted(session.shouldstop)
+    return True
+
+
+def _engine_problem(config: pytest.Config) -> str | None:
     state = config.stash[_STATE]
     if not state.engine_checked:
         state.engine_checked = True
@@ -88,8 +158,14 @@ def _require_engine(config: pytest.Config) -> None:
             default_backend().engine_info()
         except DockerTaskError as exc:
             state.engine_problem = str(exc)
-    if state.engine_problem is not None:
-        reason = f"dockertask: no Docker engine: {state.engine_problem}"
+    return state.engine_problem
+
+
+def _require_engine(config: pytest.Config) -> None:
+    """Skip (or, with DOCKERTASK_REQUIRE_ENGINE=1, fail) when no engine answers; checked once."""
+    problem = _engine_problem(config)
+    if problem is not None:
+        reason = f"dockertask: no Docker engine: {problem}"
         if os.environ.get("DOCKERTASK_REQUIRE_ENGINE") == "1":
             pytest.fail(reason + " (DOCKERTASK_REQUIRE_ENGINE=1)", pytrace=False)
         pytest.skip(reason)
@@ -110,7 +186,7 @@ def _task_kwargs(item: pytest.Function) -> dict[str, Any]:
                                   f"(those of @dockertask.task), got positional {mark.args!r}")
         kwargs.update(mark.kwargs)
     state = item.config.stash[_STATE]
-    if state.image is not None:
+    if state.image is not None and "container_image" not in kwargs:
         kwargs["container_image"] = state.image
     if NETWORK_FIXTURE in item.fixturenames:
         network: Any = item.funcargs[NETWORK_FIXTURE]

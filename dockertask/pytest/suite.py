@@ -1,0 +1,313 @@
+"""The host's side of ``pytest --dockertask-image=REF``: a whole suite in containers, reported here.
+
+As pytest-xdist's controller does: the host collects (so ``-k``, ``-m``, ``--lf``, ``--deselect`` and
+plugins choose as usual), then hands the selected node ids to workers and feeds every report they send
+back to its own hooks (``pytest_runtest_logstart/logreport/logfinish``, ``pytest_collectreport``,
+``pytest_warning_recorded``): the terminal report, ``-x``, ``--lf``'s cache, ``--junitxml`` and the exit
+code are the host's, made from the container's outcomes.
+
+A worker is one isolated task call (calls/executors: its container, labels, limits, Ctrl-C and gc are
+every task's) of ``runtime/pytestworker.run`` on the suite image (checkout.py), which runs pytest there.
+Its messages arrive as the call's output lines, live; a queue brings them to this thread, the only one
+that calls pytest's hooks.
+
+Isolation: ``session`` (one container per worker, tests share its process as in a plain run),
+``process`` (the worker forks each test from its collected state), ``container`` (a container per
+test). ``-n N`` runs N workers; a worker gets whole files, in collection order, so module and class
+fixtures are set up as often as in a plain run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import queue
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dockertask.errors import DockerTaskError
+
+ISOLATIONS = ("session", "process", "container")
+HOST_MARKER = "dockertask_host"
+# Host options that are the host's business, with whether each takes a value: the worker is given the
+# rest of the command line (paths, -x/--maxfail, -p, -o, -W, --tb, --import-mode, -s...).
+_HOST_ONLY = {
+    "--dockertask-image": True, "--dockertask-isolation": True, "-n": True, "--numprocesses": True,
+    "--dist": True, "--maxprocesses": True, "--tx": True, "--rsyncdir": True, "--junitxml": True,
+    "--junit-xml": True, "--junitprefix": True, "--junit-prefix": True, "--lfnf": True,
+    "--last-failed-no-failures": True, "--basetemp": True, "--html": True, "--durations": True,
+    "--durations-min": True, "--lf": False, "--last-failed": False, "--ff": False, "--failed-first": False,
+    "--nf": False, "--new-first": False, "--sw": False, "--stepwise": False, "--sw-skip": False,
+    "--stepwise-skip": False, "--cache-clear": False, "--pdb": False, "--trace": False, "--looponfail": False,
+    "-f": False, "--co": False, "--collect-only": False, "--collectonly": False, "--cache-show": False,
+}
+_MARK = "\x1edockertask-pytest "
+
+
+@dataclasses.dataclass
+class Options:
+    image: str
+    isolation: str
+    workers: int
+
+
+def worker_args(args: list[str]) -> list[str]:
+    """The host's command line without what only the host does (see _HOST_ONLY)."""
+    kept: list[str] = []
+    skip_value = False
+    for arg in args:
+        if skip_value:
+            skip_value = False
+            continue
+        name, eq, _ = arg.partition("=")
+        if name in _HOST_ONLY:
+            skip_value = _HOST_ONLY[name] and not eq
+            continue
+        if arg.startswith("-n") and arg[2:].isdigit() or arg in ("-nauto", "-nlogical"):
+            continue
+        kept.append(arg)
+    return kept
+
+
+def split(items: list[pytest.Item], workers: int, isolation: str) -> list[list[pytest.Item]]:
+    """Items into groups, one a worker: whole files, in order, balanced by count; a test each for
+    ``container`` isolation."""
+    if isolation == "container":
+        return [[item] for item in items]
+    files: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        files.setdefault(item.nodeid.split("::")[0], []).append(item)
+    groups: list[list[pytest.Item]] = [[] for _ in range(max(1, min(workers, len(files))))]
+    for members in sorted(files.values(), key=len, reverse=True):
+        min(groups, key=len).extend(members)
+    order = {id(item): i for i, item in enumerate(items)}
+    for group in groups:
+        group.sort(key=lambda item: order[id(item)])
+    return [g for g in groups if g]
+
+
+def _tuples(data: dict[str, Any]) -> dict[str, Any]:
+    """What JSON made lists of and pytest reads as tuples: a report's location, a skip's (path, line,
+    reason) and each captured section (execnet, which xdist uses, keeps tuples)."""
+    for key in ("location", "longrepr"):
+        if isinstance(data.get(key), list):
+            data[key] = tuple(data[key])
+    if isinstance(data.get("sections"), list):
+        data["sections"] = [tuple(s) if isinstance(s, list) else s for s in data["sections"]]
+    return data
+
+
+class _Worker:
+    """One worker call's messages, put together from their pieces."""
+
+    def __init__(self, index: int, items: list[pytest.Item], inbox: queue.Queue[Any]) -> None:
+        self.index = index
+        self.items = items
+        self.inbox = inbox
+        self.partial = ""
+        self.stderr: list[str] = []
+        self.finished: set[str] = set()
+        self.started: set[str] = set()
+
+    def sink(self, stream: str, line: str) -> None:
+        if stream == "stdout" and line.startswith(_MARK):
+            body = line[len(_MARK):].rstrip("\r\n")
+            self.partial += body[1:]
+            if body[:1] == "=":
+                text, self.partial = self.partial, ""
+                self.inbox.put(("message", self.index, text))
+            return
+        self.stderr.append(line.rstrip("\n"))
+        del self.stderr[:-40]
+
+
+class SuiteRun:
+    """Runs the session's container tests; ``run`` is called from pytest_runtestloop."""
+
+    def __init__(self, session: pytest.Session, options: Options, loaded_first: frozenset[str]) -> None:
+        self.loaded_first = loaded_first
+        self.session = session
+        self.config = session.config
+        self.options = options
+        self.inbox: queue.Queue[Any] = queue.Queue()
+        self.collect_failures: list[str] = []  # node ids of modules/classes the container could not collect
+        self.stopped = False
+
+    # -- hooks on the host, from the workers' messages ----------------------------------------------
+
+    def _handle(self, worker: _Worker, text: str) -> None:
+        message = json.loads(text)
+        kind = message.get("t")
+        hook = self.config.hook
+        if self.stopped and kind in ("start", "report", "finish"):
+            return
+        if kind == "start":
+            worker.started.add(message["nodeid"])
+            hook.pytest_runtest_logstart(nodeid=message["nodeid"], location=tuple(message["location"]))
+        elif kind == "report":
+            report = hook.pytest_report_from_serializable(config=self.config, data=_tuples(message["report"]))
+            hook.pytest_runtest_logreport(report=report)
+        elif kind == "finish":
+            worker.finished.add(message["nodeid"])
+            hook.pytest_runtest_logfinish(nodeid=message["nodeid"], location=tuple(message["location"]))
+            self._check_stop()
+        elif kind == "collect":
+            report = hook.pytest_report_from_serializable(config=self.config, data=_tuples(message["report"]))
+            self.collect_failures.append(report.nodeid)
+            hook.pytest_collectreport(report=report)
+        elif kind == "warning":
+            self._warning(message)
+        elif kind == "not_found":
+            pass  # reported when the worker is done (a collection error in the container may explain them)
+
+    def _warning(self, message: dict[str, Any]) -> None:
+        import builtins
+        import warnings
+
+        category = getattr(builtins, str(message.get("category")), None)
+        if not (isinstance(category, type) and issubclass(category, Warning)):
+            category = UserWarning
+        warning = warnings.WarningMessage(message=category(message.get("message", "")), category=category,
+                                          filename=message.get("filename") or "?", lineno=message.get("lineno") or 0)
+        self.config.hook.pytest_warning_recorded.call_historic(kwargs={
+            "warning_message": warning, "when": message.get("when", "runtest"), "nodeid": message.get("nodeid", ""),
+            "location": None})
+
+    def _check_stop(self) -> None:
+        if self.session.shouldfail or self.session.shouldstop:
+            self.stopped = True
+
+    def _fail(self, item: pytest.Item, why: str) -> None:
+        """A host-made report for a test the container did not report on (its worker died, or it was not
+        collected there)."""
+        from _pytest.reports import TestReport
+
+        hook = self.config.hook
+        hook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+        hook.pytest_runtest_logreport(report=TestReport(item.nodeid, item.location, {}, "failed", why, "setup"))
+        hook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+        self._check_stop()
+
+    def _skip(self, item: pytest.Item, why: str) -> None:
+        from _pytest.reports import TestReport
+
+        hook = self.config.hook
+        path, lineno, _ = item.location
+        hook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+        hook.pytest_runtest_logreport(report=TestReport(item.nodeid, item.location, {}, "skipped",
+                                                        (str(path), (lineno or 0) + 1, why), "setup"))
+        hook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+
+    # -- the run ------------------------------------------------------------------------------------
+
+    def run(self, items: list[pytest.Item], engine_problem: str | None) -> None:
+        if not items:
+            return
+        if engine_problem is not None:
+            reason = f"dockertask: no Docker engine: {engine_problem}"
+            if os.environ.get("DOCKERTASK_REQUIRE_ENGINE") == "1":
+                raise self.session.Interrupted(reason + " (DOCKERTASK_REQUIRE_ENGINE=1)")
+            for item in items:
+                self._skip(item, reason)
+            return
+        try:
+            task, spec = self._prepare()
+        except DockerTaskError as exc:
+            # Once, for the session: a build that failed is not tried again for every test.
+            raise self.session.Interrupted(f"dockertask: {exc}") from None
+        groups = split(items, self.options.workers, self.options.isolation)
+        workers = [_Worker(i, g, self.inbox) for i, g in enumerate(groups)]
+        self._run_workers(task, spec, workers)
+
+    def _prepare(self) -> tuple[Any, dict[str, Any]]:
+        from dockertask import tasks
+        from dockertask.backends import default_backend
+        from dockertask.calls import executors
+        from dockertask.images import refs
+        from dockertask.pytest import checkout
+        from dockertask.runtime import pytestworker
+
+        rootdir = Path(os.path.realpath(self.config.rootpath))
+        backend = default_backend()
+        base = refs.resolve(self.options.image)
+        executors.ensure_image(backend, base)
+        plugins = tuple(getattr(plugin, "__name__", "").split(".")[0]
+                        for plugin, _ in self.config.pluginmanager.list_plugin_distinfo())
+        supplied = checkout.supply(rootdir, self.loaded_first, plugins)
+        image = checkout.suite_image(backend, base, rootdir, supplied)
+        args = worker_args(list(self.config.invocation_params.args))
+        args += ["-p", "no:dockertask", "-p", "no:xdist", "--rootdir", str(rootdir),
+                 "-o", "cache_dir=/tmp/.dockertask-pytest-cache"]
+        if self.config.inipath is not None:
+            args += ["-c", str(self.config.inipath)]
+        spec = {"rootdir": str(rootdir), "cwd": str(self.config.invocation_params.dir), "path": supplied.path,
+                "site": checkout.SITE, "compiled": supplied.compiled, "args": args,
+                "isolation": "process" if self.options.isolation == "process" else "session"}
+        made = tasks.task(container_image=image)(pytestworker.run)
+        # Named after the suite, so labels and `dockertask gc` say whose container it is.
+        task = tasks.Task(made.function, dataclasses.replace(made.spec, name=f"pytest:{rootdir.name}"),
+                          made.container_options, made.image_spec)
+        return task, spec
+
+    def _run_workers(self, task: Any, spec: dict[str, Any], workers: list[_Worker]) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from dockertask.calls import runner
+
+        def one(worker: _Worker) -> None:
+            try:
+                if self.stopped:
+                    self.inbox.put(("done", worker.index, {"skipped": True}))
+                    return
+                job = dict(spec, nodeids=[item.nodeid for item in worker.items])
+                result = runner.call(task, (job,), {}, warn=False, output=worker.sink)
+                self.inbox.put(("done", worker.index, result))
+            except BaseException as exc:  # noqa: BLE001 - every end of a worker is reported on this thread
+                self.inbox.put(("done", worker.index, exc))
+
+        parallel = max(1, self.options.workers)
+        pending = len(workers)
+        missing: list[str] = []
+        with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="dockertask-pytest") as pool:
+            for worker in workers:
+                pool.submit(one, worker)
+            while pending:
+                kind, index, payload = self.inbox.get()
+                worker = workers[index]
+                if kind == "message":
+                    self._handle(worker, payload)
+                    continue
+                pending -= 1
+                missing += self._done(worker, payload)
+        if missing:
+            raise self.session.Interrupted(
+                "dockertask: the image lacks " + ", ".join(sorted(set(missing))) + ", which the session uses and "
+                "which cannot be supplied from the host (compiled or platform-bound): install it in the image")
+
+    def _done(self, worker: _Worker, result: Any) -> list[str]:
+        """A worker ended: tests it never reported on are failed, with why; the modules the image lacks."""
+        if isinstance(result, dict) and result.get("missing"):
+            return list(result["missing"])
+        if isinstance(result, dict) and result.get("skipped"):
+            return []
+        if self.stopped:
+            return []
+        if isinstance(result, BaseException):
+            if isinstance(result, KeyboardInterrupt):
+                raise result
+            tail = "\n".join(worker.stderr[-20:])
+            why = f"its container ended before reporting this test: {type(result).__name__}: {result}"
+            why += f"\n{tail}" if tail else ""
+        else:
+            why = "it was not collected in the container (same node id, in the image)"
+        for item in worker.items:
+            if item.nodeid in worker.finished:
+                continue
+            if any(item.nodeid.startswith(prefix + "::") or item.nodeid == prefix or not prefix
+                   for prefix in self.collect_failures):
+                continue  # its module's collection error in the container was reported: that is its outcome
+            self._fail(item, why)
+        return []

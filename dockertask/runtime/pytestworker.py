@@ -1,0 +1,203 @@
+"""pytest itself, inside a suite container: the container side of ``pytest --dockertask-image``.
+
+The host collected the suite and decided which tests run where; here the same checkout sits at the
+same absolute path (it is in the image), so this process imports the test modules and conftests as
+pytest imports them on the host, collects the same node ids, and runs the ones it is given, in order,
+with pytest's own runtest protocol: fixtures, capture, tmp_path, hooks, markers, assertion rewriting
+all happen here, as in a plain ``python -m pytest`` in this image. What goes back is what pytest-xdist's
+workers send their controller: each report in pytest's own serializable form, with the start and finish
+of each test, and collection reports that failed, which the host turns into its own report.
+
+Messages are JSON lines on the task's stdout, which is the control channel's framed stream (the host
+reads them as the call's output lines, live). pytest's fd-level capture redirects fd 1 during tests;
+the stream captured here before pytest starts writes frames on a dup of it, so no test's output can
+interleave with a message. Lines are bounded on the host (64 KiB): a long message goes in pieces.
+
+Isolation ``process``: each test runs in a child forked after collection (imports done once, no state
+carried from one test to the next); its messages come back over a pipe and are relayed here, and a child
+that dies without a report becomes a failed report saying how it died.
+
+Stdlib only at import (see runtime/__init__): pytest is imported inside ``run``.
+"""
+
+import json
+import os
+import sys
+
+MARK = "\x1edockertask-pytest "
+PIECE = 30000  # characters of a message per line, under the host's 64 KiB line bound
+
+
+def run(spec):
+    """Run the node ids ``spec['nodeids']`` of the checkout at ``spec['rootdir']``. ``spec``: rootdir, cwd,
+    path (entries that make the project importable, first on sys.path), site (packages supplied from the
+    host: last on sys.path, so the image's own win), compiled (top-level modules the host used that could
+    not be supplied), args (pytest's arguments), nodeids, isolation ('session' or 'process')."""
+    import importlib.util
+
+    channel = sys.stdout
+    for entry in reversed(spec["path"]):
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
+    if spec.get("site") and os.path.isdir(spec["site"]):
+        sys.path.append(spec["site"])
+    missing = [name for name in spec.get("compiled", []) if importlib.util.find_spec(name) is None]
+    if importlib.util.find_spec("pytest") is None:
+        missing.insert(0, "pytest")
+    if missing:
+        return {"missing": missing}
+    os.chdir(spec["cwd"])
+    os.environ.setdefault("PYTEST_DOCKERTASK_WORKER", "1")
+    import pytest
+
+    worker = _Worker(spec, _Lines(channel))
+    # pytest's own terminal output stays here (the host's reporter shows the results); its stderr lines
+    # (a crash of pytest itself) reach the host as the call's output.
+    with open(os.devnull, "w") as quiet:
+        sys.stdout = quiet
+        try:
+            code = pytest.main(list(spec["args"]), plugins=[worker])
+        finally:
+            sys.stdout = channel
+    return {"exit": int(code), "ran": worker.ran, "not_found": worker.not_found}
+
+
+class _Lines:
+    """Messages as marked JSON lines, in pieces of at most PIECE characters (a '+' says more follows)."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def send(self, message):
+        text = json.dumps(message, ensure_ascii=True, default=str)
+        pieces = [text[i:i + PIECE] for i in range(0, len(text), PIECE)] or [""]
+        for i, piece in enumerate(pieces):
+            self.stream.write(MARK + ("+" if i < len(pieces) - 1 else "=") + piece + "\n")
+        self.stream.flush()
+
+
+class _Pipe:
+    """A forked test's messages: JSON lines to its parent, which relays them (process isolation)."""
+
+    def __init__(self, fd):
+        self.fd = fd
+
+    def send(self, message):
+        data = (json.dumps(message, ensure_ascii=True, default=str) + "\n").encode()
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view):]
+
+
+class _Worker:
+    """The pytest plugin of the worker: runs the given node ids and sends what the host reports."""
+
+    def __init__(self, spec, out):
+        self.spec = spec
+        self.out = out
+        self.ran = 0
+        self.not_found = []
+        self.config = None
+
+    def pytest_addoption(self, parser):
+        # The host's options, in an ini file both read: known here (no "unknown option" warning), unused.
+        parser.addini("dockertask_image", "the host's: the image this worker runs in")
+        parser.addini("dockertask_isolation", "the host's: how this worker isolates tests")
+
+    def pytest_configure(self, config):
+        self.config = config
+
+    def pytest_collectreport(self, report):
+        if report.failed or (report.skipped and report.nodeid):
+            self.out.send({"t": "collect", "report": self._ser(report)})
+
+    def pytest_runtest_logstart(self, nodeid, location):
+        self.out.send({"t": "start", "nodeid": nodeid, "location": list(location)})
+
+    def pytest_runtest_logfinish(self, nodeid, location):
+        self.out.send({"t": "finish", "nodeid": nodeid, "location": list(location)})
+
+    def pytest_runtest_logreport(self, report):
+        self.out.send({"t": "report", "report": self._ser(report)})
+
+    def pytest_warning_recorded(self, warning_message, when, nodeid, location):
+        self.out.send({"t": "warning", "when": when, "nodeid": nodeid,
+                       "message": str(warning_message.message),
+                       "category": getattr(warning_message.category, "__name__", "Warning"),
+                       "filename": warning_message.filename, "lineno": warning_message.lineno})
+
+    def _ser(self, report):
+        return self.config.hook.pytest_report_to_serializable(config=self.config, report=report)
+
+    def pytest_runtestloop(self, session):
+        # A module that fails to import here (and not on the host) fails its own tests, on the host's side;
+        # the others still run, as they would in a pytest run that continues on collection errors.
+        by_id = {}
+        for item in session.items:
+            by_id.setdefault(item.nodeid, item)
+        items = []
+        for nodeid in self.spec["nodeids"]:
+            if nodeid in by_id:
+                items.append(by_id[nodeid])
+            else:
+                self.not_found.append(nodeid)
+        if self.not_found:
+            self.out.send({"t": "not_found", "nodeids": self.not_found})
+        forked = self.spec.get("isolation") == "process"
+        if forked:
+            session.config._tmp_path_factory.getbasetemp()  # one base for every child, made once
+        for i, item in enumerate(items):
+            nextitem = items[i + 1] if i + 1 < len(items) else None
+            if forked:
+                self._forked(item)
+            else:
+                item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
+            self.ran += 1
+            if session.shouldfail or session.shouldstop:
+                break
+        return True
+
+    # Before pytest's own loop (pluggy reads these options as @pytest.hookimpl would set them).
+    pytest_runtestloop.pytest_impl = {"tryfirst": True, "trylast": False, "hookwrapper": False,
+                                      "optionalhook": False, "specname": None, "wrapper": False}
+
+    def _forked(self, item):
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                os.close(read_fd)
+                self.out = _Pipe(write_fd)
+                item.config.hook.pytest_runtest_protocol(item=item, nextitem=None)
+            except BaseException:
+                code = 1
+            finally:
+                os._exit(code)
+        os.close(write_fd)
+        seen = []
+        with os.fdopen(read_fd, "rb") as pipe:
+            for line in pipe:
+                message = json.loads(line)
+                if message.get("t") == "report":
+                    seen.append(message["report"].get("when"))
+                self.out.send(message)
+        _, status = os.waitpid(pid, 0)
+        if "teardown" not in seen:
+            self._died(item, status, seen)
+
+    def _died(self, item, status, seen):
+        """The child ended before its teardown report: a failed report for the test, saying how it died."""
+        from _pytest.reports import TestReport
+
+        if os.WIFSIGNALED(status):
+            how = f"was killed by signal {os.WTERMSIG(status)}"
+        else:
+            how = f"exited with code {os.WEXITSTATUS(status)}"
+        if not seen:
+            self.out.send({"t": "start", "nodeid": item.nodeid, "location": list(item.location)})
+        report = TestReport(item.nodeid, item.location, {}, "failed",
+                            f"the test's process (process isolation) {how} before its report",
+                            "call" if "call" not in seen else "teardown")
+        self.out.send({"t": "report", "report": self._ser(report)})
+        self.out.send({"t": "finish", "nodeid": item.nodeid, "location": list(item.location)})
