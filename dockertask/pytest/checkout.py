@@ -107,7 +107,7 @@ def supply(rootdir: Path, before: frozenset[str] = frozenset(), plugins: tuple[s
         for _ in range(depth):
             entry = os.path.dirname(entry)
         if (real + os.sep).startswith(root) or real.startswith(root):
-            if entry + os.sep != root and entry not in path and (entry + os.sep).startswith(root):
+            if entry not in path and (entry + os.sep).startswith(root):
                 path.append(entry)
             continue
         holder = next((e for e in entries if real.startswith(e + os.sep)), None)
@@ -116,31 +116,40 @@ def supply(rootdir: Path, before: frozenset[str] = frozenset(), plugins: tuple[s
         top = os.path.relpath(real, holder).split(os.sep)[0]
         tops.setdefault(top.split(".")[0] if top.endswith((".py", ".so")) or "." in top else top, holder)
     dists = importlib.metadata.packages_distributions()
-    for top in sorted(_requirements(dists, "pytest") | set(_PYTEST_ITSELF)):
+    required = set(tops)  # imported by the session's own code: the image must have what is not supplied
+    # pytest and what it requires; each plugin's distribution whole (a plugin module imports its package
+    # only when a hook runs: hypothesis's pytest plugin, at the end of the session). These are optional:
+    # a plugin that cannot be supplied is left out (with its entry point), as the image would lack it.
+    wanted = _requirements(dists, "pytest") | set(_PYTEST_ITSELF)
+    for top in plugins:
+        for dist_name in dists.get(top, []):
+            wanted |= {t for t, owners in dists.items() if dist_name in owners}
+    required -= wanted
+    for top in sorted(wanted):
         if top not in tops:
             spec = _find(top)
             if spec is not None:
                 tops[top] = spec
-    files: list[tuple[str, str]] = []
-    compiled: list[str] = []
     # dockertask's own dependencies (the Docker SDK, requests and theirs) are the host side's: imported
     # after collection starts, not needed compiled in the image.
     ours = _requirements(dists, "dockertask")
+    found = {top: _top_files(holder, top) for top, holder in tops.items() if top not in _NOT_SUPPLIED}
+    unshippable = {top for top, fs in found.items() if any(f.endswith((".so", ".pyd")) for f, _ in fs)}
+    bad_dists = {d for top in unshippable for d in dists.get(top, [])}  # a distribution goes whole or not
+    files: list[tuple[str, str]] = []
+    compiled: list[str] = []
     seen_dists: set[str] = set()
-    for top, holder in sorted(tops.items()):
-        if top in _NOT_SUPPLIED:
-            continue
-        found = _top_files(holder, top)
-        if any(f.endswith((".so", ".pyd")) for f, _ in found):
-            if top not in ours:
+    for top in sorted(found):
+        owners = dists.get(top, [])
+        if top in unshippable or any(d in bad_dists for d in owners):
+            if top in required and top not in ours:
                 compiled.append(top)
             continue
-        files += found
-        for dist_name in dists.get(top, []):
-            if dist_name in seen_dists:
-                continue
-            seen_dists.add(dist_name)
-            files += _dist_info(holder, dist_name)
+        files += found[top]
+        for dist_name in owners:
+            if dist_name not in seen_dists:
+                seen_dists.add(dist_name)
+                files += _dist_info(tops[top], dist_name)
     return Supply(files=files, compiled=sorted(compiled), path=path)
 
 

@@ -92,6 +92,23 @@ def pytest_configure(config: pytest.Config) -> None:
     state.suite = suite.Options(image=image, isolation=isolation, workers=int(workers))
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser, args: list[str]) -> None:
+    """With --dockertask-image the host only collects: it runs no test module's asserts (the container's
+    pytest rewrites them where they run), so it imports them without rewriting: that was two thirds of
+    the host's collection of boltons (3.5 s → 1.0 s). Tests kept on the host assert plainly."""
+    image = getattr(early_config.known_args_namespace, "dockertask_image", None)
+    if not image:
+        try:
+            image = early_config.getini("dockertask_image")
+        except ValueError:
+            image = None
+    if image:
+        from _pytest.assertion.rewrite import AssertionRewritingHook
+
+        sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, AssertionRewritingHook)]
+
+
 def pytest_report_header(config: pytest.Config) -> str | None:
     image = config.stash[_STATE].image
     if image is None:

@@ -23,6 +23,7 @@ import dataclasses
 import json
 import os
 import queue
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -239,11 +240,13 @@ class SuiteRun:
         supplied = checkout.supply(rootdir, self.loaded_first, plugins)
         image = checkout.suite_image(backend, base, rootdir, supplied)
         args = worker_args(list(self.config.invocation_params.args))
-        args += ["-p", "no:dockertask", "-p", "no:xdist", "--rootdir", str(rootdir),
-                 "-o", "cache_dir=/tmp/.dockertask-pytest-cache"]
+        args += ["-p", "no:dockertask", "-p", "no:xdist", "--rootdir", str(rootdir)]
         if self.config.inipath is not None:
             args += ["-c", str(self.config.inipath)]
-        spec = {"rootdir": str(rootdir), "cwd": str(self.config.invocation_params.dir), "path": supplied.path,
+        cwd = str(self.config.invocation_params.dir)
+        # `python -m pytest` puts the working directory first on sys.path, the `pytest` script does not.
+        path = ([cwd] if {"", cwd} & set(sys.path) else []) + supplied.path
+        spec = {"rootdir": str(rootdir), "cwd": cwd, "path": path,
                 "site": checkout.SITE, "compiled": supplied.compiled, "args": args,
                 "isolation": "process" if self.options.isolation == "process" else "session"}
         made = tasks.task(container_image=image)(pytestworker.run)
@@ -268,6 +271,10 @@ class SuiteRun:
             except BaseException as exc:  # noqa: BLE001 - every end of a worker is reported on this thread
                 self.inbox.put(("done", worker.index, exc))
 
+        from dockertask.host import lifecycle
+
+        # Ctrl-C kills the worker containers (the calls run on threads, where no handler can be installed).
+        lifecycle.install_signal_handlers()
         parallel = max(1, self.options.workers)
         pending = len(workers)
         missing: list[str] = []

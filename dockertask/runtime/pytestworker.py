@@ -106,6 +106,9 @@ class _Worker:
 
     def pytest_configure(self, config):
         self.config = config
+        # The host plugin's markers (it is not loaded here): known, so --strict-markers holds as on the host.
+        config.addinivalue_line("markers", "dockertask(**task_kwargs): the host's: a container of its own")
+        config.addinivalue_line("markers", "dockertask_host: the host's: runs on the host")
 
     def pytest_collectreport(self, report):
         if report.failed or (report.skipped and report.nodeid):
