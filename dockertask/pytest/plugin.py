@@ -133,11 +133,13 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if options is None or session.config.option.collectonly:
         return
     inside = sum(1 for item in session.items if _in_container(item))
+    own = sum(1 for item in session.items if item.get_closest_marker(MARKER) is not None)
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
         workers = f", {options.workers} workers" if options.workers > 1 else ""
+        marked = f", {own} in containers of their own (@pytest.mark.{MARKER})" if own else ""
         reporter.write_line(f"dockertask: {inside} tests run in containers of {options.image} (isolation "
-                            f"{options.isolation}{workers}), {len(session.items) - inside} on the host")
+                            f"{options.isolation}{workers}){marked}, {len(session.items) - inside - own} on the host")
 
 
 @pytest.hookimpl(tryfirst=True)

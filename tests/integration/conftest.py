@@ -56,7 +56,8 @@ def remove_test_images() -> Iterator[None]:
     yield
     for image in api.images():
         tags = image.get("RepoTags") or []
-        if image["Id"] not in before and any("dockertask-test" in t for t in tags):
+        # Suite images (pytest --dockertask-image) of the projects the tests generated: one per project.
+        if image["Id"] not in before and any("dockertask-test" in t or "dockertask-suite" in t for t in tags):
             try:
                 api.remove_image(image["Id"], force=True)
             except Exception:

@@ -218,20 +218,28 @@ def flavoured_image(api) -> str:  # type: ignore[no-untyped-def]
     api.remove_image(tag, force=True)
 
 
-def test_image_option_runs_every_marked_test_on_that_image_and_names_it_in_the_header(
+def test_image_option_is_the_image_of_marked_tests_without_their_own_and_named_in_the_header(
         pytester: pytest.Pytester, flavoured_image: str) -> None:
-    """--dockertask-image=REF overrides each marker's image, and the report header says which image."""
+    """--dockertask-image=REF is the image of a marked test that names none (its other settings apply);
+    a marker's own container_image is a per-test setting and wins; the header names REF."""
     _project(pytester, test_matrix="""
         import os
         import pytest
 
-        @pytest.mark.dockertask(container_image="dockertask-no-such-image:1")
+        @pytest.mark.dockertask(environment={"FROM_MARKER": "1"})
         def test_flavour():
-            assert os.environ.get("DT_FLAVOR") == "alt"
+            assert os.environ.get("DT_FLAVOR") == "alt" and os.environ["FROM_MARKER"] == "1"
+
+        @pytest.mark.dockertask(container_image="dockertask-no-such-image:1")
+        def test_own_image():
+            pass
     """)
     result = _run(pytester, f"--dockertask-image={flavoured_image}")
-    result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines([f"dockertask: every marked test runs on {flavoured_image} (--dockertask-image)"])
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines([f"dockertask: image {flavoured_image}",
+                                 "dockertask: 0 tests run in containers of * 2 in containers of their own "
+                                 "(@pytest.mark.dockertask), 0 on the host",
+                                 "FAILED*test_own_image*"])
 
 
 def test_xdist_workers_run_marked_tests_in_parallel(pytester: pytest.Pytester) -> None:
