@@ -90,6 +90,12 @@ def split(items: list[pytest.Item], workers: int, isolation: str) -> list[list[p
     return [g for g in groups if g]
 
 
+def _path_arg(config: pytest.Config, nodeid: str) -> str:
+    """A node id (rootdir-relative) as a command-line path that selects that test alone."""
+    file, sep, rest = nodeid.partition("::")
+    return os.path.join(str(config.rootpath), file) + sep + rest
+
+
 def _tuples(data: dict[str, Any]) -> dict[str, Any]:
     """What JSON made lists of and pytest reads as tuples: a report's location, a skip's (path, line,
     reason) and each captured section (execnet, which xdist uses, keeps tuples)."""
@@ -210,7 +216,9 @@ class SuiteRun:
         if engine_problem is not None:
             reason = f"dockertask: no Docker engine: {engine_problem}"
             if os.environ.get("DOCKERTASK_REQUIRE_ENGINE") == "1":
-                raise self.session.Interrupted(reason + " (DOCKERTASK_REQUIRE_ENGINE=1)")
+                for item in items:
+                    self._fail(item, reason + " (DOCKERTASK_REQUIRE_ENGINE=1)")
+                return
             for item in items:
                 self._skip(item, reason)
             return
@@ -240,14 +248,18 @@ class SuiteRun:
         supplied = checkout.supply(rootdir, self.loaded_first, plugins)
         image = checkout.suite_image(backend, base, rootdir, supplied)
         args = worker_args(list(self.config.invocation_params.args))
-        args += ["-p", "no:dockertask", "-p", "no:xdist", "--rootdir", str(rootdir)]
+        extra = ["-p", "no:dockertask", "-p", "no:xdist", "--rootdir", str(rootdir)]
         if self.config.inipath is not None:
-            args += ["-c", str(self.config.inipath)]
+            extra += ["-c", str(self.config.inipath)]
+        # The command line without its paths (what pytest took as paths: config.args), for single tests.
+        paths = set(self.config.args)
+        options = [a for a in args if a not in paths] + extra
+        args += extra
         cwd = str(self.config.invocation_params.dir)
         # `python -m pytest` puts the working directory first on sys.path, the `pytest` script does not.
         path = ([cwd] if {"", cwd} & set(sys.path) else []) + supplied.path
         spec = {"rootdir": str(rootdir), "cwd": cwd, "path": path,
-                "site": checkout.SITE, "compiled": supplied.compiled, "args": args,
+                "site": checkout.SITE, "compiled": supplied.compiled, "args": args, "options": options,
                 "isolation": "process" if self.options.isolation == "process" else "session"}
         made = tasks.task(container_image=image)(pytestworker.run)
         # Named after the suite, so labels and `dockertask gc` say whose container it is.
@@ -266,6 +278,10 @@ class SuiteRun:
                     self.inbox.put(("done", worker.index, {"skipped": True}))
                     return
                 job = dict(spec, nodeids=[item.nodeid for item in worker.items])
+                if self.options.isolation == "container":
+                    # A container for one test collects that test alone (its node id as the path), not the
+                    # whole suite: the suite's collection each time was most of a test's cost.
+                    job["args"] = [*spec["options"], _path_arg(self.config, worker.items[0].nodeid)]
                 result = runner.call(task, (job,), {}, warn=False, output=worker.sink)
                 self.inbox.put(("done", worker.index, result))
             except BaseException as exc:  # noqa: BLE001 - every end of a worker is reported on this thread

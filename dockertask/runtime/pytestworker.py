@@ -148,7 +148,11 @@ class _Worker:
             self.out.send({"t": "not_found", "nodeids": self.not_found})
         forked = self.spec.get("isolation") == "process"
         if forked:
+            import gc
+
             session.config._tmp_path_factory.getbasetemp()  # one base for every child, made once
+            gc.collect()
+            gc.freeze()  # what collection made is shared with every child, untouched by its collector
         for i, item in enumerate(items):
             nextitem = items[i + 1] if i + 1 < len(items) else None
             if forked:

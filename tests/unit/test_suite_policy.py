@@ -1,0 +1,105 @@
+"""The host's policy for `pytest --dockertask-image` (issue 18), without an engine: what the workers are
+told, how tests are shared between them, and what is supplied to the image."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dockertask.pytest import checkout, suite
+
+
+def test_the_worker_gets_the_command_line_without_what_only_the_host_does() -> None:
+    args = ["-x", "--dockertask-image", "img:1", "-n", "4", "--dockertask-isolation=process", "-k", "a or b",
+            "--junitxml=out.xml", "--lf", "-n2", "tests/test_a.py", "-p", "myplugin", "--tb=short", "--dist", "load"]
+    assert suite.worker_args(args) == ["-x", "-k", "a or b", "tests/test_a.py", "-p", "myplugin", "--tb=short"]
+
+
+class _Item:
+    def __init__(self, nodeid: str) -> None:
+        self.nodeid = nodeid
+
+
+def _ids(groups: list[list[Any]]) -> list[list[str]]:
+    return [[i.nodeid for i in g] for g in groups]
+
+
+def test_workers_get_whole_files_in_collection_order_balanced_by_count() -> None:
+    items: list[Any] = [_Item(f"t/test_{f}.py::test_{n}") for f, count in (("a", 3), ("b", 1), ("c", 2))
+                        for n in range(count)]
+    groups = _ids(suite.split(items, 2, "session"))
+    assert sorted(groups) == sorted([["t/test_a.py::test_0", "t/test_a.py::test_1", "t/test_a.py::test_2"],
+                                     ["t/test_b.py::test_0", "t/test_c.py::test_0", "t/test_c.py::test_1"]])
+    assert _ids(suite.split(items, 8, "session")) != [], "more workers than files: one file each"
+    assert len(suite.split(items, 8, "session")) == 3
+    assert _ids(suite.split(items, 2, "container")) == [[i.nodeid] for i in items]
+
+
+def test_json_lists_become_the_tuples_pytest_reads() -> None:
+    data = suite._tuples({"location": ["a.py", 1, "t"], "longrepr": ["a.py", 2, "Skipped: x"],
+                          "sections": [["Captured stdout call", "hi"]]})
+    assert data == {"location": ("a.py", 1, "t"), "longrepr": ("a.py", 2, "Skipped: x"),
+                    "sections": [("Captured stdout call", "hi")]}
+
+
+def test_a_message_split_in_pieces_is_put_back_together() -> None:
+    import queue
+
+    inbox: queue.Queue[Any] = queue.Queue()
+    worker = suite._Worker(0, [], inbox)
+    worker.sink("stdout", suite._MARK + '+{"t": "st')
+    worker.sink("stderr", "a line of the worker's own\n")
+    worker.sink("stdout", suite._MARK + '=art"}\n')
+    assert inbox.get_nowait() == ("message", 0, '{"t": "start"}')
+    assert inbox.empty()
+    assert worker.stderr == ["a line of the worker's own"]
+
+
+def test_the_checkout_goes_in_at_its_own_path_without_caches_or_environments(tmp_path: Path) -> None:
+    root = tmp_path / "proj"
+    (root / "tests").mkdir(parents=True)
+    (root / "tests" / "test_x.py").write_text("def test(): pass\n")
+    (root / "tests" / "data.txt").write_text("d")
+    for skipped in (".git", ".venv", "__pycache__", ".pytest_cache", "node_modules"):
+        (root / skipped).mkdir()
+        (root / skipped / "f").write_text("no")
+    (root / "tests" / "link").symlink_to("data.txt")
+    supplied = checkout.Supply(files=[(str(root / "tests" / "data.txt"), "pkg/data.txt")], compiled=[], path=[])
+    out = io.BytesIO()
+    first = checkout.write_tar(root, supplied, out)
+    with tarfile.open(fileobj=io.BytesIO(out.getvalue())) as tar:
+        names = tar.getnames()
+    base = str(root).lstrip("/")
+    assert f"{base}/tests/test_x.py" in names and f"{base}/tests/data.txt" in names
+    assert f"{base}/tests/link" in names
+    assert not [n for n in names if any(s in n for s in (".git", ".venv", "__pycache__", "node_modules"))]
+    assert checkout.SITE.lstrip("/") + "/pkg/data.txt" in names
+    again = io.BytesIO()
+    assert checkout.write_tar(root, supplied, again) == first, "the same checkout, the same image"
+    (root / "tests" / "test_x.py").write_text("def test(): assert 1\n")
+    assert checkout.write_tar(root, supplied, io.BytesIO()) != first, "an edit makes a new image"
+
+
+def test_pytest_and_pure_python_test_dependencies_are_supplied_compiled_ones_named() -> None:
+    import _pytest  # noqa: F401 - imported here, as a session would have
+    import pluggy  # noqa: F401
+
+    supplied = checkout.supply(Path.cwd(), before=frozenset(), plugins=())
+    supplied_tops = {rel.split("/")[0] for _, rel in supplied.files}
+    assert {"pytest", "_pytest", "pluggy"} <= supplied_tops
+    assert any(top.startswith("pytest-") and top.endswith(".dist-info") for top in supplied_tops)
+    assert "dockertask" not in supplied_tops
+    for top in supplied.compiled:
+        assert not any(rel.split("/")[0] == top for _, rel in supplied.files)
+
+
+@pytest.mark.parametrize("nodeid", ["tests/test_a.py::test_x[1-2]", "test_b.py::C::test_y"])
+def test_a_node_id_becomes_a_path_that_selects_it_alone(nodeid: str) -> None:
+    class _Config:
+        rootpath = Path("/work/proj")
+
+    assert suite._path_arg(_Config(), nodeid) == "/work/proj/" + nodeid  # type: ignore[arg-type]
