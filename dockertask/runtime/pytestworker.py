@@ -124,6 +124,8 @@ class _Worker:
         self.out.send({"t": "report", "report": self._ser(report)})
 
     def pytest_warning_recorded(self, warning_message, when, nodeid, location):
+        if when != "runtest":  # the host's own configuration and collection warned of these already
+            return
         self.out.send({"t": "warning", "when": when, "nodeid": nodeid,
                        "message": str(warning_message.message),
                        "category": getattr(warning_message.category, "__name__", "Warning"),

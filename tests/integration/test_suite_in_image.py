@@ -153,6 +153,13 @@ def test_state_b():
     assert STATE == [1], "module state from test_state_a"
 
 
+def test_warns():
+    import warnings
+
+    warnings.warn(UserWarning("warned-in-the-test"))
+    assert inside()
+
+
 def test_where():
     print("HOSTNAME", HOSTNAME, os.getpid())
 
@@ -229,7 +236,10 @@ def test_every_kind_of_test_runs_in_the_container_with_a_plain_runs_outcomes(pro
     result = _pytest(project, f"--dockertask-image={IMAGE}", f"--junitxml={junit}", "-rA")
     out = result.stdout + result.stderr
     assert result.returncode == 1, out
-    assert f"dockertask: 20 tests run in containers of {IMAGE} (isolation session), 1 on the host" in out, out
+    assert f"dockertask: 21 tests run in containers of {IMAGE} (isolation session), 1 on the host" in out, out
+    # a warning in a test reaches the host's summary once (the container's collection warnings are not
+    # repeated: the host's collection gave them)
+    assert out.count("UserWarning: warned-in-the-test") == 1, out
     # pytest's introspection, made in the container, shown by the host
     assert "assert 4 == 5" in out and "where 4 = double(2)" in out, out
     outcomes = _outcomes(junit)
@@ -237,7 +247,7 @@ def test_every_kind_of_test_runs_in_the_container_with_a_plain_runs_outcomes(pro
     assert outcomes.pop("tests.test_things::test_skip") == "skipped"
     assert outcomes.pop("tests.test_things::test_xfail") == "xfailed"
     assert set(outcomes.values()) == {"passed"}, outcomes
-    assert len(outcomes) == 18, outcomes
+    assert len(outcomes) == 19, outcomes
     # the conftest's autouse fixture recorded where each ran: all in the container but the host-marked one
     where = {f"{c.get('classname')}::{c.get('name')}": p.get("value")
              for c in ET.parse(junit).getroot().iter("testcase") for p in c.iter("property")
@@ -250,7 +260,7 @@ def test_the_hosts_selection_and_stop_options_apply(project: Path) -> None:
     """-k selects on the host, -x stops at the first failure, and the exit code follows."""
     result = _pytest(project, f"--dockertask-image={IMAGE}", "-k", "sentinel or data_file", "-v")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "2 passed, 19 deselected" in result.stdout, result.stdout
+    assert "2 passed, 20 deselected" in result.stdout, result.stdout
     result = _pytest(project, f"--dockertask-image={IMAGE}", "-x", "tests/test_things.py")
     assert result.returncode == 1
     assert "stopping after 1 failures" in result.stdout, result.stdout
@@ -265,7 +275,7 @@ def test_last_failed_reruns_only_the_failure(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:hypothesispytest", *args, "--lf", "-v"],
                             cwd=root, capture_output=True, text=True, timeout=300)
     assert "test_fails_with_introspection FAILED" in result.stdout, result.stdout
-    assert "1 failed, 20 deselected" in result.stdout, result.stdout
+    assert "1 failed, 21 deselected" in result.stdout, result.stdout
 
 
 @pytest.mark.parametrize(("isolation", "workers"), [("session", 2), ("process", 1), ("container", 2)])
