@@ -277,7 +277,10 @@ def _source_files(item: pytest.Function, rootdir: Path) -> list[str]:
 def run_in_container(item: pytest.Function) -> None:
     """Run ``item``'s body in a container; its failure is raised with the container's frames."""
     __tracebackhide__ = True
+    import tempfile
+
     from dockertask.errors import RemoteTraceback
+    from dockertask.files import File
     from dockertask.pytest.shipping import pack_test
     from dockertask.pytest.tracebacks import relocate
 
@@ -286,8 +289,10 @@ def run_in_container(item: pytest.Function) -> None:
         test_task = _make_task(item, _task_kwargs(item))
         archive, roots = _project(item.config)
         fixtures = {arg: item.funcargs[arg] for arg in item._fixtureinfo.argnames}
-        blob = pack_test(item.obj, fixtures, rootdir, roots, item.nodeid)
-        test_task(blob, archive, roots)
+        with tempfile.NamedTemporaryFile(prefix="dockertask-test-", suffix=".pickle") as blob:
+            pack_test(item.obj, fixtures, rootdir, roots, item.nodeid, blob)
+            blob.flush()
+            test_task(File(blob.name), archive, roots)
     except DockerTaskError as exc:  # timeout, OOM, image, engine, bad marker: dockertask's word, no frames of ours
         raise exc.with_traceback(None)  # noqa: B904 - its own message is the whole story
     except Exception as exc:

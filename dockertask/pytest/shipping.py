@@ -25,7 +25,7 @@ import types
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import cloudpickle
 
@@ -153,7 +153,7 @@ def _named(obj: Any) -> bool:
 class _TestPickler(cloudpickle.Pickler):  # type: ignore[misc]
     """cloudpickle, but modules in ``by_ref`` (and their functions and classes) go by name."""
 
-    def __init__(self, file: io.BytesIO, by_ref: set[str]) -> None:
+    def __init__(self, file: IO[bytes], by_ref: set[str]) -> None:
         super().__init__(file, protocol=5)
         self._by_ref = by_ref
 
@@ -191,14 +191,17 @@ def _bare_function(function: Any) -> Any:
     return bare
 
 
-def pack_test(function: Any, fixtures: Mapping[str, Any], rootdir: Path, roots: list[str], nodeid: str) -> bytes:
-    """The test function and its fixture values, pickled; an unpicklable fixture is named."""
+def pack_test(function: Any, fixtures: Mapping[str, Any], rootdir: Path, roots: list[str], nodeid: str,
+              out: IO[bytes]) -> None:
+    """The test function and its fixture values, pickled into ``out`` (a file: a 300 MB fixture value is not
+    held a second and a third time as bytes, then as the call's pickle); an unpicklable fixture is named."""
     pickling.register_user_modules()  # the test module (and anything not in the archive) by value
     module = getattr(function, "__module__", "") or ""
     function = _bare_function(function)
     by_ref = by_reference(rootdir, roots, exclude={module})
     try:
-        return _dumps((function, dict(fixtures)), by_ref)
+        _TestPickler(out, by_ref).dump((function, dict(fixtures)))
+        return
     except Exception as exc:
         for name, value in fixtures.items():
             try:

@@ -38,12 +38,18 @@ def mount_project(archive: bytes, roots: list[str]) -> None:
     sys.path[0:0] = [path if not root else f"{path}/{root}" for root in roots]
 
 
-def run_test(blob: bytes, archive: bytes, roots: list[str]) -> None:
-    """Run the test function with its fixture values; its exceptions go back to the host as they are."""
+def run_test(blob: Any, archive: bytes, roots: list[str]) -> None:
+    """Run the test function with its fixture values; its exceptions go back to the host as they are.
+    ``blob``: their pickle, as bytes or as a File (the host pickles to a file and sends it as one, so a
+    large fixture value is not held in memory twice more on its way)."""
     mount_project(archive, roots)
     import cloudpickle
 
-    function, kwargs = cloudpickle.loads(blob)
+    if isinstance(blob, (bytes, bytearray)):
+        function, kwargs = cloudpickle.loads(blob)
+    else:
+        with open(os.fspath(blob), "rb") as f:
+            function, kwargs = cloudpickle.load(f)
     result: Any = function(**kwargs)
     if isinstance(result, types.CoroutineType):  # an async test body: run it to completion here
         import asyncio

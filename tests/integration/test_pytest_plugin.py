@@ -398,3 +398,28 @@ def test_the_shipped_example_project_passes(tmp_path: Path) -> None:
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     assert " passed" in out.stdout and "failed" not in out.stdout
+
+
+def test_a_large_fixture_value_is_not_held_three_times_on_its_way(tmp_path: Path) -> None:
+    """A 300 MB fixture value of a marked test: the host's peak stays near the value itself (it was ~960 MiB,
+    the value, its pickle, and the call's pickle of that; issue 17 F25). The pickle goes to a file, sent as one."""
+
+    (tmp_path / "test_big.py").write_text(textwrap.dedent("""
+        import pytest
+
+        @pytest.fixture
+        def big():
+            return b"x" * (300 * 2**20)
+
+        @pytest.mark.dockertask
+        def test_big(big):
+            assert len(big) == 300 * 2**20
+    """))
+    script = ("import resource, subprocess, sys\n"
+              f"r = subprocess.run([sys.executable, '-m', 'pytest', '-q', *{QUIET!r}, 'test_big.py'])\n"
+              "print('peak', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+              "sys.exit(r.returncode)\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    peak_mib = int(done.stdout.rsplit("peak", 1)[1]) / 1024
+    assert peak_mib < 300 + 250, f"the host peaked at {peak_mib:.0f} MiB for a 300 MiB fixture value"

@@ -154,16 +154,20 @@ def test_project_modules_go_by_reference_and_the_test_module_by_value(tmp_path: 
         def test_body(h: Any) -> Any:
             return h()
 
-        function, fixtures = pickle.loads(shipping.pack_test(test_body, {"h": shipped_mod_x.f}, tmp_path,
-                                                                 [""], "t::test_body"))
+        function, fixtures = pickle.loads(_packed(test_body, {"h": shipped_mod_x.f}, tmp_path, [""], "t::test_body"))
         assert fixtures["h"] is shipped_mod_x.f
         assert function is not test_body and function(**fixtures) == 1
-        _, not_shipped = pickle.loads(shipping.pack_test(test_body, {"h": shipped_mod_x.f}, tmp_path, [],
-                                                             "t::test_body"))
+        _, not_shipped = pickle.loads(_packed(test_body, {"h": shipped_mod_x.f}, tmp_path, [], "t::test_body"))
         assert not_shipped["h"] is not shipped_mod_x.f
     finally:
         sys.path.remove(str(tmp_path))
         sys.modules.pop("shipped_mod_x", None)
+
+
+def _packed(*args: Any) -> bytes:
+    out = io.BytesIO()
+    shipping.pack_test(*args, out)
+    return out.getvalue()
 
 
 def test_the_test_function_travels_without_pytests_marks() -> None:
@@ -173,7 +177,7 @@ def test_the_test_function_travels_without_pytests_marks() -> None:
     def test_marked() -> int:
         return 3
 
-    blob = shipping.pack_test(test_marked, {}, Path("/nonexistent"), [], "t::test_marked")
+    blob = _packed(test_marked, {}, Path("/nonexistent"), [], "t::test_marked")
     assert b"_pytest.mark" not in blob and b"Mark" not in blob
     assert pickle.loads(blob)[0]() == 3
 
