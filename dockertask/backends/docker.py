@@ -16,12 +16,13 @@ KeyboardInterrupt) leaves the container behind; the result and exit status are r
 from __future__ import annotations
 
 import collections
+import dataclasses
 import io
 import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
 
 import docker
@@ -30,7 +31,7 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.utils.socket import frames_iter
 
 from dockertask.backends import discovery, engine_config
-from dockertask.backends.base import ContainerJob, ContainerOutcome, ImageInfo, OutputSink
+from dockertask.backends.base import ContainerJob, ContainerOutcome, ImageInfo, OutputSink, StdinPieces
 from dockertask.backends.streams import Frames, Pump
 from dockertask.errors import (
     DockerTaskError,
@@ -119,6 +120,17 @@ def _send_pieces(sock: Any, pieces: Iterable[bytes]) -> None:
         raw.sendall(piece)
 
 
+class _LazyChain:
+    """``first``, then what ``rest`` (a StdinPieces) hands out when this is iterated: taken only if used."""
+
+    def __init__(self, first: tuple[bytes, ...], rest: StdinPieces) -> None:
+        self.first, self.rest = first, rest
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self.first
+        yield from self.rest.take()
+
+
 def _unavailable(exc: Exception, where: discovery.EngineLocation | None = None) -> DockerUnavailableError:
     at = f" at {where.base_url} (found through {where.how})" if where is not None else ""
     return DockerUnavailableError(f"no Docker engine is reachable{at} ({exc}); {HOW_TO_START}")
@@ -168,10 +180,13 @@ class _Gone(DockerTaskError):
 
 
 class Prepared(NamedTuple):
-    """A container created and attached ahead of its call (see calls/spares.py)."""
+    """A container created and attached ahead of its call (see calls/spares.py); ``started``: also started
+    and sent envelope.ahead_pieces, its Python waiting for the call."""
 
     container_id: str
     sock: Any
+    started: bool = False
+    preamble: tuple[bytes, ...] = ()  # what a started one was sent: a fresh container instead needs it first
 
 
 class DockerBackend:
@@ -300,6 +315,22 @@ class DockerBackend:
             self._release(cid, None)
             raise
 
+    def prepare_ahead(self, job: ContainerJob, pieces: Iterable[bytes]) -> Prepared:
+        """A spare started ahead: created, attached, started and sent ``pieces`` (no call, argument or
+        secret), so that a call which claims it pays neither the start nor Python's: it sends only itself."""
+        cid, sock, _, _ = self.prepare(job)
+        pieces = tuple(pieces)
+        try:
+            self._start(cid, job)
+            _send_pieces(sock, pieces)
+        except requests.exceptions.RequestException as exc:
+            self._release(cid, sock)
+            raise self._lost(exc, job, cid) from None
+        except BaseException:
+            self._release(cid, sock)
+            raise
+        return Prepared(cid, sock, started=True, preamble=pieces)
+
     def discard(self, prepared: Any) -> None:
         self._release(prepared.container_id, prepared.sock)
 
@@ -312,10 +343,12 @@ class DockerBackend:
             if prepared is not None:  # given a spare, it is ours to remove from that moment
                 self.discard(prepared)
             raise
-        cid, sock = prepared
+        cid, sock, started, preamble = prepared
+        # A spare started ahead was sent its preamble: a fresh container that replaces it needs that first.
+        fresh = dataclasses.replace(job, stdin=StdinPieces(_LazyChain(preamble, job.stdin))) if started else job
         if not _attached(sock):  # a spare whose attach connection broke (the engine blipped): make one anew
             self._release(cid, sock)
-            return self.run(job, on_output)
+            return self.run(fresh, on_output)
         lifecycle.add(cid, self.kill_all)
         try:
             pump = Pump(frames_iter(sock, tty=False), on_output)
@@ -323,10 +356,11 @@ class DockerBackend:
             if lifecycle.interrupted(job.since):  # Ctrl-C came after the runner's check: never start it
                 return ContainerOutcome(container_id=cid, exit_code=None, image=job.image, cancelled=True)
             try:
-                self._start(cid, job)
+                if not started:
+                    self._start(cid, job)
             except _Gone:  # a prepared container removed from outside (`docker container prune`): make one
                 self._release(cid, sock)
-                return self.run(job, on_output)
+                return self.run(fresh, on_output)
             if lifecycle.interrupted(job.since):  # ...or while it started, after the handler's kill round
                 self._kill(cid)
             # Send from a thread: a container that dies before reading its input (no python3)
@@ -404,7 +438,7 @@ class DockerBackend:
         """Start a long-lived container (a reusable replica) whose stdin stays open: ``job.stdin`` is
         sent first, then whatever the caller sends; every control frame but O arrives in order."""
         self.sweep_abandoned()
-        cid, sock = self.prepare(job, stdin_once=False)
+        cid, sock, _, _ = self.prepare(job, stdin_once=False)
         lifecycle.add(cid, self.kill_all)
         conn = WorkerConnection(self, cid, job, on_output)
         conn.sock = sock

@@ -19,15 +19,17 @@ class Envelope(NamedTuple):  # records internal to the package are NamedTuples: 
     pickled_call: bytes
     inputs: tuple[Any, ...] = ()  # the File/Directory objects the call's persistent ids stand for
 
-    def stdin_pieces(self, header: dict[str, Any], secrets_frame: bytes = EMPTY_LIST) -> Iterable[bytes]:
+    def stdin_pieces(self, header: dict[str, Any], secrets_frame: bytes = EMPTY_LIST,
+                     ahead: bool = False) -> Iterable[bytes]:
         """Everything the container reads from stdin, for one attempt (``header`` adds to ours), in pieces:
-        a tuple, or with File/Directory inputs an iterator that reads them from disk as it is sent."""
+        a tuple, or with File/Directory inputs an iterator that reads them from disk as it is sent.
+        ``ahead``: for a container started ahead, which was sent AHEAD_PIECES already: the call alone."""
         if self.inputs:
             header = {**header, "inputs": [[obj.kind, obj.name] for obj in self.inputs]}
         head = (
-            *bootstrap_pieces(),
+            *(() if ahead else bootstrap_pieces()),
             *frame_pieces(encode_meta({**self.header, **header})),
-            *frame_pieces(runtime_zip()),
+            *(() if ahead else frame_pieces(runtime_zip())),
             *frame_pieces(self.pickled_call),
             *frame_pieces(secrets_frame),
         )
@@ -38,6 +40,14 @@ class Envelope(NamedTuple):  # records internal to the package are NamedTuples: 
     def stdin_bytes(self, header: dict[str, Any], secrets_frame: bytes = EMPTY_LIST) -> bytes:
         """The same as one bytes object (tests feed it to a local interpreter)."""
         return b"".join(self.stdin_pieces(header, secrets_frame))
+
+
+def ahead_pieces() -> tuple[bytes, ...]:
+    """What a container started ahead of its call is sent at once (calls/spares.py): the bootstrap, a header
+    saying "ahead", and the runtime zip. It holds no call, argument or secret; its Python then loads the
+    runtime and waits for a call's header (Envelope.stdin_pieces(..., ahead=True))."""
+    return (*bootstrap_pieces(), *frame_pieces(encode_meta({"python": protocol.HOST_PYTHON, "mode": "ahead"})),
+            *frame_pieces(runtime_zip()))
 
 
 def input_frames(inputs: tuple[Any, ...]) -> Iterator[bytes]:

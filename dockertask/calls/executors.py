@@ -73,8 +73,9 @@ def for_task(task: Task[Any, Any], backend: Backend) -> Executor:
 
 def build_job(task: Task[Any, Any], image: str, envelope: envelope.Envelope,
               secret_values: dict[secrets.Secret, secrets.SecretValue],
-              run_id: str, attempt: int, interruptible: bool, since: int = 0) -> ContainerJob:
-    """The container of one attempt: image, the call on stdin, labels, resources, options, timeout."""
+              run_id: str, attempt: int, interruptible: bool, since: int = 0, ahead: bool = False) -> ContainerJob:
+    """The container of one attempt: image, the call on stdin, labels, resources, options, timeout;
+    ``ahead``: for a spare started ahead, which has its bootstrap and runtime already."""
     spec = task.spec
     header = protocol.call_header(spec.name, attempt, run_id)
     secrets_frame = secrets.to_frame(secret_values)
@@ -90,7 +91,7 @@ def build_job(task: Task[Any, Any], image: str, envelope: envelope.Envelope,
         labels["dockertask.interruptible"] = "true"
     return ContainerJob(
         image=image, command=list(protocol.COMMAND),
-        stdin=StdinPieces(envelope.stdin_pieces(header, secrets_frame)),
+        stdin=StdinPieces(envelope.stdin_pieces(header, secrets_frame, ahead)),
         environment={**task.container_options.environment, **spec.environment}, labels=labels,
         resources=resources, options=task.container_options,
         timeout=spec.timeout_seconds or None, since=since,
@@ -124,7 +125,7 @@ class Isolated:
         if spare is not None:
             call.run_id = spare.run_id
             job = build_job(call.task, call.image, made, call.secret_values, call.run_id, attempt, interruptible,
-                            call.since)
+                            call.since, ahead=spares.is_started(spare))
         del made  # the job's stdin pieces are the only reference now, dropped once sent
         try:
             return self._run_job(job, call.image, call.output, spare)

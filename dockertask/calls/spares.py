@@ -31,6 +31,7 @@ import time
 from typing import Any, NamedTuple
 
 from dockertask.backends.base import Backend, ContainerJob, StdinPieces
+from dockertask.calls import envelope
 from dockertask.host import lifecycle
 
 log = logging.getLogger("dockertask")
@@ -42,6 +43,15 @@ LABEL_RUN_ID = "dockertask.run-id"
 
 def enabled() -> bool:
     return os.environ.get("DOCKERTASK_PRECREATE", "1") != "0"
+
+
+def start_ahead() -> bool:
+    """Spares are started and their runtime loaded ahead (``DOCKERTASK_PRECREATE=created``: only created)."""
+    return os.environ.get("DOCKERTASK_PRECREATE", "1") != "created"
+
+
+def is_started(spare: Spare) -> bool:
+    return bool(getattr(spare.prepared, "started", False))
 
 
 class Spare(NamedTuple):
@@ -136,20 +146,25 @@ class Spares:
             closed = self._closed
         if not closed:
             try:
-                prepared = backend.prepare(template)
+                ahead = getattr(backend, "prepare_ahead", None)
+                if ahead is not None and start_ahead():
+                    prepared = ahead(template, envelope.ahead_pieces())
+                else:
+                    prepared = backend.prepare(template)
             except Exception as exc:  # the call itself will meet (and report) whatever this is; stop trying
                 log.debug("dockertask: could not pre-create a container: %s", exc)
                 failed = True
         with self._cond:
+            if not failed and prepared is not None and not self._closed:
+                self._idle[slot].append(Spare(backend, slot[1], run_id, prepared, time.monotonic()))
+                prepared = None
+        if prepared is not None:  # made while the process was shutting down: gone before shutdown returns
+            backend.discard(prepared)
+        with self._cond:
             self._making[slot] -= 1
             if failed:
                 self._failed.add(slot)
-            elif prepared is not None and not self._closed:
-                self._idle[slot].append(Spare(backend, slot[1], run_id, prepared, time.monotonic()))
-                prepared = None
             self._cond.notify_all()
-        if prepared is not None:  # made while the process was shutting down
-            backend.discard(prepared)
 
     def _expire(self, now: float, everything: bool = False) -> None:
         old: list[Spare] = []

@@ -293,6 +293,12 @@ def main(read_frame):
     with open(runtime, "wb") as f:
         f.write(read_frame())
     sys.path.insert(0, runtime)
+    if header.get("mode") == "ahead":
+        # Started ahead of its call (a spare): load what every call needs now, then wait for the call's own
+        # header; the rest is as for any call.
+        import cloudpickle  # noqa: F401
+
+        header = marshal.loads(read_frame())
     if header.get("mode") == "serve":
         return serve(read_frame, channel, run_dir)
     pickled_call = read_frame()

@@ -23,9 +23,11 @@ DOCKERTASK = str(Path(sys.executable).parent / "dockertask")
 
 
 def _spares(api: Any, mark: str | None = None) -> list[dict[str, Any]]:
-    """Containers created but never started, of this process (or of the script marked ``mark``)."""
+    """Containers made ahead (created, or started and waiting for a call), of this process (or of the script
+    marked ``mark``); asked when no call of theirs runs."""
     # By State, not a status filter: Podman's compat API answers status=created with nothing.
-    found = [c for c in api.containers(all=True, filters={"label": "dockertask.run-id"}) if c["State"] == "created"]
+    found = [c for c in api.containers(all=True, filters={"label": "dockertask.run-id"})
+             if c["State"] in ("created", "running")]
     if mark is None:
         return [c for c in found if c["Labels"].get("dockertask.host-pid") == str(os.getpid())]
     return [c for c in found if f"MARK={mark}" in (api.inspect_container(c["Id"])["Config"]["Env"] or [])]
@@ -54,13 +56,17 @@ def leaves_a_mark(token: str) -> tuple[str, str, bool, str]:
     return socket.gethostname(), current_context().run_id, seen, token
 
 
-def test_a_later_call_runs_in_a_container_made_ahead_and_sees_nothing_of_earlier_calls(api: Any) -> None:
-    """From the second call on, the next call's container is created during the current one; the next call
+@pytest.mark.parametrize("precreate", ["1", "created"])
+def test_a_later_call_runs_in_a_container_made_ahead_and_sees_nothing_of_earlier_calls(
+        api: Any, monkeypatch: pytest.MonkeyPatch, precreate: str) -> None:
+    """From the second call on, the next call's container is made during the current one: started, its Python
+    waiting for a call with the runtime loaded (only created with DOCKERTASK_PRECREATE=created). The next call
     runs in exactly that container, under its run id, and finds no file an earlier call wrote."""
+    monkeypatch.setenv("DOCKERTASK_PRECREATE", precreate)
     first = leaves_a_mark("one")
     second = leaves_a_mark("two")
     spare = _wait_for_spare(api)
-    assert spare["State"] == "created"
+    assert spare["State"] == ("running" if precreate == "1" else "created")
     third = leaves_a_mark("three")
     assert third[0] == spare["Id"][:12], "the third call did not run in the container made ahead"
     assert third[1] == spare["Labels"]["dockertask.run-id"], "the call's run id is not its container's label"
@@ -132,7 +138,7 @@ def test_spares_go_at_exit(api: Any) -> None:
 
 
 def test_gc_removes_the_spare_of_a_killed_process(api: Any) -> None:
-    """After kill -9 the spare stays, as a created container with its owner's labels; `gc` removes it."""
+    """After kill -9 the spare stays, a container with its owner's labels; `gc` removes it."""
     mark = uuid.uuid4().hex
     proc = _script(mark, "time.sleep(120)")
     try:
