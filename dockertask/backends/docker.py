@@ -405,10 +405,10 @@ class DockerBackend:
         (`docker stop`/`kill`, the engine shutting down, our own kill) rather than by a process inside it:
         the exit code is the same, but only the former records a `kill` event. A call that kills its own
         serve process or itself is the task's failure, not a preemption to run again. When the events
-        cannot be read, it counts as a stop from outside (what it was taken for before): Podman's API answers
-        with no events at all where its event log is off, so the container's own start must be among them."""
+        cannot be read, it counts as a stop from outside (what it was taken for before), and always on Podman,
+        whose API records no `kill` or `stop` event for `docker stop` (seen: create, init, start, die, cleanup)."""
         since, until = _epoch(state.get("StartedAt")), _epoch(state.get("FinishedAt"))
-        if since is None or until is None:
+        if since is None or until is None or self.is_podman():
             return True
         try:
             events = self.api.events(since=since - 1, until=until + 2, decode=True, filters={"container": cid})

@@ -233,12 +233,12 @@ def test_every_output_line_of_a_reused_call_carries_its_own_calls_prefix(monkeyp
 
 @pytest.fixture
 def engine_keeps_events() -> None:
-    """Telling a kill inside from `docker kill` takes the engine's event log; Podman's API service here keeps
-    none, and there such a kill reads as a stop from outside (what it was before): said, not hidden."""
+    """Telling a kill inside from `docker kill` takes the engine's event log; Podman's API records no kill or
+    stop event for a stop, and there such a kill reads as a stop from outside (what it was before)."""
     from dockertask.backends import default_backend
 
     if getattr(default_backend(), "is_podman", lambda: False)():
-        pytest.skip("this engine (Podman's API service) keeps no event log: a kill from inside reads as a stop "
+        pytest.skip("this engine (Podman) records no kill event for a stop: a kill from inside reads as a stop "
                     "from outside here")
 
 
