@@ -1,12 +1,15 @@
-"""Containers created ahead of time for isolated calls ("spares").
+"""Containers made ahead of time for isolated calls ("spares").
 
-A fresh container per call pays create and attach (~12 ms) before it can start. Once a task's
-configuration has been called twice in this process, each further call of it has a spare made in the
-background for the call after it: created and attached, never started, so it holds no process, no
-argument and no secret. The next call with exactly the same configuration (image, command,
-environment, labels other than the run id, host config and options) claims it, takes its run id (so
-``dockertask.run-id`` stays the call's own), and sends its call as on any container. A spare is
-claimed once and then is the call's container: removed after that one call like any other.
+A fresh container per call pays create, attach, the engine's start (~240 ms, most of the floor) and
+Python's start-up before it can run the call. Once a task's configuration has been called twice in this
+process, each further call of it has a spare made in the background for the call after it: created,
+attached, started, and sent the bootstrap and the runtime zip (envelope.ahead_pieces), so its Python
+waits on stdin for a call's header. It holds no argument, secret or file, and has run nothing of anyone's.
+The next call with exactly the same configuration (image, command, environment, labels other than the run
+id, host config and options) claims it, takes its run id (so ``dockertask.run-id`` stays the call's own),
+and sends only the call (Envelope.stdin_pieces(..., ahead=True)). A spare is claimed once and then is the
+call's container: removed after that one call like any other. ``DOCKERTASK_PRECREATE=created`` makes
+them created and attached only, not started (a backend without ``prepare_ahead`` does the same).
 
 On Swarm a service cannot be created now and started later: its spare is started and connected, its
 bootstrap waiting for the call (see SwarmBackend.prepare), and only for jobs without requests.
