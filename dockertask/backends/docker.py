@@ -299,37 +299,34 @@ class DockerBackend:
             removed.append(cid)
         return removed
 
-    def prepare(self, job: ContainerJob, stdin_once: bool = True) -> Prepared:
+    def prepare(self, job: ContainerJob, stdin_once: bool = True,
+                preamble: tuple[bytes, ...] | None = None) -> Prepared:
         """Create the container and attach to it, before it starts, so not one line of its output can be
-        missed: for run(), for a spare (calls/spares.py) and for a replica (open_worker)."""
+        missed: for run(), for a spare (calls/spares.py) and for a replica (open_worker). With ``preamble``
+        (a spare started ahead) it is also started and sent that (no call, argument or secret), so that a
+        call which claims it pays neither the start nor Python's: it sends only itself."""
         try:
             cid = self._create(job, stdin_once)
         except requests.exceptions.RequestException as exc:
             raise self._lost(exc, job, None) from None
+        sock = None
         try:
-            return Prepared(cid, self._attach(cid))
+            sock = self._attach(cid)
+            if preamble is None:
+                return Prepared(cid, sock)
+            self._start(cid, job)
+            _send_pieces(sock, preamble)
+            return Prepared(cid, sock, started=True, preamble=preamble)
         except requests.exceptions.RequestException as exc:
-            self._release(cid, None)
+            self._release(cid, sock)
             raise self._lost(exc, job, cid) from None
         except BaseException:
-            self._release(cid, None)
+            self._release(cid, sock)
             raise
 
-    def prepare_ahead(self, job: ContainerJob, pieces: Iterable[bytes]) -> Prepared:
-        """A spare started ahead: created, attached, started and sent ``pieces`` (no call, argument or
-        secret), so that a call which claims it pays neither the start nor Python's: it sends only itself."""
-        cid, sock, _, _ = self.prepare(job)
-        pieces = tuple(pieces)
-        try:
-            self._start(cid, job)
-            _send_pieces(sock, pieces)
-        except requests.exceptions.RequestException as exc:
-            self._release(cid, sock)
-            raise self._lost(exc, job, cid) from None
-        except BaseException:
-            self._release(cid, sock)
-            raise
-        return Prepared(cid, sock, started=True, preamble=pieces)
+    def prepare_ahead(self, job: ContainerJob, preamble: tuple[bytes, ...]) -> Prepared:
+        """A spare started ahead (see prepare); Swarm's spares are started by its prepare itself."""
+        return self.prepare(job, preamble=preamble)
 
     def discard(self, prepared: Any) -> None:
         self._release(prepared.container_id, prepared.sock)

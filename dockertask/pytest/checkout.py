@@ -75,9 +75,8 @@ def _is_site(path: str, std: tuple[str, ...]) -> bool:
     return "site-packages" in path or "dist-packages" in path or not (path + os.sep).startswith(std)
 
 
-def _site_entries() -> list[str]:
+def _site_entries(std: tuple[str, ...]) -> list[str]:
     """sys.path entries outside the stdlib, longest first (a module's entry is the longest that holds it)."""
-    std = _stdlib_dirs()
     entries = {os.path.realpath(p) for p in sys.path if p and os.path.isdir(p)}
     return sorted((e for e in entries if _is_site(e, std)), key=len, reverse=True)
 
@@ -90,7 +89,7 @@ def supply(rootdir: Path, before: frozenset[str] = frozenset(), plugins: tuple[s
 
     root = os.path.realpath(rootdir) + os.sep
     std = _stdlib_dirs()
-    entries = _site_entries()
+    entries = _site_entries(std)
     tops: dict[str, str] = {}  # top-level name -> the sys.path entry it came from
     path: list[str] = []
     for name, module in list(sys.modules.items()):
@@ -106,7 +105,7 @@ def supply(rootdir: Path, before: frozenset[str] = frozenset(), plugins: tuple[s
         entry = os.path.dirname(real)
         for _ in range(depth):
             entry = os.path.dirname(entry)
-        if (real + os.sep).startswith(root) or real.startswith(root):
+        if real.startswith(root):
             if entry not in path and (entry + os.sep).startswith(root):
                 path.append(entry)
             continue
@@ -127,9 +126,9 @@ def supply(rootdir: Path, before: frozenset[str] = frozenset(), plugins: tuple[s
     required -= wanted
     for top in sorted(wanted):
         if top not in tops:
-            spec = _find(top)
-            if spec is not None:
-                tops[top] = spec
+            holder = _find(top, entries)
+            if holder is not None:
+                tops[top] = holder
     # dockertask's own dependencies (the Docker SDK, requests and theirs) are the host side's: imported
     # after collection starts, not needed compiled in the image.
     ours = _requirements(dists, "dockertask")
@@ -174,8 +173,8 @@ def _requirements(dists: Any, root: str) -> set[str]:
     return {top for top, owners in dists.items() if any(o.lower().replace("_", "-") in names for o in owners)}
 
 
-def _find(top: str) -> str | None:
-    for entry in _site_entries():
+def _find(top: str, entries: list[str]) -> str | None:
+    for entry in entries:
         if os.path.isdir(os.path.join(entry, top)) or os.path.isfile(os.path.join(entry, top + ".py")):
             return entry
     return None

@@ -117,7 +117,6 @@ class _Worker:
         self.partial = ""
         self.stderr: list[str] = []
         self.finished: set[str] = set()
-        self.started: set[str] = set()
 
     def sink(self, stream: str, line: str) -> None:
         if stream == "stdout" and line.startswith(_MARK):
@@ -152,7 +151,6 @@ class SuiteRun:
         if self.stopped and kind in ("start", "report", "finish"):
             return
         if kind == "start":
-            worker.started.add(message["nodeid"])
             hook.pytest_runtest_logstart(nodeid=message["nodeid"], location=tuple(message["location"]))
         elif kind == "report":
             report = hook.pytest_report_from_serializable(config=self.config, data=_tuples(message["report"]))
@@ -167,8 +165,6 @@ class SuiteRun:
             hook.pytest_collectreport(report=report)
         elif kind == "warning":
             self._warning(message)
-        elif kind == "not_found":
-            pass  # reported when the worker is done (a collection error in the container may explain them)
 
     def _warning(self, message: dict[str, Any]) -> None:
         import builtins
@@ -190,22 +186,20 @@ class SuiteRun:
     def _fail(self, item: pytest.Item, why: str) -> None:
         """A host-made report for a test the container did not report on (its worker died, or it was not
         collected there)."""
-        from _pytest.reports import TestReport
-
-        hook = self.config.hook
-        hook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
-        hook.pytest_runtest_logreport(report=TestReport(item.nodeid, item.location, {}, "failed", why, "setup"))
-        hook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+        self._host_report(item, "failed", why)
         self._check_stop()
 
     def _skip(self, item: pytest.Item, why: str) -> None:
+        path, lineno, _ = item.location
+        self._host_report(item, "skipped", (str(path), (lineno or 0) + 1, why))
+
+    def _host_report(self, item: pytest.Item, outcome: Any, longrepr: Any) -> None:
+        """A test's whole report made here, in its setup phase: start, the report, finish."""
         from _pytest.reports import TestReport
 
         hook = self.config.hook
-        path, lineno, _ = item.location
         hook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
-        hook.pytest_runtest_logreport(report=TestReport(item.nodeid, item.location, {}, "skipped",
-                                                        (str(path), (lineno or 0) + 1, why), "setup"))
+        hook.pytest_runtest_logreport(report=TestReport(item.nodeid, item.location, {}, outcome, longrepr, "setup"))
         hook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
 
     # -- the run ------------------------------------------------------------------------------------

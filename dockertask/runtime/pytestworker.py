@@ -146,8 +146,6 @@ class _Worker:
                 items.append(by_id[nodeid])
             else:
                 self.not_found.append(nodeid)
-        if self.not_found:
-            self.out.send({"t": "not_found", "nodeids": self.not_found})
         forked = self.spec.get("isolation") == "process"
         if forked:
             import gc
