@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import remove_container
+
 FLOWS = Path(__file__).resolve().parent / "cliproj" / "pkg" / "flows.py"
 EXE = str(Path(sys.executable).parent / "dockertask")
 
@@ -122,7 +124,7 @@ def test_doctor_fix_removes_what_dead_processes_left(api) -> None:  # type: igno
         assert "container(s) left by dead dockertask processes" in out.stdout and "removed " in out.stdout
         assert not api.containers(all=True, filters={"id": cid})
     finally:
-        api.remove_container(cid, force=True) if api.containers(all=True, filters={"id": cid}) else None
+        remove_container(api, cid)
 
 
 def test_run_writes_the_result_to_a_file_with_output(tmp_path: Path) -> None:

@@ -14,6 +14,8 @@ import pytest
 from dockertask import task
 from dockertask.calls import progress
 
+from .conftest import remove_container
+
 MiB = 1024 * 1024
 
 
@@ -473,7 +475,7 @@ def test_exit_with_a_wedged_engine_is_bounded_in_total(relay: Any, api: Any, tmp
             proc.communicate()
         theirs = api.containers(all=True, filters={"label": f"dockertask.host-pid={proc.pid}"})
         for c in theirs:
-            api.remove_container(c["Id"], force=True)
+            remove_container(api, c["Id"])
     assert took < 30, f"exit took {took:.0f} s"
     assert "not removed within" in err and "dockertask gc" in err
     assert len(theirs) == 3  # what the wedged engine kept: two replicas and a spare

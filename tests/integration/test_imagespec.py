@@ -14,6 +14,8 @@ from dockertask import ImageBuildError, ImageSpec, task
 from dockertask.backends import default_backend
 from dockertask.images.imagespec import build
 
+from .conftest import remove_container
+
 HERE = Path(__file__).resolve().parent
 EXE = str(Path(sys.executable).parent / "dockertask")
 
@@ -56,7 +58,7 @@ def test_pip_settings_never_reach_the_final_image(api) -> None:  # type: ignore[
         api.wait(c)
         assert api.logs(c).strip() == b"False"
     finally:
-        api.remove_container(c, force=True)
+        remove_container(api, c)
 
 
 def test_bare_python_base_gets_pip_when_needed(api) -> None:  # type: ignore[no-untyped-def]

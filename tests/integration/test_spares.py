@@ -18,6 +18,8 @@ import pytest
 from dockertask import Secret, current_context, task
 from dockertask.calls import spares
 
+from .conftest import remove_container
+
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERTASK = str(Path(sys.executable).parent / "dockertask")
 
@@ -103,7 +105,7 @@ def test_a_spare_removed_from_outside_is_replaced_by_a_fresh_container(api: Any)
     leaves_a_mark("one")
     leaves_a_mark("two")
     spare = _wait_for_spare(api)
-    api.remove_container(spare["Id"], force=True)
+    remove_container(api, spare["Id"])
     third = leaves_a_mark("three")
     assert third[3] == "three" and third[0] != spare["Id"][:12]
 
