@@ -296,6 +296,38 @@ def test_isolation_modes_and_workers(project: Path, isolation: str, workers: int
     assert result.returncode == 1
 
 
+CRASHING = """
+import os
+import signal
+
+def test_first():
+    pass
+
+def test_dies():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+def test_fails():
+    assert False
+
+def test_last():
+    pass
+"""
+
+
+def test_a_process_isolated_test_that_kills_itself_fails_alone_and_x_stops_the_worker(tmp_path: Path) -> None:
+    """process isolation: a test whose process dies is failed with how it died, the tests after it run
+    in processes of their own; with -x the worker stops at that failure (its children stop theirs only)."""
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_crash.py").write_text(CRASHING)
+    common = [f"--dockertask-image={IMAGE}", "--dockertask-isolation=process", "-rA", "tests"]
+    result = _pytest(tmp_path, *common)
+    out = result.stdout
+    assert "FAILED tests/test_crash.py::test_dies" in out and "was killed by signal 9" in out, out
+    assert "PASSED tests/test_crash.py::test_last" in out and "2 failed, 2 passed" in out, out
+    stopped = _pytest(tmp_path, *common, "-x").stdout
+    assert "1 failed, 1 passed" in stopped and "test_fails" not in stopped, stopped
+
+
 def test_a_missing_image_fails_the_session_once(project: Path) -> None:
     result = _pytest(project, "--dockertask-image=dockertask-no-such-image:never", "tests/test_things.py")
     out = result.stdout + result.stderr
