@@ -60,8 +60,11 @@ class Supply:
     """What the host's session used that the container may lack."""
 
     files: list[tuple[str, str]]  # (host path, path under SITE)
-    compiled: list[str]  # top-level modules used that cannot be supplied (compiled, platform-bound)
+    compiled: list[str]  # top-level modules used that have compiled parts: supplied without them, if at all
     path: list[str]  # import roots inside the checkout, first on sys.path in the container
+    # The Python modules of each compiled top the session imported: the worker imports them to learn
+    # whether the package works without its extension here (dataclasses default: older callers).
+    probe: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
 
 def _stdlib_dirs() -> tuple[str, ...]:
@@ -143,13 +146,20 @@ def supply(rootdir: Path, before: frozenset[str] = frozenset(), plugins: tuple[s
         if top in unshippable or any(d in bad_dists for d in owners):
             if top in required and top not in ours:
                 compiled.append(top)
+                # Its Python files still go: many such packages import without their extension (wrapt,
+                # which testcontainers needs, falls back to pure Python). The worker tries the import and
+                # names the module as missing only if that fails.
+                files += [(host, arc) for host, arc in found[top] if not host.endswith((".so", ".pyd"))]
             continue
         files += found[top]
         for dist_name in owners:
             if dist_name not in seen_dists:
                 seen_dists.add(dist_name)
                 files += _dist_info(tops[top], dist_name)
-    return Supply(files=files, compiled=sorted(compiled), path=path)
+    probe = {top: sorted(name for name, module in list(sys.modules.items())
+                         if name.split(".")[0] == top and str(getattr(module, "__file__", "")).endswith(".py"))
+             for top in compiled}
+    return Supply(files=files, compiled=sorted(compiled), path=path, probe=probe)
 
 
 def _requirements(dists: Any, root: str) -> set[str]:

@@ -34,7 +34,7 @@ from dockertask.pytest import suite
 # The modules loaded before any conftest or test module: the host's, not the suite's (checkout.supply).
 _LOADED_FIRST = frozenset(sys.modules)
 MARKER = "dockertask"
-NETWORK_FIXTURE = "dockertask_network"
+NETWORK_FIXTURE = suite.NETWORK_FIXTURE
 NETWORK_LABEL = "dockertask.network"
 
 
@@ -321,7 +321,8 @@ def dockertask_network(pytestconfig: pytest.Config) -> Iterator[Any]:
 
     Join service containers to it (``.with_network(net).with_network_aliases("db")``): marked tests
     that use this fixture, and tasks run with ``task_config=Docker(network=net.name)``, reach them by
-    alias. On teardown every container still attached is removed with the network; after a kill -9,
+    alias. With --dockertask-image, it and the (session-scoped) fixtures that use it run here on the
+    host, and the suite's worker containers join the network (suite.SuiteRun._services). On teardown every container still attached is removed with the network; after a kill -9,
     ``dockertask gc`` does the same. Ryuk is turned off when its image is not on the engine.
     """
     _require_engine(pytestconfig)

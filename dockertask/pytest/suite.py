@@ -33,6 +33,7 @@ from dockertask.errors import DockerTaskError
 
 ISOLATIONS = ("session", "process", "container")
 HOST_MARKER = "dockertask_host"
+NETWORK_FIXTURE = "dockertask_network"
 # Host options that are the host's business, with whether each takes a value: the worker is given the
 # rest of the command line (paths, -x/--maxfail, -p, -o, -W, --tb, --import-mode, -s...).
 _HOST_ONLY = {
@@ -105,6 +106,22 @@ def _tuples(data: dict[str, Any]) -> dict[str, Any]:
     if isinstance(data.get("sections"), list):
         data["sections"] = [tuple(s) if isinstance(s, list) else s for s in data["sections"]]
     return data
+
+
+def _service_fixtures(name2fixturedefs: dict[str, Any]) -> set[str]:
+    """The names in a test's fixture closure that are, or depend on, ``dockertask_network``."""
+    memo: dict[str, bool] = {}
+
+    def uses(name: str, seen: frozenset[str]) -> bool:
+        if name == NETWORK_FIXTURE:
+            return True
+        if name not in memo:
+            defs: Any = name2fixturedefs.get(name) or ()
+            memo[name] = bool(defs) and name not in seen and any(
+                uses(arg, seen | {name}) for arg in defs[-1].argnames)
+        return memo[name]
+
+    return {name for name in name2fixturedefs if uses(name, frozenset())}
 
 
 class _Worker:
@@ -216,16 +233,71 @@ class SuiteRun:
             for item in items:
                 self._skip(item, reason)
             return
+        items, services, network = self._services(items)
+        if not items:
+            return
         try:
-            task, spec = self._prepare()
+            task, spec = self._prepare(network)
         except DockerTaskError as exc:
             # Once, for the session: a build that failed is not tried again for every test.
             raise self.session.Interrupted(f"dockertask: {exc}") from None
+        if services is not None:
+            spec["services"], spec["network"] = services, network
         groups = split(items, self.options.workers, self.options.isolation)
         workers = [_Worker(i, g, self.inbox) for i, g in enumerate(groups)]
         self._run_workers(task, spec, workers)
 
-    def _prepare(self) -> tuple[Any, dict[str, Any]]:
+    def _services(self, items: list[pytest.Item]) -> tuple[list[pytest.Item], bytes | None, str | None]:
+        """Service fixtures, set up here: a fixture that uses ``dockertask_network`` (or that fixture
+        itself) drives Docker, which a container test cannot, so it runs on the host once for the session,
+        and the workers join the network and get its value (pickled; their own copy of the fixture is not
+        run). Returns the tests still to run (those whose service failed were reported as errors), the
+        pickled values and the network's name."""
+        needs: dict[str, list[pytest.Item]] = {}
+        for item in items:
+            info = getattr(item, "_fixtureinfo", None)
+            if info is None:
+                continue
+            for name in _service_fixtures(info.name2fixturedefs):
+                needs.setdefault(name, []).append(item)
+        if not needs:
+            return items, None, None
+        import cloudpickle
+
+        setupstate = self.session._setupstate
+        if self.session not in setupstate.stack:  # the session's own finalizers tear the services down
+            setupstate.setup(self.session)  # type: ignore[arg-type]
+        values: dict[str, Any] = {}
+        failed: dict[int, Any] = {}
+        for name, users in needs.items():
+            first = users[0]
+            fixturedef = first._fixtureinfo.name2fixturedefs[name][-1]  # type: ignore[attr-defined]
+            try:
+                if fixturedef.scope != "session":
+                    raise DockerTaskError(
+                        f"fixture {name!r} uses {NETWORK_FIXTURE}, so with --dockertask-image it is set up on the "
+                        f"host, once, for the tests in containers: it must be scope='session' (it is "
+                        f"{fixturedef.scope!r})")
+                value = first._request.getfixturevalue(name)  # type: ignore[attr-defined]
+                values[name] = getattr(value, "name", value) if name == NETWORK_FIXTURE else value
+            except Exception as exc:  # noqa: BLE001 - the tests that need it fail with it, as pytest would
+                why = f"dockertask: service fixture {name!r}, set up on the host: {type(exc).__name__}: {exc}"
+                for user in users:
+                    failed.setdefault(id(user), why)
+        for item in items:
+            if id(item) in failed:
+                self._host_report(item, "failed", failed[id(item)])
+                self._check_stop()
+        try:
+            blob = cloudpickle.dumps({k: v for k, v in values.items() if k != NETWORK_FIXTURE})
+        except Exception as exc:  # noqa: BLE001 - which fixture, and what to return instead
+            raise self.session.Interrupted(
+                f"dockertask: a service fixture's value cannot be sent to the containers ({type(exc).__name__}: "
+                f"{exc}): return what a test needs to reach the service (a URL, host and port by alias)") from None
+        network = values.get(NETWORK_FIXTURE)
+        return [item for item in items if id(item) not in failed], blob, network
+
+    def _prepare(self, network: str | None = None) -> tuple[Any, dict[str, Any]]:
         from dockertask import tasks
         from dockertask.backends import default_backend
         from dockertask.calls import executors
@@ -252,10 +324,15 @@ class SuiteRun:
         cwd = str(self.config.invocation_params.dir)
         # `python -m pytest` puts the working directory first on sys.path, the `pytest` script does not.
         path = ([cwd] if {"", cwd} & set(sys.path) else []) + supplied.path
-        spec = {"rootdir": str(rootdir), "cwd": cwd, "path": path,
-                "site": checkout.SITE, "compiled": supplied.compiled, "args": args, "options": options,
+        spec = {"rootdir": str(rootdir), "cwd": cwd, "path": path, "site": checkout.SITE,
+                "compiled": supplied.compiled, "probe": supplied.probe, "args": args, "options": options,
                 "isolation": "process" if self.options.isolation == "process" else "session"}
-        made = tasks.task(container_image=image)(pytestworker.run)
+        task_config = None
+        if network is not None:
+            from dockertask.plugins import Docker
+
+            task_config = Docker(network=network)  # the service fixtures' containers answer by alias there
+        made = tasks.task(container_image=image, task_config=task_config)(pytestworker.run)
         # Named after the suite, so labels and `dockertask gc` say whose container it is.
         task = tasks.Task(made.function, dataclasses.replace(made.spec, name=f"pytest:{rootdir.name}"),
                           made.container_options, made.image_spec)

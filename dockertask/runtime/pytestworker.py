@@ -45,7 +45,9 @@ def run(spec):
             sys.path.insert(0, entry)
     if spec.get("site") and os.path.isdir(spec["site"]):
         sys.path.append(spec["site"])
-    missing = [name for name in spec.get("compiled", []) if importlib.util.find_spec(name) is None]
+    probe = spec.get("probe") or {}
+    missing = [name for name in spec.get("compiled", [])
+               if not _importable(name, probe.get(name, [name]), spec.get("site"))]
     if importlib.util.find_spec("pytest") is None:
         missing.insert(0, "pytest")
     if missing:
@@ -55,15 +57,70 @@ def run(spec):
     import pytest
 
     worker = _Worker(spec, _Lines(channel))
+    plugins = [worker]
+    if spec.get("services") is not None:
+        plugins.append(_services_plugin(pytest, spec))
     # pytest's own terminal output stays here (the host's reporter shows the results); its stderr lines
     # (a crash of pytest itself) reach the host as the call's output.
     with open(os.devnull, "w") as quiet:
         sys.stdout = quiet
         try:
-            code = pytest.main(list(spec["args"]), plugins=[worker])
+            code = pytest.main(list(spec["args"]), plugins=plugins)
         finally:
             sys.stdout = channel
     return {"exit": int(code), "ran": worker.ran, "not_found": worker.not_found}
+
+
+def _importable(name, modules, site):
+    """Whether a package the host used with compiled parts works here: the image's own, or the Python
+    files supplied without those parts when the modules the host imported of it import without them (a
+    package with a pure-Python fallback, like wrapt)."""
+    import importlib
+    import importlib.util
+
+    found = importlib.util.find_spec(name)
+    if found is None:
+        return False
+    if not site or not (found.origin or "").startswith(site + os.sep):
+        return True
+    try:
+        for module in [name, *modules]:
+            importlib.import_module(module)
+    except Exception:  # noqa: BLE001 - its extension is needed: the host names it as missing
+        return False
+    return True
+
+
+def _services_plugin(pytest, spec):
+    """The host set up the service fixtures (those using ``dockertask_network``) once; here each of them
+    is its value from the host, and the network fixture a stand-in with the network's name (this container
+    is on that network): nothing here starts or stops a service."""
+    import pickle
+    import types
+
+    state = {}
+
+    def values():
+        if "values" not in state:  # after collection: a value's class may come from a conftest
+            state["values"] = pickle.loads(spec["services"])
+        return state["values"]
+
+    @pytest.fixture(scope="session", name="dockertask_network")
+    def network():
+        return types.SimpleNamespace(name=spec["network"], id=spec["network"])
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_fixture_setup(fixturedef, request):
+        if fixturedef.argname in values():
+            value = values()[fixturedef.argname]
+            fixturedef.cached_result = (value, fixturedef.cache_key(request), None)
+            return value
+        return None
+
+    plugin = types.ModuleType("dockertask_services")
+    plugin.dockertask_network = network
+    plugin.pytest_fixture_setup = pytest_fixture_setup
+    return plugin
 
 
 class _Lines:

@@ -328,6 +328,89 @@ def test_a_process_isolated_test_that_kills_itself_fails_alone_and_x_stops_the_w
     assert "1 failed, 1 passed" in stopped and "test_fails" not in stopped, stopped
 
 
+SERVICES_CONFTEST = """
+import pytest
+from testcontainers.core.container import DockerContainer
+
+@pytest.fixture(scope="session")
+def web(dockertask_network):
+    service = (DockerContainer("{image}").with_command("python3 -m http.server 8080")
+               .with_kwargs(labels={{"dt-test-service": "{mark}"}})
+               .with_network(dockertask_network).with_network_aliases("web"))
+    service.start()
+    yield "http://web:8080/"
+    service.stop()
+
+@pytest.fixture
+def per_test_service(dockertask_network):
+    yield "never"
+"""
+
+SERVICES_TESTS = """
+import socket, time, urllib.request
+from pathlib import Path
+
+HOST = (Path(__file__).parent / "host.txt").read_text().strip()
+
+def get(url):
+    for _ in range(50):
+        try:
+            return urllib.request.urlopen(url, timeout=2).status
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError(f"{url} never answered")
+
+def test_reaches_the_service_by_alias(web, dockertask_network):
+    assert socket.gethostname() != HOST  # in a container
+    assert dockertask_network.name
+    assert get(web) == 200
+
+def test_without_services():
+    assert socket.gethostname() != HOST
+
+def test_function_scoped_service(per_test_service):
+    pass
+"""
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_service_fixtures_run_on_the_host_once_and_container_tests_reach_them_by_alias(
+        tmp_path: Path, api, workers: int) -> None:  # type: ignore[no-untyped-def]
+    """Services (testcontainers on dockertask_network) for a whole suite in an image: the fixture drives
+    Docker on the host, once; the worker containers join its network; a service fixture that is not
+    session-scoped is an error naming it; the service and the network are gone after."""
+    mark = uuid.uuid4().hex
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "conftest.py").write_text(SERVICES_CONFTEST.format(image=IMAGE, mark=mark))
+    (tmp_path / "tests" / "test_services.py").write_text(SERVICES_TESTS)
+    (tmp_path / "tests" / "host.txt").write_text(socket.gethostname())
+    networks = {n["Id"] for n in api.networks(filters={"label": "dockertask.network"})}
+    result = _pytest(tmp_path, f"--dockertask-image={IMAGE}", "-rA", "-n", str(workers), "tests")
+    out = result.stdout
+    assert "PASSED tests/test_services.py::test_reaches_the_service_by_alias" in out, out
+    assert "PASSED tests/test_services.py::test_without_services" in out, out
+    assert "test_function_scoped_service" in out and "must be scope='session'" in out, out
+    assert "2 passed" in out and result.returncode == 1, out
+    assert api.containers(all=True, filters={"label": f"dt-test-service={mark}"}) == []
+    assert {n["Id"] for n in api.networks(filters={"label": "dockertask.network"})} <= networks
+
+
+def test_a_compiled_dependency_the_image_lacks_is_one_error_naming_it(tmp_path: Path) -> None:
+    """The session imports cryptography (its Rust extension is not supplied; its Python files are, and do
+    not import without it) and wrapt (no extension needed: its pure-Python fallback works)."""
+    (tmp_path / "tests").mkdir()
+    for i in range(3):
+        (tmp_path / "tests" / f"test_c{i}.py").write_text(
+            "import wrapt\nfrom cryptography.fernet import Fernet\n\n"
+            "def test_key():\n    assert Fernet.generate_key()\n")
+    result = _pytest(tmp_path, f"--dockertask-image={IMAGE}", "tests")
+    out = result.stdout + result.stderr
+    assert result.returncode == 2, out
+    lacks = out.split("the image lacks ")[1].split(", which")[0]
+    assert "cryptography" in lacks and "wrapt" not in lacks, out
+    assert out.count("the image lacks") == 1, out
+
+
 def test_a_missing_image_fails_the_session_once(project: Path) -> None:
     result = _pytest(project, "--dockertask-image=dockertask-no-such-image:never", "tests/test_things.py")
     out = result.stdout + result.stderr
