@@ -1,2 +1,2 @@
-"""The pytest plugin (registered as ``dockertask`` in pytest11): markers, fixtures, what of a test is
-shipped into its container, and its tracebacks re-made as the host's frames."""
+"""The pytest plugin (registered as ``dockertask`` in pytest11): plugin.py (options, markers, fixtures),
+suite.py (tests run by pytest in containers, reported here), checkout.py (the suite image)."""

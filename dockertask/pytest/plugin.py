@@ -1,16 +1,11 @@
-"""The ``dockertask`` pytest plugin: ``@pytest.mark.dockertask(**task_kwargs)`` runs a test body
-in a container. Registered through the ``pytest11`` entry point; it does nothing unless a test
-carries the marker or asks for one of its fixtures.
+"""The ``dockertask`` pytest plugin. Registered through the ``pytest11`` entry point; it does nothing
+unless asked: ``--dockertask-image=REF`` runs the whole suite in containers of REF (suite.py), and
+``@pytest.mark.dockertask(**task_kwargs)`` runs one test in a container of its own with those settings.
 
-How a marked test runs::
-
-    host (pytest)   fixtures run as usual → the test function (pytest's rewritten code) and the
-                    fixture values are pickled, project modules by reference (pytest/shipping.py)
-                    → a task of the marker's keywords runs testbody.run_test(blob, sources, roots)
-    container       the project's sources are importable from a zip; pytest's assertion helpers
-                    come from the image, or from _assertrepr when it has no pytest
-    host            an exception comes back as its own type; its container traceback becomes host
-                    frames (pytest/tracebacks.py), so pytest reports it like any local failure
+Either way pytest itself runs in the container, on the checkout at the same path (checkout.py), and
+imports and runs the test there (runtime/pytestworker.py); its reports come back and are this session's.
+Fixtures that drive Docker on the host's behalf (``dockertask_network`` and those using it; for a
+marked test, ``dockertask_secrets`` too) are set up here and their values sent in.
 
 Options, markers and state follow pytest's own plugins: one ``pytest_addoption``, one
 ``pytest_configure``, state on ``config.stash``.
@@ -22,7 +17,6 @@ import dataclasses
 import os
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -45,8 +39,7 @@ class _State:
     image: str | None
     engine_problem: str | None = None
     engine_checked: bool = False
-    archive: bytes | None = None
-    roots: list[str] = dataclasses.field(default_factory=list)
+    marked: suite.SuiteRun | None = None  # runs the marked tests, each in a container of its own
     suite: suite.Options | None = None  # --dockertask-image: the whole suite in containers
 
 
@@ -190,13 +183,7 @@ def _require_engine(config: pytest.Config) -> None:
         pytest.skip(reason)
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    if item.get_closest_marker(MARKER) is not None:
-        _require_engine(item.config)
-
-
-def _task_kwargs(item: pytest.Function) -> dict[str, Any]:
+def _task_kwargs(item: pytest.Item) -> dict[str, Any]:
     """The marker's keywords, nearer markers (the function's) over farther ones (class, module)."""
     kwargs: dict[str, Any] = {}
     for mark in reversed(list(item.iter_markers(MARKER))):
@@ -204,112 +191,26 @@ def _task_kwargs(item: pytest.Function) -> dict[str, Any]:
             raise DockerTaskError(f"{item.nodeid}: @pytest.mark.{MARKER} takes keyword arguments only "
                                   f"(those of @dockertask.task), got positional {mark.args!r}")
         kwargs.update(mark.kwargs)
-    state = item.config.stash[_STATE]
-    if state.image is not None and "container_image" not in kwargs:
-        kwargs["container_image"] = state.image
-    if NETWORK_FIXTURE in item.fixturenames:
-        network: Any = item.funcargs[NETWORK_FIXTURE]
-        kwargs["task_config"] = _on_network(kwargs.get("task_config"), network.name, item.nodeid)
     return kwargs
 
 
-def _on_network(task_config: Any, network: str, nodeid: str) -> Any:
-    from dockertask.plugins import Docker
-
-    if task_config is None:
-        return Docker(network=network)
-    if isinstance(task_config, Docker):
-        if task_config.network not in (None, network):
-            raise DockerTaskError(f"{nodeid}: uses {NETWORK_FIXTURE} but its task_config asks for network "
-                                  f"{task_config.network!r}; drop one of the two")
-        return dataclasses.replace(task_config, network=network)
-    raise DockerTaskError(f"{nodeid}: uses {NETWORK_FIXTURE}, which needs task_config=Docker(...) or none, "
-                          f"not {type(task_config).__qualname__}")
-
-
-def _make_task(item: pytest.Function, kwargs: dict[str, Any]) -> Any:
-    from dockertask import tasks
-    from dockertask.runtime import testbody
-
-    try:
-        made = tasks.task(**kwargs)(testbody.run_test)
-    except TypeError as exc:
-        if "unexpected keyword" in str(exc):
-            raise DockerTaskError(f"{item.nodeid}: @pytest.mark.{MARKER}: {exc}; it takes @dockertask.task's "
-                                  "keywords") from None
-        raise
-    # Named after the test, so labels, errors and output say which test a container belongs to.
-    function = item.obj
-    name = f"{function.__module__}.{getattr(function, '__qualname__', item.name)}"
-    return tasks.Task(made.function, dataclasses.replace(made.spec, name=name), made.container_options,
-                      made.image_spec)
-
-
-def _project(config: pytest.Config) -> tuple[bytes, list[str]]:
-    state = config.stash[_STATE]
-    if state.archive is None:
-        from dockertask.pytest.shipping import project_archive, project_roots
-
-        rootdir = Path(os.path.realpath(config.rootpath))
-        state.roots = project_roots(rootdir)
-        state.archive = project_archive(rootdir)
-    return state.archive, state.roots
-
-
-def _source_files(item: pytest.Function, rootdir: Path) -> list[str]:
-    """Host files the container's by-value code can come from: the test's own first, then the project's."""
-    import sys
-
-    from dockertask.pytest.shipping import _real
-
-    first = _real(str(item.path))
-    files = [first]
-    prefix = str(rootdir) + os.sep
-    for module in list(sys.modules.values()):
-        file = getattr(module, "__file__", None)
-        if file and file.endswith(".py"):
-            real = _real(file)
-            if real.startswith(prefix) and real not in files:
-                files.append(real)
-    return files
-
-
-def run_in_container(item: pytest.Function) -> None:
-    """Run ``item``'s body in a container; its failure is raised with the container's frames."""
-    __tracebackhide__ = True
-    import tempfile
-
-    from dockertask.errors import RemoteTraceback
-    from dockertask.files import File
-    from dockertask.pytest.shipping import pack_test
-    from dockertask.pytest.tracebacks import relocate
-
-    rootdir = Path(os.path.realpath(item.config.rootpath))
-    try:
-        test_task = _make_task(item, _task_kwargs(item))
-        archive, roots = _project(item.config)
-        fixtures = {arg: item.funcargs[arg] for arg in item._fixtureinfo.argnames}
-        with tempfile.NamedTemporaryFile(prefix="dockertask-test-", suffix=".pickle") as blob:
-            pack_test(item.obj, fixtures, rootdir, roots, item.nodeid, blob)
-            blob.flush()
-            test_task(File(blob.name), archive, roots)
-    except DockerTaskError as exc:  # timeout, OOM, image, engine, bad marker: dockertask's word, no frames of ours
-        raise exc.with_traceback(None)  # noqa: B904 - its own message is the whole story
-    except Exception as exc:
-        if not isinstance(exc.__cause__, RemoteTraceback):
-            raise  # not the test's failure: a fault of ours, shown with every frame
-        if not relocate(exc, rootdir, _source_files(item, rootdir)):
-            # Nothing of the project's in its traceback: the container's text (its __cause__) is the story.
-            exc.with_traceback(None)
-        raise exc from exc.__cause__
-
-
 @pytest.hookimpl(tryfirst=True)
-def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
-    if pyfuncitem.get_closest_marker(MARKER) is None:
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
+    """A marked test runs in a container of its own with the marker's settings, as a suite's test runs
+    with container isolation: pytest in the container imports and runs it (suite.SuiteRun.run_marked),
+    and its reports are this session's. In an xdist worker too: this is each item's protocol."""
+    if item.get_closest_marker(MARKER) is None:
         return None
-    __tracebackhide__ = True
-    run_in_container(pyfuncitem)
+    state = item.config.stash[_STATE]
+    if state.marked is None:
+        options = suite.Options(image=state.image, isolation="container", workers=1)
+        state.marked = suite.SuiteRun(item.session, options, _LOADED_FIRST)
+    try:
+        kwargs = _task_kwargs(item)
+    except DockerTaskError as exc:
+        state.marked.fail_alone(item, exc)
+        return True
+    state.marked.run_marked(item, nextitem, kwargs, _engine_problem(item.config))
     return True
 
 
@@ -322,7 +223,8 @@ def dockertask_network(pytestconfig: pytest.Config) -> Iterator[Any]:
     Join service containers to it (``.with_network(net).with_network_aliases("db")``): marked tests
     that use this fixture, and tasks run with ``task_config=Docker(network=net.name)``, reach them by
     alias. With --dockertask-image, it and the (session-scoped) fixtures that use it run here on the
-    host, and the suite's worker containers join the network (suite.SuiteRun._services). On teardown every container still attached is removed with the network; after a kill -9,
+    host, and the suite's worker containers join the network (suite.SuiteRun._services). On teardown
+    every container still attached is removed with the network; after a kill -9,
     ``dockertask gc`` does the same. Ryuk is turned off when its image is not on the engine.
     """
     _require_engine(pytestconfig)

@@ -25,7 +25,7 @@ import os
 import queue
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -34,6 +34,7 @@ from dockertask.errors import DockerTaskError
 ISOLATIONS = ("session", "process", "container")
 HOST_MARKER = "dockertask_host"
 NETWORK_FIXTURE = "dockertask_network"
+SECRETS_FIXTURE = "dockertask_secrets"
 # Host options that are the host's business, with whether each takes a value: the worker is given the
 # rest of the command line (paths, -x/--maxfail, -p, -o, -W, --tb, --import-mode, -s...).
 _HOST_ONLY = {
@@ -51,7 +52,7 @@ _MARK = "\x1edockertask-pytest "
 
 @dataclasses.dataclass
 class Options:
-    image: str
+    image: str | None  # None: the default image (marked tests without --dockertask-image)
     isolation: str
     workers: int
 
@@ -108,12 +109,13 @@ def _tuples(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def _service_fixtures(name2fixturedefs: dict[str, Any]) -> set[str]:
-    """The names in a test's fixture closure that are, or depend on, ``dockertask_network``."""
+def _service_fixtures(name2fixturedefs: dict[str, Any], roots: tuple[str, ...] = (NETWORK_FIXTURE,)) -> set[str]:
+    """The names in a test's fixture closure that are, or depend on, one of ``roots``: fixtures that act
+    on the host's behalf (start services on its engine, set its tasks' secrets)."""
     memo: dict[str, bool] = {}
 
     def uses(name: str, seen: frozenset[str]) -> bool:
-        if name == NETWORK_FIXTURE:
+        if name in roots:
             return True
         if name not in memo:
             defs: Any = name2fixturedefs.get(name) or ()
@@ -124,6 +126,28 @@ def _service_fixtures(name2fixturedefs: dict[str, Any]) -> set[str]:
     return {name for name in name2fixturedefs if uses(name, frozenset())}
 
 
+def _named(exc: BaseException) -> str:
+    return f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}"
+
+
+class _HostFixtureError(Exception):
+    """A host fixture of a marked test failed: the test's error."""
+
+
+def _on_network(task_config: Any, network: str) -> Any:
+    from dockertask.plugins import Docker
+
+    if task_config is None:
+        return Docker(network=network)
+    if isinstance(task_config, Docker):
+        if task_config.network not in (None, network):
+            raise DockerTaskError(f"the test uses {NETWORK_FIXTURE} but its task_config asks for network "
+                                  f"{task_config.network!r}; drop one of the two")
+        return dataclasses.replace(task_config, network=network)
+    raise DockerTaskError(f"the test uses {NETWORK_FIXTURE}, which needs task_config=Docker(...) or none, "
+                          f"not {type(task_config).__qualname__}")
+
+
 class _Worker:
     """One worker call's messages, put together from their pieces."""
 
@@ -132,6 +156,7 @@ class _Worker:
         self.items = items
         self.inbox = inbox
         self.partial = ""
+        self.live = False  # -s: what the tests print is shown as it comes
         self.stderr: list[str] = []
         self.finished: set[str] = set()
 
@@ -143,6 +168,9 @@ class _Worker:
                 text, self.partial = self.partial, ""
                 self.inbox.put(("message", self.index, text))
             return
+        if self.live:
+            sys.stdout.write(line if line.endswith("\n") else line + "\n")
+            sys.stdout.flush()
         self.stderr.append(line.rstrip("\n"))
         del self.stderr[:-40]
 
@@ -158,6 +186,8 @@ class SuiteRun:
         self.inbox: queue.Queue[Any] = queue.Queue()
         self.collect_failures: list[str] = []  # node ids of modules/classes the container could not collect
         self.stopped = False
+        self.images: dict[str, str | DockerTaskError] = {}  # base image -> its suite image, or why none
+        self.supplied: Any = None  # checkout.Supply, computed once
 
     # -- hooks on the host, from the workers' messages ----------------------------------------------
 
@@ -203,20 +233,26 @@ class SuiteRun:
     def _fail(self, item: pytest.Item, why: str) -> None:
         """A host-made report for a test the container did not report on (its worker died, or it was not
         collected there)."""
-        self._host_report(item, "failed", why)
+        self._host_report(item, "failed", why, "call")
         self._check_stop()
 
     def _skip(self, item: pytest.Item, why: str) -> None:
         path, lineno, _ = item.location
         self._host_report(item, "skipped", (str(path), (lineno or 0) + 1, why))
 
-    def _host_report(self, item: pytest.Item, outcome: Any, longrepr: Any) -> None:
-        """A test's whole report made here, in its setup phase: start, the report, finish."""
+    def _host_report(self, item: pytest.Item, outcome: Any, longrepr: Any,
+                     when: Literal["setup", "call"] = "setup") -> None:
+        """A test's whole report made here: start, the report in its phase (a failed setup is an error, a
+        failed call a failure, as pytest counts them), finish."""
         from _pytest.reports import TestReport
 
         hook = self.config.hook
         hook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
-        hook.pytest_runtest_logreport(report=TestReport(item.nodeid, item.location, {}, outcome, longrepr, "setup"))
+        phases: list[tuple[Literal["setup", "call", "teardown"], Any, Any]] = [(when, outcome, longrepr)]
+        if when == "call":
+            phases = [("setup", "passed", None), *phases, ("teardown", "passed", None)]
+        for phase, result, text in phases:
+            hook.pytest_runtest_logreport(report=TestReport(item.nodeid, item.location, {}, result, text, phase))
         hook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
 
     # -- the run ------------------------------------------------------------------------------------
@@ -227,8 +263,9 @@ class SuiteRun:
         if engine_problem is not None:
             reason = f"dockertask: no Docker engine: {engine_problem}"
             if os.environ.get("DOCKERTASK_REQUIRE_ENGINE") == "1":
-                for item in items:
-                    self._fail(item, reason + " (DOCKERTASK_REQUIRE_ENGINE=1)")
+                for item in items:  # an error at its setup, as a fixture that cannot be had
+                    self._host_report(item, "failed", reason + " (DOCKERTASK_REQUIRE_ENGINE=1)")
+                    self._check_stop()
                 return
             for item in items:
                 self._skip(item, reason)
@@ -262,8 +299,6 @@ class SuiteRun:
                 needs.setdefault(name, []).append(item)
         if not needs:
             return items, None, None
-        import cloudpickle
-
         setupstate = self.session._setupstate
         if self.session not in setupstate.stack:  # the session's own finalizers tear the services down
             setupstate.setup(self.session)  # type: ignore[arg-type]
@@ -288,16 +323,12 @@ class SuiteRun:
             if id(item) in failed:
                 self._host_report(item, "failed", failed[id(item)])
                 self._check_stop()
-        try:
-            blob = cloudpickle.dumps({k: v for k, v in values.items() if k != NETWORK_FIXTURE})
-        except Exception as exc:  # noqa: BLE001 - which fixture, and what to return instead
-            raise self.session.Interrupted(
-                f"dockertask: a service fixture's value cannot be sent to the containers ({type(exc).__name__}: "
-                f"{exc}): return what a test needs to reach the service (a URL, host and port by alias)") from None
-        network = values.get(NETWORK_FIXTURE)
-        return [item for item in items if id(item) not in failed], blob, network
+        return [item for item in items if id(item) not in failed], self._pickled(values), values.get(NETWORK_FIXTURE)
 
-    def _prepare(self, network: str | None = None) -> tuple[Any, dict[str, Any]]:
+    def _prepare(self, network: str | None = None, kwargs: dict[str, Any] | None = None,
+                 name: str | None = None) -> tuple[Any, dict[str, Any]]:
+        """The worker task and its spec: ``kwargs`` are @task's keywords (a marker's), on a suite image of
+        their container_image (made once per image a session)."""
         from dockertask import tasks
         from dockertask.backends import default_backend
         from dockertask.calls import executors
@@ -305,14 +336,34 @@ class SuiteRun:
         from dockertask.pytest import checkout
         from dockertask.runtime import pytestworker
 
+        kwargs = dict(kwargs or {})
+        kwargs.setdefault("container_image", self.options.image)
+        if network is not None:  # the service fixtures' containers answer by alias there
+            kwargs["task_config"] = _on_network(kwargs.get("task_config"), network)
+        try:
+            made = tasks.task(**kwargs)(pytestworker.run)
+        except TypeError as exc:
+            if "unexpected keyword" not in str(exc):
+                raise
+            raise DockerTaskError(f"@pytest.mark.dockertask: {exc}; it takes @dockertask.task's keywords") from None
         rootdir = Path(os.path.realpath(self.config.rootpath))
-        backend = default_backend()
-        base = refs.resolve(self.options.image)
-        executors.ensure_image(backend, base)
-        plugins = tuple(getattr(plugin, "__name__", "").split(".")[0]
-                        for plugin, _ in self.config.pluginmanager.list_plugin_distinfo())
-        supplied = checkout.supply(rootdir, self.loaded_first, plugins)
-        image = checkout.suite_image(backend, base, rootdir, supplied)
+        base = refs.resolve(made.spec.container_image)
+        if base not in self.images:
+            try:
+                backend = default_backend()
+                if made.image_spec is not None:
+                    from dockertask.images.imagespec import build
+
+                    build(made.image_spec, backend)
+                else:
+                    executors.ensure_image(backend, base)
+                self.images[base] = checkout.suite_image(backend, base, rootdir, self._supplied(rootdir))
+            except DockerTaskError as exc:
+                self.images[base] = exc  # once a session: a build that failed is not tried for every test
+        image = self.images[base]
+        if isinstance(image, DockerTaskError):
+            raise image
+        supplied = self._supplied(rootdir)
         args = worker_args(list(self.config.invocation_params.args))
         extra = ["-p", "no:dockertask", "-p", "no:xdist", "--rootdir", str(rootdir)]
         if self.config.inipath is not None:
@@ -327,16 +378,79 @@ class SuiteRun:
         spec = {"rootdir": str(rootdir), "cwd": cwd, "path": path, "site": checkout.SITE,
                 "compiled": supplied.compiled, "probe": supplied.probe, "args": args, "options": options,
                 "isolation": "process" if self.options.isolation == "process" else "session"}
-        task_config = None
-        if network is not None:
-            from dockertask.plugins import Docker
-
-            task_config = Docker(network=network)  # the service fixtures' containers answer by alias there
-        made = tasks.task(container_image=image, task_config=task_config)(pytestworker.run)
-        # Named after the suite, so labels and `dockertask gc` say whose container it is.
-        task = tasks.Task(made.function, dataclasses.replace(made.spec, name=f"pytest:{rootdir.name}"),
+        made = tasks.task(**{**kwargs, "container_image": image})(pytestworker.run)
+        # Named after the suite (or the test), so labels and `dockertask gc` say whose container it is.
+        task = tasks.Task(made.function, dataclasses.replace(made.spec, name=name or f"pytest:{rootdir.name}"),
                           made.container_options, made.image_spec)
         return task, spec
+
+    def _supplied(self, rootdir: Path) -> Any:
+        from dockertask.pytest import checkout
+
+        if self.supplied is None:
+            plugins = tuple(getattr(plugin, "__name__", "").split(".")[0]
+                            for plugin, _ in self.config.pluginmanager.list_plugin_distinfo())
+            self.supplied = checkout.supply(rootdir, self.loaded_first, plugins)
+        return self.supplied
+
+    # -- marked tests: each in a container of its own ------------------------------------------------
+
+    def fail_alone(self, item: pytest.Item, exc: DockerTaskError) -> None:
+        self._fail(item, _named(exc))
+
+    def run_marked(self, item: pytest.Item, nextitem: pytest.Item | None, kwargs: dict[str, Any],
+                   engine_problem: str | None) -> None:
+        """One marked test, in a container of its own with the marker's settings (``kwargs``): its
+        host fixtures (services, test secrets) set up here, as pytest would, torn down after it."""
+        if engine_problem is not None:
+            self.run([item], engine_problem)
+            return
+        try:
+            blob, network = self._host_fixtures(item)
+            function = getattr(item, "obj", None)
+            name = f"{function.__module__}.{getattr(function, '__qualname__', item.name)}" if function else item.name
+            task, spec = self._prepare(network, kwargs, name=name)
+        except DockerTaskError as exc:
+            self.fail_alone(item, exc)
+        except _HostFixtureError as exc:
+            self._host_report(item, "failed", str(exc))
+            self._check_stop()
+        else:
+            spec["services"], spec["network"] = blob, network
+            self._run_workers(task, spec, [_Worker(0, [item], self.inbox)])
+        finally:
+            self.session._setupstate.teardown_exact(nextitem)
+
+    def _host_fixtures(self, item: pytest.Item) -> tuple[bytes | None, str | None]:
+        """A marked test's fixtures that act on the host's behalf, set up for it as pytest's setup would
+        (its collectors entered, not set up: their own setup is the container's), of any scope."""
+        info = getattr(item, "_fixtureinfo", None)
+        names = _service_fixtures(info.name2fixturedefs, (NETWORK_FIXTURE, SECRETS_FIXTURE)) if info else set()
+        if not names:
+            return None, None
+        setupstate = self.session._setupstate
+        for node in item.listchain():
+            if node not in setupstate.stack:
+                setupstate.stack[node] = ([node.teardown], None)
+        values: dict[str, Any] = {}
+        for fixture in sorted(names):
+            try:
+                value = item._request.getfixturevalue(fixture)  # type: ignore[attr-defined]
+            except Exception as exc:  # noqa: BLE001 - the test's error, as pytest would report it
+                raise _HostFixtureError(f"dockertask: fixture {fixture!r}, set up on the host: "
+                                        f"{type(exc).__name__}: {exc}") from None
+            values[fixture] = getattr(value, "name", value) if fixture == NETWORK_FIXTURE else value
+        return self._pickled(values), values.get(NETWORK_FIXTURE)
+
+    def _pickled(self, values: dict[str, Any]) -> bytes:
+        import cloudpickle
+
+        try:
+            return cloudpickle.dumps({k: v for k, v in values.items() if k != NETWORK_FIXTURE})  # type: ignore[no-any-return]
+        except Exception as exc:  # noqa: BLE001 - which fixture, and what to return instead
+            raise self.session.Interrupted(
+                f"dockertask: a host fixture's value cannot be sent to the containers ({type(exc).__name__}: "
+                f"{exc}): return what a test needs to reach the service (a URL, host and port by alias)") from None
 
     def _run_workers(self, task: Any, spec: dict[str, Any], workers: list[_Worker]) -> None:
         from concurrent.futures import ThreadPoolExecutor
@@ -362,6 +476,8 @@ class SuiteRun:
 
         # Ctrl-C kills the worker containers (the calls run on threads, where no handler can be installed).
         lifecycle.install_signal_handlers()
+        for worker in workers:
+            worker.live = self.config.getoption("capture", None) == "no"
         parallel = max(1, self.options.workers)
         pending = len(workers)
         missing: list[str] = []
@@ -393,7 +509,7 @@ class SuiteRun:
             if isinstance(result, KeyboardInterrupt):
                 raise result
             tail = "\n".join(worker.stderr[-20:])
-            why = f"its container ended before reporting this test: {type(result).__name__}: {result}"
+            why = f"{_named(result)}\n(its container ended before reporting this test)"
             why += f"\n{tail}" if tail else ""
         else:
             why = "it was not collected in the container (same node id, in the image)"

@@ -57,6 +57,7 @@ def run(spec):
     import pytest
 
     worker = _Worker(spec, _Lines(channel))
+    worker.channel = channel
     plugins = [worker]
     if spec.get("services") is not None:
         plugins.append(_services_plugin(pytest, spec))
@@ -92,9 +93,10 @@ def _importable(name, modules, site):
 
 
 def _services_plugin(pytest, spec):
-    """The host set up the service fixtures (those using ``dockertask_network``) once; here each of them
-    is its value from the host, and the network fixture a stand-in with the network's name (this container
-    is on that network): nothing here starts or stops a service."""
+    """The host set up the fixtures that act on its behalf (those using ``dockertask_network``, and for a
+    marked test ``dockertask_secrets``); here each of them is its value from the host, and the network
+    fixture a stand-in with the network's name (this container is on that network): nothing here starts
+    or stops a service. The plugin's own fixtures are defined, as the host's plugin is not loaded here."""
     import pickle
     import types
 
@@ -107,7 +109,7 @@ def _services_plugin(pytest, spec):
 
     @pytest.fixture(scope="session", name="dockertask_network")
     def network():
-        return types.SimpleNamespace(name=spec["network"], id=spec["network"])
+        return types.SimpleNamespace(name=spec.get("network"), id=spec.get("network"))
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_fixture_setup(fixturedef, request):
@@ -117,8 +119,13 @@ def _services_plugin(pytest, spec):
             return value
         return None
 
+    @pytest.fixture(name="dockertask_secrets")
+    def test_secrets():
+        return values().get("dockertask_secrets")
+
     plugin = types.ModuleType("dockertask_services")
     plugin.dockertask_network = network
+    plugin.dockertask_secrets = test_secrets
     plugin.pytest_fixture_setup = pytest_fixture_setup
     return plugin
 
@@ -169,6 +176,7 @@ class _Worker:
     def __init__(self, spec, out):
         self.spec = spec
         self.out = out
+        self.channel = sys.stdout
         self.ran = 0
         self.failed = 0
         self.not_found = []
@@ -181,6 +189,10 @@ class _Worker:
 
     def pytest_configure(self, config):
         self.config = config
+        if config.getoption("capture", None) == "no":
+            # -s: a test's prints go to the host as they are made (the terminal reporter, made with the
+            # quiet stdout, stays quiet); otherwise capture holds them, and they come in the reports.
+            sys.stdout = self.channel
         # The host plugin's markers (it is not loaded here): known, so --strict-markers holds as on the host.
         config.addinivalue_line("markers", "dockertask(**task_kwargs): the host's: a container of its own")
         config.addinivalue_line("markers", "dockertask_host: the host's: runs on the host")
@@ -243,6 +255,8 @@ class _Worker:
     # Before pytest's own loop (pluggy reads these options as @pytest.hookimpl would set them).
     pytest_runtestloop.pytest_impl = {"tryfirst": True, "trylast": False, "hookwrapper": False,
                                       "optionalhook": False, "specname": None, "wrapper": False}
+    # After the terminal reporter's, which takes sys.stdout as it is then.
+    pytest_configure.pytest_impl = dict(pytest_runtestloop.pytest_impl, tryfirst=False, trylast=True)
 
     def _forked_loop(self, items):
         """Each item in a child of its own, one after another. The child for the next item is forked while

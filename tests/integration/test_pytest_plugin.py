@@ -64,8 +64,8 @@ def test_failing_assert_is_reported_with_pytests_introspection_from_an_image_wit
             return x + 1
 
         @pytest.mark.dockertask
-        def test_image_has_no_pytest():
-            assert importlib.util.find_spec("_pytest") is None
+        def test_image_has_no_pytest():  # its own: the session supplies the host's to the test's process
+            assert importlib.util.find_spec("_pytest").origin.startswith("/opt/dockertask-pytest/site/")
             assert subprocess.run(["python3", "-c", "import pytest"], capture_output=True).returncode == 1
 
         @pytest.mark.dockertask
@@ -87,13 +87,14 @@ def test_failing_assert_is_reported_with_pytests_introspection_from_an_image_wit
     ])
     result.stdout.fnmatch_lines(["E       AssertionError: lists differ", "E       assert [1, 2, 3] == [1, 2, 4]"])
     out = result.stdout.str()
-    for ours in ("runner.py", "bootstrap.py", "testbody.py", "plugin.py", "RemoteTraceback"):
+    for ours in ("runner.py", "bootstrap.py", "pytestworker.py", "plugin.py", "RemoteTraceback"):
         assert ours not in out
 
 
-def test_fixtures_travel_by_value_and_project_code_imports_inside_the_body(
+def test_a_marked_test_and_its_fixtures_run_in_its_container_importing_the_project(
         pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fixtures run on the host, their values reach the container; the body imports the code under test."""
+    """A marked test runs as it would in a plain pytest run in the image: its fixtures run there too (with
+    the marker's environment, not the host's), pytest's own fixtures work, the project imports."""
     _project(pytester, conftest="""
         import os
         import pytest
@@ -101,25 +102,36 @@ def test_fixtures_travel_by_value_and_project_code_imports_inside_the_body(
 
         @pytest.fixture
         def cfg():
-            return Config(a=int(os.environ["HOST_ONLY"]))
+            return Config(a=int(os.environ["A"]))
     """, test_body="""
+        import logging
         import pytest
         from dockertask import current_context
 
-        @pytest.mark.dockertask(environment={"FROM_MARKER": "yes"})
-        def test_in_container(cfg):
+        @pytest.mark.dockertask(environment={"A": "7"})
+        def test_in_container(cfg, capsys, caplog, request, tmp_path):
             import os
-            from calc import Config, parse     # importable in the container, inside the body
+            from calc import Config, parse
             assert current_context().in_container
-            assert "HOST_ONLY" not in os.environ and os.environ["FROM_MARKER"] == "yes"
-            assert isinstance(cfg, Config)     # one class: the fixture's and the body's import
-            assert parse(cfg) == {"a": 7}
+            assert "HOST_ONLY" not in os.environ
+            assert isinstance(cfg, Config) and parse(cfg) == {"a": 7}
+            print("to capsys")
+            logging.getLogger("t").warning("to caplog")
+            assert capsys.readouterr().out == "to capsys\\n" and "to caplog" in caplog.text
+            assert request.node.name == "test_in_container" and tmp_path.is_dir()
+
+        @pytest.mark.dockertask
+        def test_skips_inside():
+            pytest.skip("skipped in its container")
 
         def test_plain_tests_stay_on_the_host(cfg):
-            assert not current_context().in_container and cfg.a == 7
+            assert not current_context().in_container and cfg.a == 8
     """)
-    monkeypatch.setenv("HOST_ONLY", "7")
-    _run(pytester).assert_outcomes(passed=2)
+    monkeypatch.setenv("HOST_ONLY", "1")
+    monkeypatch.setenv("A", "8")
+    result = _run(pytester, "-rs")
+    result.assert_outcomes(passed=2, skipped=1)
+    result.stdout.fnmatch_lines(["*skipped in its container*"])
 
 
 def test_exception_in_project_code_shows_the_container_frames_at_their_host_lines(
@@ -144,7 +156,7 @@ def test_exception_in_project_code_shows_the_container_frames_at_their_host_line
     ])
 
 
-def test_timeout_oom_missing_image_and_unpicklable_fixture_fail_with_dockertask_errors(
+def test_timeout_oom_missing_image_and_a_bad_marker_fail_with_dockertask_errors(
         pytester: pytest.Pytester) -> None:
     """Each infrastructure failure fails its test with the dockertask error, and leaves no container."""
     _project(pytester, test_faults="""
@@ -177,14 +189,14 @@ def test_timeout_oom_missing_image_and_unpicklable_fixture_fail_with_dockertask_
         def test_bad_marker():
             pass
     """)
-    result = _run(pytester)
-    result.assert_outcomes(failed=5)
+    result = _run(pytester, "-rA")
+    result.assert_outcomes(failed=4, passed=1)  # a fixture value that does not pickle: it never leaves the container
     result.stdout.fnmatch_lines_random([
-        "E   dockertask.errors.TaskTimeoutError: task test_faults.test_timeout exceeded its timeout of 2s*",
-        "E   dockertask.errors.TaskOOMError: task test_faults.test_oom was killed *memory limit of 64Mi",
-        "E   dockertask.errors.ImageNotFoundError: image 'dockertask-no-such-image:1' is not on the Docker engine*",
-        "E   dockertask.errors.TaskInputError: tests/test_faults.py::test_unpicklable: *fixture 'lock'*",
-        "E   dockertask.errors.DockerTaskError: *unexpected keyword argument 'no_such_keyword'*",
+        "dockertask.errors.TaskTimeoutError: task test_faults.test_timeout exceeded its timeout of 2s*",
+        "dockertask.errors.TaskOOMError: task test_faults.test_oom was killed *memory limit of 64Mi*",
+        "dockertask.errors.ImageNotFoundError: image 'dockertask-no-such-image:1' is not on the Docker engine*",
+        "PASSED tests/test_faults.py::test_unpicklable",
+        "dockertask.errors.DockerTaskError: *unexpected keyword argument 'no_such_keyword'*",
     ])
 
 
@@ -401,8 +413,9 @@ def test_the_shipped_example_project_passes(tmp_path: Path) -> None:
 
 
 def test_a_large_fixture_value_is_not_held_three_times_on_its_way(tmp_path: Path) -> None:
-    """A 300 MB fixture value of a marked test: the host's peak stays near the value itself (it was ~960 MiB,
-    the value, its pickle, and the call's pickle of that; issue 17 F25). The pickle goes to a file, sent as one."""
+    """A 300 MB fixture value of a marked test: the host's peak stays far below it (it was ~960 MiB: the
+    value, its pickle and the call's pickle of that; issue 17 F25). The fixture now runs in the test's
+    container, so the value never exists on the host."""
 
     (tmp_path / "test_big.py").write_text(textwrap.dedent("""
         import pytest
