@@ -262,7 +262,39 @@ def write_tar(rootdir: Path, supplied: Supply, out: Any) -> str:
                     info.type, info.mode = tarfile.DIRTYPE, 0o755
                     tar.addfile(info)
             _add(tar, source, arc)
+            compiled = _valid_pyc(source) if source.endswith(".py") else None
+            if compiled is not None:
+                cache = os.path.join(os.path.dirname(arc), "__pycache__")
+                if cache not in made:
+                    made.add(cache)
+                    info = tarfile.TarInfo(cache)
+                    info.type, info.mode = tarfile.DIRTYPE, 0o755
+                    tar.addfile(info)
+                _add(tar, compiled, os.path.join(cache, os.path.basename(compiled)))
     return digest.hexdigest()
+
+
+def _valid_pyc(source: str) -> str | None:
+    """The host's byte-compiled file of a supplied module, when it is of this very source (same mtime and
+    size in its header; pip writes them at install). In the image it spares every container compiling
+    pytest's ~100 modules from source: 0.6 s of each per-test container's start, against 0.2 s. The
+    container's Python is the host's major.minor, so the same cache tag; it fixes the code's file name
+    to where it loads the source from."""
+    import importlib.util
+
+    try:
+        pyc = importlib.util.cache_from_source(source)
+        with open(pyc, "rb") as f:
+            head = f.read(16)
+        st = os.stat(source)
+    except (OSError, NotImplementedError, ValueError):
+        return None
+    if len(head) < 16 or head[:4] != importlib.util.MAGIC_NUMBER or int.from_bytes(head[4:8], "little") != 0:
+        return None  # another Python's, or hash-based
+    mtime, size = int.from_bytes(head[8:12], "little"), int.from_bytes(head[12:16], "little")
+    if mtime != int(st.st_mtime) & 0xFFFFFFFF or size != st.st_size & 0xFFFFFFFF:
+        return None
+    return pyc
 
 
 def _add(tar: tarfile.TarFile, source: str, arcname: str) -> None:

@@ -115,3 +115,16 @@ def test_service_fixtures_are_those_that_use_the_network_fixture_directly_or_not
                "tmp_path": [_Def("tmp_path_factory")], "tmp_path_factory": [_Def()], "loop": [_Def("loop")],
                "overridden": [_Def("dockertask_network"), _Def()]}  # the nearest definition (last) is the one used
     assert suite._service_fixtures(closure) == {"dockertask_network", "web", "client"}
+
+
+def test_a_supplied_module_goes_with_the_hosts_byte_code_only_when_it_is_of_that_very_source(tmp_path: Path) -> None:
+    """So that containers do not compile pytest from source each time; a stale .pyc is left behind."""
+    import py_compile
+
+    source = tmp_path / "mod.py"
+    source.write_text("X = 1\n")
+    py_compile.compile(str(source), doraise=True)
+    assert checkout._valid_pyc(str(source)) is not None
+    source.write_text("X = 22\n")  # another size (and mtime): the pyc is not of this source
+    assert checkout._valid_pyc(str(source)) is None
+    assert checkout._valid_pyc(str(tmp_path / "absent.py")) is None
