@@ -54,6 +54,9 @@ class ContainerJob:
     options: ContainerOptions = ContainerOptions()  # the task_config's (environment already merged above)
     timeout: float | None = None  # seconds from start; None means no limit
     since: int = 0  # lifecycle.generation() when the call was made: a later Ctrl-C cancels it
+    # "module:function"s of the runtime a container started ahead calls while it waits (what a call of
+    # this task would load first: pytest, for the pytest plugin's worker); see envelope.ahead_pieces.
+    preload: tuple[str, ...] = ()
 
     @property
     def stdin_data(self) -> bytes:

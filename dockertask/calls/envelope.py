@@ -42,12 +42,13 @@ class Envelope(NamedTuple):  # records internal to the package are NamedTuples: 
         return b"".join(self.stdin_pieces(header, secrets_frame))
 
 
-def ahead_pieces() -> tuple[bytes, ...]:
+def ahead_pieces(preload: tuple[str, ...] = ()) -> tuple[bytes, ...]:
     """What a container started ahead of its call is sent at once (calls/spares.py): the bootstrap, a header
     saying "ahead", and the runtime zip. It holds no call, argument or secret; its Python then loads the
-    runtime and waits for a call's header (Envelope.stdin_pieces(..., ahead=True))."""
-    return (*bootstrap_pieces(), *frame_pieces(encode_meta({"python": protocol.HOST_PYTHON, "mode": "ahead"})),
-            *frame_pieces(runtime_zip()))
+    runtime, calls the ``preload`` functions of the runtime ("module:function"), and waits for a call's
+    header (Envelope.stdin_pieces(..., ahead=True))."""
+    header = {"python": protocol.HOST_PYTHON, "mode": "ahead", "preload": list(preload)}
+    return (*bootstrap_pieces(), *frame_pieces(encode_meta(header)), *frame_pieces(runtime_zip()))
 
 
 def input_frames(inputs: tuple[Any, ...]) -> Iterator[bytes]:

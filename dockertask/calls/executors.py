@@ -67,6 +67,11 @@ class Executor(Protocol):
         ...
 
 
+# A function of the runtime may name what a container started ahead for its next call should load while
+# it waits (pytestworker.run: pytest); a user's task has none.
+PRELOAD_ATTRIBUTE = "dockertask_preload"
+
+
 def for_task(task: Task[Any, Any], backend: Backend) -> Executor:
     return Reused(backend) if task.spec.reusable is not None else Isolated(backend)
 
@@ -95,6 +100,7 @@ def build_job(task: Task[Any, Any], image: str, envelope: envelope.Envelope,
         environment={**task.container_options.environment, **spec.environment}, labels=labels,
         resources=resources, options=task.container_options,
         timeout=spec.timeout_seconds or None, since=since,
+        preload=tuple(getattr(task.function, PRELOAD_ATTRIBUTE, ())),
     )
 
 

@@ -151,7 +151,7 @@ class Spares:
             try:
                 ahead = getattr(backend, "prepare_ahead", None)
                 if ahead is not None and start_ahead():
-                    prepared = ahead(template, envelope.ahead_pieces())
+                    prepared = ahead(template, envelope.ahead_pieces(job.preload))
                 else:
                     prepared = backend.prepare(template)
             except Exception as exc:  # the call itself will meet (and report) whatever this is; stop trying

@@ -32,6 +32,19 @@ PIECE = 30000  # characters of a message per line, under the host's 64 KiB line 
 _DONE = b"done\n"  # a forked test's last line: its messages are all sent (no JSON line is this)
 
 
+SITE = "/opt/dockertask-pytest/site"  # checkout.SITE: where the suite image has the supplied packages
+
+
+def preload():
+    """In a container started ahead of a worker's call: import pytest while it waits (from the image, or
+    from the supplied packages, last on sys.path as ``run`` puts them)."""
+    if os.path.isdir(SITE) and SITE not in sys.path:
+        sys.path.append(SITE)
+    import _pytest.main  # noqa: F401
+    import _pytest.python  # noqa: F401
+    import pytest  # noqa: F401
+
+
 def run(spec):
     """Run the node ids ``spec['nodeids']`` of the checkout at ``spec['rootdir']``. ``spec``: rootdir, cwd,
     path (entries that make the project importable, first on sys.path), site (packages supplied from the
@@ -43,7 +56,7 @@ def run(spec):
     for entry in reversed(spec["path"]):
         if entry not in sys.path:
             sys.path.insert(0, entry)
-    if spec.get("site") and os.path.isdir(spec["site"]):
+    if spec.get("site") and os.path.isdir(spec["site"]) and spec["site"] not in sys.path:
         sys.path.append(spec["site"])
     probe = spec.get("probe") or {}
     missing = [name for name in spec.get("compiled", [])
@@ -358,3 +371,6 @@ class _Worker:
                             "call" if "call" not in seen else "teardown")
         self.out.send({"t": "report", "report": self._ser(report)})
         self.out.send({"t": "finish", "nodeid": item.nodeid, "location": list(item.location)})
+
+
+run.dockertask_preload = ("dockertask.runtime.pytestworker:preload",)  # calls/executors.PRELOAD_ATTRIBUTE

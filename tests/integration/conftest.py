@@ -19,6 +19,22 @@ def _leftovers() -> list[str]:
                                                                         f"{SESSION_LABEL}={SESSION}"]})]
 
 
+def with_env(api: Any, containers: list[dict[str, Any]], entry: str) -> list[dict[str, Any]]:
+    """The containers whose environment holds ``entry`` ("MARK=..."). One removed between the listing and
+    its inspection (the engine is shared: another test's, another session's) is not one of them."""
+    from docker.errors import NotFound
+
+    found = []
+    for c in containers:
+        try:
+            env = api.inspect_container(c["Id"])["Config"]["Env"] or []
+        except NotFound:
+            continue
+        if entry in env:
+            found.append(c)
+    return found
+
+
 def remove_container(api: Any, cid: str) -> None:
     """Remove a container a test made or found, the way dockertask does: Podman refuses a forced removal of a
     container that stops meanwhile ("container state improper: stopped") and takes it a moment later."""

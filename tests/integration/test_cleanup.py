@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import with_env
+
 ROOT = Path(__file__).resolve().parents[2]
 
 SCRIPT = """
@@ -27,12 +29,7 @@ def slow() -> int:
 
 
 def _containers(api, mark: str) -> list[dict]:  # type: ignore[no-untyped-def]
-    found = []
-    for c in api.containers(all=True, filters={"label": "dockertask.run-id"}):
-        env = api.inspect_container(c["Id"])["Config"]["Env"] or []
-        if f"MARK={mark}" in env:
-            found.append(c)
-    return found
+    return with_env(api, api.containers(all=True, filters={"label": "dockertask.run-id"}), f"MARK={mark}")
 
 
 def _start(mark: str, call: str) -> subprocess.Popen[str]:

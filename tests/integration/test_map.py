@@ -15,6 +15,8 @@ import pytest
 
 from dockertask import MapTaskError, map_task, task
 
+from .conftest import with_env
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -70,11 +72,7 @@ def sleeper(x: int) -> int:
 
 
 def _marked(api, mark: str) -> list[dict]:  # type: ignore[no-untyped-def]
-    found = []
-    for c in api.containers(all=True, filters={"label": "dockertask.run-id"}):
-        if f"MARK={mark}" in (api.inspect_container(c["Id"])["Config"]["Env"] or []):
-            found.append(c)
-    return found
+    return with_env(api, api.containers(all=True, filters={"label": "dockertask.run-id"}), f"MARK={mark}")
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])

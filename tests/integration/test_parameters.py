@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from docker.errors import NotFound
 
 from dockertask import Docker, Secret, current_context, task
 
@@ -71,7 +72,10 @@ def test_secret_value_is_not_in_docker_inspect_or_logs(api, monkeypatch: pytest.
     deadline = time.monotonic() + 30
     while inspected is None and time.monotonic() < deadline:
         for c in api.containers(filters={"label": "dockertask.task=" + hold_secret.name}):
-            inspected = api.inspect_container(c["Id"])
+            try:
+                inspected = api.inspect_container(c["Id"])
+            except NotFound:  # ended between the listing and this
+                continue
         time.sleep(0.1)
     assert future.result(timeout=60) == "done"
     assert inspected is not None, "never saw the running container"

@@ -19,6 +19,8 @@ import pytest
 from dockertask import Resources, ReusePolicy, Secret, TaskFailedError, TaskOOMError, TaskTimeoutError, task
 from dockertask.calls import replicas
 
+from .conftest import with_env
+
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERTASK = str(Path(sys.executable).parent / "dockertask")
 STATE: list[int] = []
@@ -35,7 +37,7 @@ def _replicas(api, mark: str | None = None) -> list[dict]:  # type: ignore[no-un
     found = api.containers(all=True, filters={"label": "dockertask.replica=true"})
     if mark is None:
         return [c for c in found if c["Labels"].get("dockertask.host-pid") == str(os.getpid())]
-    return [c for c in found if f"MARK={mark}" in (api.inspect_container(c["Id"])["Config"]["Env"] or [])]
+    return with_env(api, found, f"MARK={mark}")
 
 
 @task(reusable=ReusePolicy(replicas=1))

@@ -18,7 +18,7 @@ import pytest
 from dockertask import Secret, current_context, task
 from dockertask.calls import spares
 
-from .conftest import remove_container
+from .conftest import remove_container, with_env
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERTASK = str(Path(sys.executable).parent / "dockertask")
@@ -32,7 +32,7 @@ def _spares(api: Any, mark: str | None = None) -> list[dict[str, Any]]:
              if c["State"] in ("created", "running")]
     if mark is None:
         return [c for c in found if c["Labels"].get("dockertask.host-pid") == str(os.getpid())]
-    return [c for c in found if f"MARK={mark}" in (api.inspect_container(c["Id"])["Config"]["Env"] or [])]
+    return with_env(api, found, f"MARK={mark}")
 
 
 def _wait_for_spare(api: Any, mark: str | None = None, timeout: float = 20) -> dict[str, Any]:

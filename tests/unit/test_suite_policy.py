@@ -128,3 +128,25 @@ def test_a_supplied_module_goes_with_the_hosts_byte_code_only_when_it_is_of_that
     source.write_text("X = 22\n")  # another size (and mtime): the pyc is not of this source
     assert checkout._valid_pyc(str(source)) is None
     assert checkout._valid_pyc(str(tmp_path / "absent.py")) is None
+
+
+def test_a_container_started_ahead_of_a_pytest_worker_imports_pytest_from_where_the_worker_would() -> None:
+    import marshal
+
+    from dockertask import tasks
+    from dockertask.calls import envelope, executors
+    from dockertask.runtime import pytestworker
+
+    assert pytestworker.SITE == checkout.SITE
+    made = tasks.task(pytestworker.run)
+    job = executors.build_job(made, "img", envelope.Envelope({}, b"call"), {}, "r", 1, False)
+    assert job.preload == ("dockertask.runtime.pytestworker:preload",)
+
+    def header(piece: bytes) -> Any:
+        try:
+            return marshal.loads(piece)
+        except (ValueError, EOFError, TypeError):
+            return None
+
+    (ahead,) = [h for p in envelope.ahead_pieces(job.preload) if isinstance(h := header(p), dict) and "mode" in h]
+    assert ahead["mode"] == "ahead" and ahead["preload"] == ["dockertask.runtime.pytestworker:preload"]
