@@ -4,6 +4,7 @@ with the reason, unless DOCKERTASK_REQUIRE_ENGINE=1 (CI), where they run and fai
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,11 @@ os.environ["DOCKERTASK_LABELS"] = ",".join(filter(None, [os.environ.get("DOCKERT
                                                          f"{SESSION_LABEL}={SESSION}"]))
 # pytest running pytest: how the dockertask pytest plugin is tested, as its users use it.
 pytest_plugins = ["pytester"]
+# A run started in the background (nohup, `cmd &` in a script) has SIGINT ignored, and every process the
+# tests start would inherit that: the tests that press Ctrl-C on one would see it ignored. Handled here,
+# the processes started get it at its default again (exec resets a handled signal, not an ignored one).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _engine_problem() -> str | None:

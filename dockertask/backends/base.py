@@ -125,6 +125,10 @@ class Backend(Protocol):
 
     def images(self, label: str) -> list[ImageInfo]: ...
 
+    def remove_image(self, ref: str) -> str | None:
+        """Remove an image (by reference or id): None, or why it stays (a container uses it)."""
+        ...
+
     def kill_all(self, container_ids: list[str]) -> None:
         """Kill containers right now (called when the host is interrupted)."""
         ...

@@ -547,6 +547,17 @@ class DockerBackend:
                                  size=int(data.get("Size", 0)), tags=tags))
         return out
 
+    def remove_image(self, ref: str) -> str | None:
+        try:
+            self.api.remove_image(ref)
+        except ImageNotFound:
+            return None
+        except APIError as exc:  # in use by a container (409), or tagged in several repositories
+            return str(exc.explanation or exc)
+        except requests.exceptions.ConnectionError as exc:
+            raise _unavailable(exc) from None
+        return None
+
     # -- housekeeping --------------------------------------------------------------------
 
     def gc(self, is_orphan: Callable[[dict[str, str]], bool], dry_run: bool = False) -> list[str]:

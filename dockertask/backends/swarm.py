@@ -504,6 +504,9 @@ class SwarmBackend:
     def images(self, label: str) -> list[ImageInfo]:
         return self.engine.images(label)
 
+    def remove_image(self, ref: str) -> str | None:
+        return self.engine.remove_image(ref)  # where they are built and kept (see __init__)
+
     # -- housekeeping --------------------------------------------------------------------
 
     def gc(self, is_orphan: Callable[[dict[str, str]], bool], dry_run: bool = False) -> list[str]:

@@ -338,6 +338,78 @@ def images_list(as_json: bool) -> None:
         click.echo(f"{row['ref']}\t{row['kind']}\t{int(row['size']) / 1e6:.0f} MB")
 
 
+@images.command(name="rm")
+@click.argument("refs", nargs=-1, required=True, metavar="REF...")
+def images_rm(refs: tuple[str, ...]) -> None:
+    """Remove images dockertask made (a reference or id; not an image it did not make)."""
+    from dockertask.backends import default_backend
+    from dockertask.images.prune import SUITE_LABEL
+    from dockertask.images.refs import MANAGED_LABEL
+
+    try:
+        backend = default_backend()
+        failed = False
+        for ref in refs:
+            info = backend.image_info(ref)
+            if info is None:
+                click.echo(f"{ref}: no such image", err=True)
+                failed = True
+            elif info.labels.get(MANAGED_LABEL) != "true" and SUITE_LABEL not in info.labels:
+                click.echo(f"{ref}: not an image dockertask made (docker rmi removes it)", err=True)
+                failed = True
+            elif (why := backend.remove_image(ref)) is not None:
+                click.echo(f"{ref}: not removed: {why}", err=True)
+                failed = True
+            else:
+                click.echo(f"removed {ref}")
+    except DockerTaskError as exc:
+        _fail(exc, 1)
+    sys.exit(1 if failed else 0)
+
+
+@images.command(name="prune")
+@click.argument("files", nargs=-1, metavar="[FILE.py...]")
+@click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
+def images_prune(files: tuple[str, ...], dry_run: bool) -> None:
+    """Remove the images dockertask made that nothing names any more: suite images, older builds of each
+    ImageSpec (with FILE.py: those its ImageSpecs do not build), older default runtime images."""
+    from dockertask.backends import default_backend
+    from dockertask.images.imagespec import ImageSpec
+    from dockertask.images.prune import SUITE_LABEL, unused
+    from dockertask.images.refs import MANAGED_LABEL, default_image_ref
+
+    keep: set[str] | None = None
+    if files:
+        keep = set()
+        for file in files:
+            for value in vars(load_module(file)).values():
+                spec = value.image_spec if isinstance(value, Task) else value
+                if isinstance(spec, ImageSpec):
+                    keep.add(spec.image_name())
+    try:
+        backend = default_backend()
+        found = {i.id: i for label in (f"{MANAGED_LABEL}=true", SUITE_LABEL) for i in backend.images(label)}
+        removed = kept = 0
+        for image, why in unused(list(found.values()), default_image_ref(), keep):
+            name = image.tags[0] if image.tags else image.id[:19]
+            if dry_run:
+                click.echo(f"would remove {name}\t{why}")
+                continue
+            refused = None
+            for ref in image.tags or (image.id,):
+                refused = backend.remove_image(ref) or refused
+            if refused is None:
+                removed += 1
+                click.echo(f"removed {name}\t{why}")
+            else:
+                kept += 1
+                click.echo(f"kept {name}: {refused}", err=True)
+    except DockerTaskError as exc:
+        _fail(exc, 1)
+    if not dry_run:
+        click.echo(f"removed {removed} image(s)" + (f", {kept} in use kept" if kept else ""))
+
+
 @main.group()
 def cache() -> None:
     """List or clear cached task results."""

@@ -26,8 +26,8 @@ def test_help_lists_every_command() -> None:
     assert out.returncode == 0
     for name in ("run", "inspect", "images", "cache", "gc", "doctor"):
         assert name in out.stdout
-    for sub in (["run"], ["inspect"], ["images", "build"], ["images", "list"], ["cache", "list"],
-                ["cache", "clear"], ["gc"], ["doctor"]):
+    for sub in (["run"], ["inspect"], ["images", "build"], ["images", "list"], ["images", "rm"],
+                ["images", "prune"], ["cache", "list"], ["cache", "clear"], ["gc"], ["doctor"]):
         assert dt(*sub, "--help").returncode == 0, sub
 
 
@@ -168,3 +168,35 @@ def test_run_loads_the_file_named_even_when_its_name_is_no_module_of_its_own(tmp
     out = dt("run", f"{file_name}:t", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == '"mine"'
+
+
+def test_images_prune_lists_suite_images_and_rm_takes_only_dockertasks(api) -> None:  # type: ignore[no-untyped-def]
+    """`images prune --dry-run` names a suite image and why; `images rm` removes it, and refuses an image
+    dockertask did not make. (A real prune is not run here: the engine is shared.)"""
+    import io
+    import uuid
+
+    from dockertask.images.refs import default_image_ref
+
+    suite = f"dockertask-test-suite:{uuid.uuid4().hex[:8]}"
+    foreign = f"dockertask-test-foreign:{uuid.uuid4().hex[:8]}"
+    list(api.build(fileobj=io.BytesIO(f"FROM {default_image_ref()}\nLABEL dockertask.suite=1\n".encode()),
+                   tag=suite, rm=True, decode=True))
+    list(api.build(fileobj=io.BytesIO(b"FROM scratch\nLABEL made.by=someone-else\n"), tag=foreign, rm=True,
+                   decode=True))
+    try:
+        listed = dt("images", "prune", "--dry-run")
+        assert listed.returncode == 0, listed.stderr
+        assert any(suite in line and "suite image" in line for line in listed.stdout.splitlines()), listed.stdout
+        assert api.images(name=suite.split(":")[0])  # a dry run removes nothing
+        refused = dt("images", "rm", foreign)
+        assert refused.returncode == 1 and "not an image dockertask made" in refused.stderr
+        removed = dt("images", "rm", suite)
+        assert removed.returncode == 0 and f"removed {suite}" in removed.stdout, removed.stderr
+        assert not api.images(name=suite.split(":")[0])
+    finally:
+        for tag in (suite, foreign):
+            try:
+                api.remove_image(tag, force=True)
+            except Exception:  # noqa: BLE001 - removed by the test itself
+                pass
