@@ -40,9 +40,7 @@ def preload():
     from the supplied packages, last on sys.path as ``run`` puts them)."""
     if os.path.isdir(SITE) and SITE not in sys.path:
         sys.path.append(SITE)
-    import _pytest.main  # noqa: F401
-    import _pytest.python  # noqa: F401
-    import pytest  # noqa: F401
+    import pytest  # noqa: F401 - and with it _pytest's main, python, fixtures, terminal...
 
 
 def run(spec):
