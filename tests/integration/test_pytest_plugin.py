@@ -17,6 +17,8 @@ import pytest
 
 from dockertask.images.refs import default_image_ref
 
+from ..services import GET, SERVICE_CONFTEST
+
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERTASK = str(Path(sys.executable).parent / "dockertask")
 
@@ -317,48 +319,23 @@ def test_ctrl_c_of_pytest_removes_the_running_test_container(api, tmp_path: Path
         proc.kill()
 
 
-SERVICE_CONFTEST = """
-    import pytest
-    from testcontainers.core.container import DockerContainer
+SERVICE_TESTS = GET + """
+import pytest
+from dockertask import Docker, task
 
-    @pytest.fixture(scope="session")
-    def web(dockertask_network):
-        # A stand-in service (the registry-free default image serving HTTP), joined under an alias.
-        service = (DockerContainer("{image}").with_command("python3 -m http.server 8080")
-                   .with_kwargs(labels={{"dt-test-service": "{mark}"}})
-                   .with_network(dockertask_network).with_network_aliases("web"))
-        service.start()
-        yield "http://web:8080/"
-        service.stop()
-"""
+@pytest.mark.dockertask
+def test_marked_test_reaches_the_service(web):
+    assert get(web) == 200
 
-SERVICE_TESTS = """
-    import time, urllib.request
-    import pytest
-    from dockertask import Docker, task
-
-    def get(url):
-        for _ in range(50):
-            try:
-                return urllib.request.urlopen(url, timeout=2).status
-            except OSError:
-                time.sleep(0.2)
-        raise AssertionError(f"{url} never answered")
-
-    @pytest.mark.dockertask
-    def test_marked_test_reaches_the_service(web):
-        assert get(web) == 200
-
-    def test_task_on_the_network_reaches_it(web, dockertask_network):
-        fetch = task(task_config=Docker(network=dockertask_network.name))(get)
-        assert fetch(web) == 200
+def test_task_on_the_network_reaches_it(web, dockertask_network):
+    fetch = task(task_config=Docker(network=dockertask_network.name))(get)
+    assert fetch(web) == 200
 """
 
 
 def _service_project(pytester_path: Path, mark: str, extra: str = "") -> None:
-    (pytester_path / "conftest.py").write_text(textwrap.dedent(SERVICE_CONFTEST.format(
-        image=default_image_ref(), mark=mark)))
-    (pytester_path / "test_services.py").write_text(textwrap.dedent(SERVICE_TESTS) + extra)
+    (pytester_path / "conftest.py").write_text(SERVICE_CONFTEST.format(image=default_image_ref(), mark=mark))
+    (pytester_path / "test_services.py").write_text(SERVICE_TESTS + extra)
 
 
 def _networks(api) -> list[dict]:  # type: ignore[no-untyped-def]

@@ -22,6 +22,8 @@ import pytest
 
 from dockertask.images.refs import default_image_ref
 
+from ..services import GET, SERVICE_CONFTEST
+
 pytestmark = pytest.mark.docker
 
 IMAGE = default_image_ref()  # Python only: no pytest in it, which the session supplies
@@ -328,37 +330,17 @@ def test_a_process_isolated_test_that_kills_itself_fails_alone_and_x_stops_the_w
     assert "1 failed, 1 passed" in stopped and "test_fails" not in stopped, stopped
 
 
-SERVICES_CONFTEST = """
-import pytest
-from testcontainers.core.container import DockerContainer
-
-@pytest.fixture(scope="session")
-def web(dockertask_network):
-    service = (DockerContainer("{image}").with_command("python3 -m http.server 8080")
-               .with_kwargs(labels={{"dt-test-service": "{mark}"}})
-               .with_network(dockertask_network).with_network_aliases("web"))
-    service.start()
-    yield "http://web:8080/"
-    service.stop()
-
+SERVICES_CONFTEST = SERVICE_CONFTEST + """
 @pytest.fixture
 def per_test_service(dockertask_network):
     yield "never"
 """
 
-SERVICES_TESTS = """
-import socket, time, urllib.request
+SERVICES_TESTS = GET + """
+import socket
 from pathlib import Path
 
 HOST = (Path(__file__).parent / "host.txt").read_text().strip()
-
-def get(url):
-    for _ in range(50):
-        try:
-            return urllib.request.urlopen(url, timeout=2).status
-        except OSError:
-            time.sleep(0.2)
-    raise AssertionError(f"{url} never answered")
 
 def test_reaches_the_service_by_alias(web, dockertask_network):
     assert socket.gethostname() != HOST  # in a container
