@@ -126,6 +126,12 @@ def _service_fixtures(name2fixturedefs: dict[str, Any], roots: tuple[str, ...] =
     return {name for name in name2fixturedefs if uses(name, frozenset())}
 
 
+def _host_value(item: pytest.Item, name: str) -> Any:
+    """A host fixture's value for ``item``, set up here, as the containers get it: the network by name."""
+    value = item._request.getfixturevalue(name)  # type: ignore[attr-defined]
+    return getattr(value, "name", value) if name == NETWORK_FIXTURE else value
+
+
 def _named(exc: BaseException) -> str:
     return f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}"
 
@@ -313,8 +319,7 @@ class SuiteRun:
                         f"fixture {name!r} uses {NETWORK_FIXTURE}, so with --dockertask-image it is set up on the "
                         f"host, once, for the tests in containers: it must be scope='session' (it is "
                         f"{fixturedef.scope!r})")
-                value = first._request.getfixturevalue(name)  # type: ignore[attr-defined]
-                values[name] = getattr(value, "name", value) if name == NETWORK_FIXTURE else value
+                values[name] = _host_value(first, name)
             except Exception as exc:  # noqa: BLE001 - the tests that need it fail with it, as pytest would
                 why = f"dockertask: service fixture {name!r}, set up on the host: {type(exc).__name__}: {exc}"
                 for user in users:
@@ -435,11 +440,10 @@ class SuiteRun:
         values: dict[str, Any] = {}
         for fixture in sorted(names):
             try:
-                value = item._request.getfixturevalue(fixture)  # type: ignore[attr-defined]
+                values[fixture] = _host_value(item, fixture)
             except Exception as exc:  # noqa: BLE001 - the test's error, as pytest would report it
                 raise _HostFixtureError(f"dockertask: fixture {fixture!r}, set up on the host: "
                                         f"{type(exc).__name__}: {exc}") from None
-            values[fixture] = getattr(value, "name", value) if fixture == NETWORK_FIXTURE else value
         return self._pickled(values), values.get(NETWORK_FIXTURE)
 
     def _pickled(self, values: dict[str, Any]) -> bytes:
