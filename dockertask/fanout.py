@@ -22,6 +22,7 @@ from typing import Any
 from dockertask.calls import progress, runner
 from dockertask.errors import MapTaskError, TaskDefinitionError, TaskInputError
 from dockertask.host import lifecycle
+from dockertask.runs import record
 from dockertask.tasks import Task, max_parallel
 
 
@@ -29,7 +30,7 @@ class MapTask:
     """The callable ``map_task`` returns: ``mapped(**{param: [values...]})`` → a list of results."""
 
     def __init__(self, target: Task[Any, Any] | functools.partial[Any], concurrency: int | None = None,
-                 min_success_ratio: float = 1.0) -> None:
+                 min_success_ratio: float = 1.0, return_exceptions: bool = False) -> None:
         task, fixed_args, fixed_kwargs = _unwrap(target)
         if concurrency is not None and (isinstance(concurrency, bool) or not isinstance(concurrency, int)
                                         or concurrency < 1):
@@ -44,6 +45,9 @@ class MapTask:
         self.fixed_kwargs = fixed_kwargs
         self.concurrency = concurrency
         self.min_success_ratio = float(min_success_ratio)
+        if not isinstance(return_exceptions, bool):
+            raise TaskDefinitionError(f"map_task(return_exceptions={return_exceptions!r}): expected True or False")
+        self.return_exceptions = return_exceptions
         self.name = task.spec.name.rsplit(".", 1)[-1]
 
     def __repr__(self) -> str:
@@ -58,6 +62,21 @@ class MapTask:
         self.task.warn_if_deprecated(stacklevel=3)  # once for the map, not once per item
         lifecycle.install_signal_handlers()
         since = lifecycle.generation()
+        rec = record.begin_map(self.task, len(items))
+        try:
+            results = self._run(items, concurrency, since, rec.call_id if rec is not None else None)
+        except BaseException as exc:
+            if rec is not None:
+                rec.failed(exc)
+                if isinstance(exc, Exception):
+                    exc.add_note(record.hint(rec))
+            raise
+        if rec is not None:
+            rec.succeeded(f"{len(items)} items", keep=False)
+        return results
+
+    def _run(self, items: list[tuple[tuple[Any, ...], dict[str, Any]]], concurrency: int, since: int,
+             parent: str | None) -> list[Any]:
         results: list[Any] = [None] * len(items)
         failures: dict[int, BaseException] = {}
         shown = progress.Progress(self.name, len(items))
@@ -66,7 +85,7 @@ class MapTask:
         futures: dict[concurrent.futures.Future[Any], int] = {}
         try:
             for i, (item_args, item_kwargs) in enumerate(items):
-                futures[pool.submit(self._one, shown, i, item_args, item_kwargs, since)] = i
+                futures[pool.submit(self._one, shown, i, item_args, item_kwargs, since, parent)] = i
             pending = set(futures)
             while pending:  # short waits: Ctrl-C / SIGTERM reach this thread between them
                 done, pending = concurrent.futures.wait(pending, timeout=0.25)
@@ -76,6 +95,9 @@ class MapTask:
                         results[i] = future.result()
                     except BaseException as exc:  # noqa: BLE001 - every item's failure is kept, whatever it is
                         failures[i] = exc
+                        if not lifecycle.interrupted(since):  # each failure, as it happens, in one line
+                            shown.note(f"[{self.name}[{i}]] failed: {type(exc).__name__}: "
+                                       f"{runner._first_line(exc)[:300]}")
         except BaseException:
             # Interrupted: nothing more starts (queued items are cancelled; a started one sees the
             # interrupted flag), and the signal handler has already killed what runs.
@@ -113,14 +135,14 @@ class MapTask:
         return items
 
     def _one(self, shown: progress.Progress, i: int, args: tuple[Any, ...], kwargs: dict[str, Any],
-             since: int) -> Any:
+             since: int, parent: str | None) -> Any:
         if lifecycle.interrupted(since):
             raise runner._not_started(self.task.spec.name)
         shown.started()
         ok = False
         try:
             value = runner.call(self.task, args, kwargs, warn=False, output=progress.prefixed(f"{self.name}[{i}]"),
-                                since=since)
+                                since=since, parent=parent, index=i)
             ok = True
             return value
         finally:
@@ -131,6 +153,9 @@ class MapTask:
         succeeded = total - len(failures)
         needed = math.ceil(self.min_success_ratio * total - 1e-9)  # at 1.0: every item
         if succeeded >= needed:
+            if self.return_exceptions:
+                for i, exc in failures.items():
+                    results[i] = exc
             return results
         shown = "; ".join(f"item {i}: {type(e).__name__}: {runner._first_line(e)[:200]}"
                           for i, e in sorted(failures.items())[:5])
@@ -154,8 +179,10 @@ def _unwrap(target: Any) -> tuple[Task[Any, Any], tuple[Any, ...], dict[str, Any
 
 
 def map_task(target: Task[Any, Any] | functools.partial[Any], concurrency: int | None = None,
-             min_success_ratio: float = 1.0) -> Callable[..., list[Any]]:
+             min_success_ratio: float = 1.0, return_exceptions: bool = False) -> Callable[..., list[Any]]:
     """flytekit's ``map_task``: the returned callable takes a list per mapped input and returns the
-    results in input order. See the module docstring."""
-    return MapTask(target, concurrency=concurrency, min_success_ratio=min_success_ratio)
+    results in input order; ``return_exceptions=True`` puts a failed item's exception in its slot (else
+    ``None``, with ``min_success_ratio < 1``). See the module docstring."""
+    return MapTask(target, concurrency=concurrency, min_success_ratio=min_success_ratio,
+                   return_exceptions=return_exceptions)
 

@@ -228,7 +228,16 @@ class Task(Generic[P, R]):
         if testing.running_locally():
             return self.local(*args, **kwargs)
 
-        result: R = runner.call(self, args, kwargs)
+        try:
+            result: R = runner.call(self, args, kwargs)
+        except Exception as exc:
+            from dockertask.errors import DockerTaskError, RemoteTraceback
+
+            if isinstance(exc, DockerTaskError) or isinstance(exc.__cause__, RemoteTraceback):
+                # The task's own exception (its frames are in the container's traceback, its cause) or
+                # dockertask's error for the user: the runner's frames would only hide the user's line.
+                raise exc.with_traceback(None)  # noqa: B904 - the cause stays as it is
+            raise
         return result
 
     def submit(self, *args: P.args, **kwargs: P.kwargs) -> concurrent.futures.Future[R]:

@@ -18,6 +18,23 @@ SESSION_LABEL = "dockertask.user.test-session"
 SESSION = uuid.uuid4().hex
 os.environ["DOCKERTASK_LABELS"] = ",".join(filter(None, [os.environ.get("DOCKERTASK_LABELS", ""),
                                                          f"{SESSION_LABEL}={SESSION}"]))
+# The calls this session (and the processes it starts) make are recorded in a file of its own, never in the
+# developer's record; removed at the end of the session (pytest_unconfigure).
+_RUNS_DIR = None
+if not os.environ.get("DOCKERTASK_RUNS_DB"):
+    import tempfile
+
+    _RUNS_DIR = tempfile.mkdtemp(prefix="dockertask-test-runs-")
+    os.environ["DOCKERTASK_RUNS_DB"] = os.path.join(_RUNS_DIR, "runs.sqlite3")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _RUNS_DIR is not None:
+        import shutil
+
+        shutil.rmtree(_RUNS_DIR, ignore_errors=True)
+
+
 # pytest running pytest: how the dockertask pytest plugin is tested, as its users use it.
 pytest_plugins = ["pytester"]
 # A run started in the background (nohup, `cmd &` in a script) has SIGINT ignored, and every process the

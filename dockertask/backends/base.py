@@ -75,6 +75,7 @@ class ContainerOutcome(NamedTuple):  # a NamedTuple (not a dataclass): ~0.7 ms l
     logs_tail: str = ""
     archive: BinaryIO | None = None  # the returned File/Directory objects' tar stream (an unlinked file)
     signalled_inside: bool = False  # killed by a signal sent inside the container (not a stop from outside)
+    usage: dict[str, Any] | None = None  # peak memory and CPU seconds when the call died without its R frame
 
 
 class ImageInfo(NamedTuple):
@@ -84,6 +85,7 @@ class ImageInfo(NamedTuple):
     created: str = ""
     size: int = 0
     tags: tuple[str, ...] = ()
+    digests: tuple[str, ...] = ()  # repository digests (repo@sha256:...), when it was pushed or pulled
 
 
 class Backend(Protocol):

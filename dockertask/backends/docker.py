@@ -368,7 +368,9 @@ class DockerBackend:
             sender.start()
             exit_code = self._wait(cid, job.timeout)
             timed_out = exit_code is None
+            usage = None
             if timed_out:
+                usage = self.usage(cid)  # before the kill: the record's evidence of what it had used
                 self._kill(cid)
                 exit_code = self._wait(cid, 30)
             sender.join(1.0)
@@ -390,12 +392,28 @@ class DockerBackend:
                 oom_killed=bool(state.get("OOMKilled")) or pump.control.oom_killed,  # Podman: only the latter
                 timed_out=timed_out, cancelled=lifecycle.interrupted(job.since),
                 result=None if timed_out else pump.control.result, logs_tail="\n".join(pump.tail),
-                archive=pump.control.take_archive(), signalled_inside=inside,
+                archive=pump.control.take_archive(), signalled_inside=inside, usage=usage or pump.control.usage,
             )
         except requests.exceptions.RequestException as exc:  # ConnectionError, ChunkedEncodingError, timeouts
             raise self._lost(exc, job, cid) from None
         finally:
             self._release(cid, sock)
+
+    def usage(self, cid: str) -> dict[str, Any] | None:
+        """A running container's peak memory and CPU seconds as the engine measures them (one sample), or
+        None: cgroup v2 reports no peak, and what is not measured is not recorded."""
+        try:
+            stats = self.api.stats(cid, stream=False, one_shot=True)
+            memory, cpu = stats.get("memory_stats") or {}, stats.get("cpu_stats") or {}
+            found: dict[str, Any] = {"source": "engine"}
+            if isinstance(memory.get("max_usage"), int):
+                found["peak"] = memory["max_usage"]
+            total = (cpu.get("cpu_usage") or {}).get("total_usage")
+            if isinstance(total, int):
+                found["cpu"] = total / 1e9
+            return found if len(found) > 1 else None
+        except (requests.exceptions.RequestException, DockerException, ValueError, AttributeError):
+            return None
 
     def stopped_by_engine(self, cid: str, state: dict[str, Any]) -> bool:
         """Whether a container that died of SIGKILL/SIGTERM (exit 137/143) was killed through the engine
@@ -642,7 +660,8 @@ def imported_id(answer: str) -> str:
 def _image_info(ref: str, data: dict[str, Any]) -> ImageInfo:
     config = data.get("Config") or {}
     return ImageInfo(ref=ref, id=data["Id"], labels=config.get("Labels") or {}, created=data.get("Created", ""),
-                     size=int(data.get("Size", 0)), tags=tuple(data.get("RepoTags") or ()))
+                     size=int(data.get("Size", 0)), tags=tuple(data.get("RepoTags") or ()),
+                     digests=tuple(data.get("RepoDigests") or ()))
 
 
 

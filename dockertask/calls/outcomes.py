@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from dockertask.backends import ContainerOutcome
 from dockertask.calls import pickling
+from dockertask.calls.tracebacks import localize
 from dockertask.errors import (
     PythonVersionError,
     RemoteTraceback,
@@ -39,10 +40,12 @@ class AttemptFailed(Exception):
         self.error, self.retryable, self.preempted = error, retryable, preempted
 
 
-def interpret(task: Task[Any, Any], outcome: ContainerOutcome, run_id: str = "") -> Any:
-    """The value of a finished attempt, or AttemptFailed saying what went wrong."""
+def interpret(task: Task[Any, Any], outcome: ContainerOutcome, run_id: str = "",
+              evidence: dict[str, Any] | None = None) -> Any:
+    """The value of a finished attempt, or AttemptFailed saying what went wrong; ``evidence`` receives
+    what the container reported of itself for the record (its peak memory and CPU seconds)."""
     try:
-        return _interpret(task, outcome, run_id)
+        return _interpret(task, outcome, run_id, evidence)
     finally:
         if outcome.result is not None and not isinstance(outcome.result, (bytes, bytearray)):
             outcome.result.close()  # a spooled result's file (already unlinked)
@@ -50,7 +53,8 @@ def interpret(task: Task[Any, Any], outcome: ContainerOutcome, run_id: str = "")
             outcome.archive.close()  # the returned files' archive (unlinked; unpacked by now)
 
 
-def _interpret(task: Task[Any, Any], outcome: ContainerOutcome, run_id: str = "") -> Any:
+def _interpret(task: Task[Any, Any], outcome: ContainerOutcome, run_id: str = "",
+               evidence: dict[str, Any] | None = None) -> Any:
     spec = task.spec
     if outcome.cancelled:
         raise AttemptFailed(TaskFailedError(f"task {spec.name}: the host was interrupted; its container was "
@@ -88,6 +92,8 @@ def _interpret(task: Task[Any, Any], outcome: ContainerOutcome, run_id: str = ""
             f"task {spec.name}: the container exited with code {outcome.exit_code} without a result{why}{tail}",
             exit_code=outcome.exit_code, logs_tail=outcome.logs_tail))
     meta = raw.meta
+    if evidence is not None and isinstance(meta.get("usage"), dict):
+        evidence["usage"] = meta["usage"]
     if raw.status == "ok":
         if meta.get("outputs"):
             return _load_with_files(spec.name, raw, outcome, run_id)
@@ -112,7 +118,7 @@ def _interpret(task: Task[Any, Any], outcome: ContainerOutcome, run_id: str = ""
             f"task {spec.name}: could not load the task in the container: {meta.get('type')}: "
             f"{meta.get('message')} ({hint})",
             type_name=str(meta.get("type", "")), remote_traceback=str(meta.get("traceback", ""))), retryable=False)
-    return _user_exception(spec.name, raw, outcome.image)
+    return _user_exception(spec.name, raw, outcome.image, task.function)
 
 
 def _missing_module(message: str) -> str | None:
@@ -163,9 +169,9 @@ def _load_result(name: str, image: str, raw: protocol.RawResult, paths: list[Any
             "the task again", raw_result=raw.data()), retryable=False) from None
 
 
-def _user_exception(name: str, raw: protocol.RawResult, image: str = "") -> Any:
+def _user_exception(name: str, raw: protocol.RawResult, image: str = "", function: Any = None) -> Any:
     meta = raw.meta
-    tb = str(meta.get("traceback", ""))
+    tb = localize(str(meta.get("traceback", "")), function)
     exc: BaseException | None = None
     data = raw.data()
     if data:

@@ -80,6 +80,10 @@ class Progress:
                 self._bar.update(1)
             self._refresh()
 
+    def note(self, text: str) -> None:
+        """A line about one item (its failure, as it happens), shown whatever DOCKERTASK_PROGRESS says."""
+        emit(self._stream, text + "\n")
+
     def summary(self) -> str:
         elapsed = max(time.monotonic() - self._start, 1e-9)
         finished = self.done + self.failed

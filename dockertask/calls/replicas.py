@@ -301,7 +301,8 @@ def _await(worker: Any, job: ContainerJob, call_id: str) -> tuple[ContainerOutco
             # a signal was killed from inside (by itself, or another process of the call), never preempted.
             return ContainerOutcome(container_id=cid, exit_code=code, image=job.image,
                                     oom_killed=bool(report.get("oom")), cancelled=lifecycle.interrupted(job.since),
-                                    logs_tail="", signalled_inside=report.get("signal") is not None), True
+                                    logs_tail="", signalled_inside=report.get("signal") is not None,
+                                    usage=report.get("usage") if isinstance(report.get("usage"), dict) else None), True
         if kind == b"EOF":  # the replica's container itself died (OOM of the parent, killed from outside)
             state = worker.exit_state()  # DockerUnavailableError when it is the engine that is gone
             if state.get("Running"):  # our connection to it ended, not the container: the engine blipped

@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 from dockertask.backends import Backend, default_backend
 from dockertask.backends.base import OutputSink
-from dockertask.calls import executors, progress
+from dockertask.calls import executors, pickling, progress
 from dockertask.calls.outcomes import AttemptFailed, interpret
 from dockertask.errors import TaskFailedError
 from dockertask.host import lifecycle
 from dockertask.images import refs
+from dockertask.runs import record
 from dockertask.spec import secrets
 
 if TYPE_CHECKING:
@@ -32,15 +33,44 @@ MAX_PREEMPTIONS = 3
 
 
 def call(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], backend: Backend | None = None,
-         *, warn: bool = True, output: OutputSink | None = None, since: int | None = None) -> Any:
+         *, warn: bool = True, output: OutputSink | None = None, since: int | None = None,
+         parent: str | None = None, index: int | None = None) -> Any:
     """One call: ``warn=False`` when the caller already warned (submit, map); ``output`` receives the
     task's lines (default: print_line, unprefixed); ``since`` is the interrupt generation when the call
-    was made (a submit or map item waits in a queue: a Ctrl-C meanwhile means it never starts)."""
-    spec = task.spec
+    was made (a submit or map item waits in a queue: a Ctrl-C meanwhile means it never starts);
+    ``parent`` and ``index``: the map call this one is item ``index`` of, for the record."""
     since = lifecycle.generation() if since is None else since
     bound = task.interface.bind(args, kwargs)
     if warn:
         task.warn_if_deprecated(stacklevel=4)
+    rec = record.begin(task, bound.arguments, input_digest, parent, index)
+    if rec is None:
+        return _call(task, bound, backend, output, since, None)
+    replayed = rec.run.replayable(rec.call_id)
+    if replayed is not None:
+        try:
+            value = pickling.loads(replayed)
+        except Exception:  # noqa: BLE001 - a kept result that no longer loads here: the call runs again
+            pass
+        else:
+            rec.succeeded(value, replayed=True, pickled=replayed)
+            return value
+    try:
+        value = _call(task, bound, backend, output, since, rec)
+    except BaseException as exc:
+        rec.failed(exc)
+        if parent is None and rec.attempt and isinstance(exc, Exception):  # not for an error before any container
+            exc.add_note(record.hint(rec))
+        raise
+    rec.succeeded(value, cache_hit=rec.cache_hit, keep=not task.interface.may_carry_files)
+    return value
+
+
+def _call(task: Task[Any, Any], bound: Any, backend: Backend | None, output: OutputSink | None, since: int,
+          rec: record.CallRecord | None) -> Any:
+    spec = task.spec
+    if rec is not None:
+        output = rec.sink(output or progress.print_line)
     key = None
     if spec.cache:  # the cache module (hashing, temp files) is imported only by tasks that use it
         from dockertask.calls.cache import Cache, NotHashable
@@ -50,10 +80,12 @@ def call(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], ba
         except NotHashable as exc:
             warnings.warn(f"task {spec.name}: {exc}; running without the cache", RuntimeWarning, stacklevel=3)
     if key is None:
-        return _attempts(task, bound.args, bound.kwargs, backend or default_backend(), output, since)
+        return _attempts(task, bound.args, bound.kwargs, backend or default_backend(), output, since, rec)
     store = Cache()
     hit, value = store.get(key, spec.name)
     if hit:
+        if rec is not None:
+            rec.cache_hit = True
         return value
     with contextlib.ExitStack() as held:
         try:
@@ -61,12 +93,14 @@ def call(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], ba
         except OSError as exc:  # a read-only or full cache directory: the call runs, without the cache
             warnings.warn(f"task {spec.name}: the cache at {store.directory} cannot be used ({type(exc).__name__}: "
                           f"{exc}); running without it", RuntimeWarning, stacklevel=3)
-            return _attempts(task, bound.args, bound.kwargs, backend or default_backend(), output, since)
+            return _attempts(task, bound.args, bound.kwargs, backend or default_backend(), output, since, rec)
         hit, value = store.get(key, spec.name)  # an identical call may have finished while we waited
         if hit:
+            if rec is not None:
+                rec.cache_hit = True
             return value
         # The engine is reached only on a miss: a hit needs neither Docker nor its SDK.
-        value = _attempts(task, bound.args, bound.kwargs, backend or default_backend(), output, since)
+        value = _attempts(task, bound.args, bound.kwargs, backend or default_backend(), output, since, rec)
         try:
             store.put(key, value, spec.name, spec.cache_version)
         except OSError as exc:  # the cache is an optimisation: a full or read-only disk loses no result
@@ -74,6 +108,22 @@ def call(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], ba
                           f"({type(exc).__name__}: {exc}); it is returned, and the next call runs again",
                           RuntimeWarning, stacklevel=3)
         return value
+
+
+def input_digest(arguments: dict[str, Any]) -> str:
+    """The inputs' digest for a call id: the cache's canonical hash (equal in every process), or for inputs
+    it cannot hash, of their pickle (which may differ between processes: such a call's id may change)."""
+    from dockertask.calls.cache import NotHashable, hash_inputs
+
+    try:
+        return hash_inputs(arguments)[:16]
+    except (NotHashable, RecursionError, TypeError, ValueError):
+        import hashlib
+
+        try:
+            return "p-" + hashlib.sha256(pickling.dumps_call(arguments, False)[0]).hexdigest()[:14]
+        except Exception:  # noqa: BLE001 - unpicklable: the call fails at prepare, with the error saying why
+            return "unhashable"
 
 
 def key_for(task: Task[Any, Any], arguments: dict[str, Any]) -> str:
@@ -89,12 +139,14 @@ def _not_started(name: str) -> TaskFailedError:
 
 
 def _attempts(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], backend: Backend,
-              output: OutputSink | None = None, since: int = 0) -> Any:
+              output: OutputSink | None = None, since: int = 0, rec: record.CallRecord | None = None) -> Any:
     spec = task.spec
     if lifecycle.interrupted(since):  # queued work (submits, map items) must not start after Ctrl-C
         raise _not_started(spec.name)
     image = refs.resolve(spec.container_image)
     secret_values = secrets.resolve(spec.secret_requests, spec.name)  # before any container
+    if rec is not None:
+        rec.mask(secret_values)
     if task.image_spec is not None and not executors.is_ensured(image):
         from dockertask.images.imagespec import build
 
@@ -110,10 +162,23 @@ def _attempts(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any
         interruptible = spec.interruptible and preemptions < MAX_PREEMPTIONS
         if lifecycle.interrupted(since):
             raise _not_started(spec.name)
+        outcome = None
+        evidence: dict[str, Any] = {}
+        if rec is not None:
+            rec.attempt_started(attempt)
         try:
-            outcome = executor.run(call, attempt, interruptible)
-            value = interpret(task, outcome, call.run_id)
-            task.interface.check_output(value)
+            try:
+                outcome = executor.run(call, attempt, interruptible)
+                value = interpret(task, outcome, call.run_id, evidence)
+                task.interface.check_output(value)
+            except BaseException as exc:
+                if rec is not None:
+                    failed_as = exc.error if isinstance(exc, AttemptFailed) else exc
+                    rec.attempt_ended(outcome, evidence, backend, failed_as,
+                                      isinstance(exc, AttemptFailed) and exc.preempted)
+                raise
+            if rec is not None:
+                rec.attempt_ended(outcome, evidence, backend, None, False)
             return value
         except AttemptFailed as failed:
             if lifecycle.interrupted(since):

@@ -40,6 +40,8 @@ USER_ERRORS = (TaskInputError, ImageResolutionError, SecretNotFoundError, Resour
 
 def _fail(exc: BaseException, code: int) -> NoReturn:
     click.echo(f"{type(exc).__name__}: {exc}", err=True)
+    for note in getattr(exc, "__notes__", None) or ():  # the record's hint comes last: how to see and resume it
+        click.echo(str(note), err=True)
     sys.exit(code)
 
 
@@ -242,8 +244,10 @@ def run(target: str, task_args: tuple[str, ...], output: str | None) -> None:
     lists the task's parameters.
     """
     from dockertask.calls import progress
+    from dockertask.runs import record
 
     progress.task_stdout_to_stderr()
+    record.DEFAULT_NAME = target
     t = load_task(target)
     try:
         values = task_command(t).main(list(task_args), prog_name=f"dockertask run {target}", standalone_mode=False)
@@ -483,3 +487,8 @@ def doctor(fix: bool) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+from dockertask.cli import runs as _runs  # noqa: E402 - its commands join this group (runs, show, logs, rerun)
+
+_runs.register(main)

@@ -68,6 +68,7 @@ class Channel:
         payload, written in turn (a 150 MB result is not copied)."""
         if self.call_id is not None:
             meta["call"] = self.call_id
+        meta["usage"] = usage(self.call_id is not None)
         meta = marshal.dumps(meta, 2)
         head = _META_LEN.pack(len(meta)) + meta
         with self.lock:
@@ -359,12 +360,14 @@ def watch_call(channel, pid, before):
     return 128 + os.WTERMSIG(status)
 
 
-def report_death(channel, status, before, call_id=None):
+def report_death(channel, status, before, call_id=None, rusage=None):
     """An X frame: how a call's process ended without its result (exit code or signal), and whether the
-    cgroup's OOM killer fired since ``before`` (its count then); in serve mode, which call it was."""
+    cgroup's OOM killer fired since ``before`` (its count then); in serve mode, which call it was, and
+    what its process used (``rusage`` from wait4: the cgroup serves every call of a replica)."""
     report = {"exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
               "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
-              "oom": oom_kills() > before}
+              "oom": oom_kills() > before,
+              "usage": usage() if rusage is None else process_usage(rusage, rusage)}
     if call_id is not None:
         report["call"] = call_id
     channel.send(b"X", marshal.dumps(report, 2))
@@ -558,7 +561,7 @@ def serve(read_frame, channel, run_dir):
                 os._exit(code)
         os.close(sent_w)
         del call, secrets, paths
-        _, status = os.waitpid(pid, 0)
+        _, status, rusage = os.wait4(pid, 0)
         os.set_blocking(sent_r, False)  # a process the call left may hold the pipe open: never wait on it
         try:
             sent = os.read(sent_r, 1) == b"R"
@@ -571,7 +574,7 @@ def serve(read_frame, channel, run_dir):
         clear_secrets()
         shutil.rmtree(call_dir, ignore_errors=True)  # this call's input files: the next sees only its own
         if not sent:  # died, or ended (os._exit(0) too) without its result
-            report_death(channel, status, before, call_id)
+            report_death(channel, status, before, call_id, rusage)
         if not clean:  # processes outran the sweep: end this replica; the host starts another
             return 0
 
@@ -680,6 +683,43 @@ def run_child(channel, meta, func, call, secrets, paths):
     except BaseException as exc:
         return report_load_error(channel, pump, exc)
     return run_and_report(channel, pump, func, args, kwargs)
+
+
+def usage(process=False):
+    """Peak memory (bytes) and CPU seconds, as measured, for the run record: of this container's cgroup (v1
+    or v2) at the end of its call, or with ``process`` (a replica, whose cgroup serves every call) of this
+    call's process and the children it waited for. What cannot be read is left out, never guessed."""
+    found = {}
+    if not process:
+        for key, path, scale in (("peak", "/sys/fs/cgroup/memory/memory.max_usage_in_bytes", 1),
+                                 ("peak", "/sys/fs/cgroup/memory.peak", 1),
+                                 ("cpu", "/sys/fs/cgroup/cpuacct/cpuacct.usage", 1e-9),
+                                 ("cpu", "/sys/fs/cgroup/cpu,cpuacct/cpuacct.usage", 1e-9)):
+            if key not in found:
+                try:
+                    with open(path) as f:
+                        found[key] = int(f.read()) * scale
+                except (OSError, ValueError):
+                    pass
+        if "cpu" not in found:
+            try:
+                with open("/sys/fs/cgroup/cpu.stat") as f:
+                    for line in f:
+                        if line.startswith("usage_usec "):
+                            found["cpu"] = int(line.split()[1]) / 1e6
+            except (OSError, ValueError):
+                pass
+        if found:
+            found["source"] = "cgroup"
+            return found
+    import resource
+
+    return process_usage(resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN))
+
+
+def process_usage(own, children):
+    return {"peak": max(own.ru_maxrss, children.ru_maxrss) * 1024,  # kB on Linux
+            "cpu": own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime, "source": "process"}
 
 
 def oom_kills():

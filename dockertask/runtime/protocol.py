@@ -193,6 +193,7 @@ class FrameDecoder:
         self.result: bytearray | BinaryIO | None = None
         self._archive: BinaryIO | None = None  # T frames: the returned files' tar stream, on disk
         self.oom_killed = False  # an X frame said the call's process was killed by the cgroup's OOM killer
+        self.usage: dict[str, Any] | None = None  # and what it had used (peak memory, CPU seconds)
         self.damaged = ""  # why the stream cannot be read on, once it cannot
         self._writing_to = ""  # the directory a large result or returned files are being written to
 
@@ -294,6 +295,8 @@ class FrameDecoder:
             self.result = frame
         elif kind == b"X" and isinstance(frame, bytearray):  # the one-shot bootstrap's call died of a signal
             try:
-                self.oom_killed = bool(decode_meta(frame).get("oom"))
+                report = decode_meta(frame)
+                self.oom_killed = bool(report.get("oom"))
+                self.usage = report.get("usage") if isinstance(report.get("usage"), dict) else None
             except (ValueError, AttributeError):
                 pass

@@ -31,16 +31,17 @@ LAYERS: dict[str, set[str]] = {
     "plugins": {"errors"},
     "spec": {"errors", "files", "runtime", "host", "plugins"},
     "images": {"errors", "config", "host", "runtime", "spec"},
+    "runs": {"errors", "host"},  # the record: below the runner, which writes it, and the CLI, which reads it
     "backends": {"errors", "config", "host", "files", "runtime", "plugins", "spec", "images"},
-    "calls": {"errors", "config", "host", "files", "runtime", "plugins", "spec", "images", "backends"},
+    "calls": {"errors", "config", "host", "files", "runtime", "plugins", "spec", "images", "backends", "runs"},
     "testing": {"errors", "spec"},
     "tasks": {"errors", "config", "host", "files", "runtime", "plugins", "spec", "images", "backends", "calls",
               "testing"},
-    "fanout": {"errors", "host", "calls", "tasks", "config"},
+    "fanout": {"errors", "host", "calls", "tasks", "config", "runs"},
     "pytest": {"errors", "config", "host", "files", "runtime", "plugins", "spec", "images", "backends", "calls",
                "testing", "tasks", "fanout"},
     "cli": {"errors", "config", "host", "files", "runtime", "plugins", "spec", "images", "backends", "calls",
-            "testing", "tasks", "fanout"},
+            "testing", "tasks", "fanout", "runs"},
     "__main__": {"cli"},
 }
 
@@ -168,7 +169,7 @@ def test_the_top_level_names_its_jobs() -> None:
     assert entries == sorted([
         "__init__.py", "__main__.py", "py.typed", "errors.py", "config.py", "tasks.py", "fanout.py", "files.py",
         "plugins.py", "testing.py",
-        "runtime", "spec", "host", "calls", "images", "backends", "pytest", "cli",
+        "runtime", "spec", "host", "calls", "images", "backends", "pytest", "cli", "runs",
     ])
 
 

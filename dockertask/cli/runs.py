@@ -1,0 +1,231 @@
+"""``dockertask runs | show | logs | rerun | runs prune``: the run record, read from the command line.
+
+Each reads the record only (never the engine), so it answers in a fraction of a second however many calls
+are recorded, and works after the program that made the calls has ended.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sqlite3
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn
+
+import click
+
+from dockertask.runs import store, views
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    click.echo(message, err=True)
+    sys.exit(code)
+
+
+@contextmanager
+def _record() -> Iterator[sqlite3.Connection]:
+    try:
+        with store.reading() as conn:
+            yield conn
+    except store.RecordUnavailable as exc:
+        _fail(f"dockertask: {exc}")
+    except sqlite3.Error as exc:
+        _fail(f"dockertask: the run record at {store.db_path()} cannot be read ({type(exc).__name__}: {exc}); "
+              f"move it aside to start a new one, or name another file in {store.DB_ENV}")
+
+
+def _when(t: float | None) -> str:
+    return dt.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S") if t else "-"
+
+
+def _took(start: float | None, end: float | None) -> str:
+    if not start:
+        return "-"
+    seconds = (end or time.time()) - start
+    return f"{seconds:.1f}s" if seconds < 120 else f"{seconds / 60:.1f}m"
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n = n / 1024  # type: ignore[assignment]
+    return str(n)
+
+
+def _dump(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, default=str))
+
+
+@click.group(invoke_without_command=True)
+@click.option("--failed", is_flag=True, help="Only runs that failed or were interrupted.")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1), help="How many runs.")
+@click.option("--json", "as_json", is_flag=True, help="A JSON array of runs.")
+@click.pass_context
+def runs(ctx: click.Context, failed: bool, limit: int, as_json: bool) -> None:
+    """The latest runs, one line each (newest first); `runs prune` deletes old ones."""
+    if ctx.invoked_subcommand is not None:
+        return
+    with _record() as conn:
+        found = views.runs(conn, failed=failed, limit=limit)
+    if as_json:
+        _dump(found)
+        return
+    if not found:
+        click.echo("no runs recorded" + (" that failed" if failed else ""))
+        return
+    click.echo(f"{'RUN':<24} {'STATUS':<12} {'STARTED':<19} {'TOOK':>7}  {'CALLS':<26} NAME")
+    for r in found:
+        counts = r["counts"]
+        calls = f"{sum(counts.values())} ({counts.get('failed', 0)} failed)"
+        click.echo(f"{r['id']:<24} {r['status']:<12} {_when(r['started']):<19} {_took(r['started'], r['ended']):>7}"
+                   f"  {calls:<26} {r['name']}")
+
+
+@runs.command(name="prune")
+@click.option("--older-than", "older_than", type=click.FloatRange(min=0), default=None, metavar="DAYS",
+              help="Delete runs that started more than DAYS ago.")
+@click.option("--keep", type=click.IntRange(min=0), default=None, metavar="N", help="Keep only the newest N runs.")
+def runs_prune(older_than: float | None, keep: int | None) -> None:
+    """Delete finished runs (their calls, attempts, output and kept results)."""
+    if older_than is None and keep is None:
+        _fail("dockertask runs prune: say what to delete: --older-than DAYS and/or --keep N", 2)
+    with _record() as conn:
+        removed = views.prune(conn, older_than, keep)
+    click.echo(f"removed {len(removed)} run(s)" + (": " + ", ".join(removed[:10]) if removed else "")
+               + (" ..." if len(removed) > 10 else ""))
+
+
+@click.command()
+@click.argument("ident", metavar="RUN|CALL")
+@click.option("--json", "as_json", is_flag=True, help="The run (with its calls) or the call, as JSON.")
+@click.option("--html", "html", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Write a self-contained HTML report of the run.")
+def show(ident: str, as_json: bool, html: str | None) -> None:
+    """A run's calls (status, duration, attempts, errors), or one call's attempts with their evidence."""
+    with _record() as conn:
+        run_id = views.find_run(conn, ident)
+        if run_id is not None:
+            found = views.run(conn, run_id)
+            if html is not None:
+                _fail("dockertask show --html: not built yet (the dashboard's issue)", 2)
+            _dump(found) if as_json else _show_run(found)
+            return
+        try:
+            one = views.call(conn, ident)
+        except views.NotFound:
+            _fail(f"dockertask show: no run or call {ident!r} in {store.db_path()} (`dockertask runs` lists runs)")
+    _dump(one) if as_json else _show_call(one)
+
+
+def _show_run(r: dict[str, Any]) -> None:
+    click.echo(f"run {r['id']}  {r['name']}  {r['status']}  started {_when(r['started'])}, took "
+               f"{_took(r['started'], r['ended'])}")
+    click.echo(f"  command: {' '.join(json.loads(r['command'] or '[]')[1:])}  (in {r['cwd']}, {r['user']}@{r['host']})")
+    if r["resumed_from"]:
+        click.echo(f"  resumed from {r['resumed_from']}")
+    click.echo(f"  {'CALL':<16} {'STATUS':<11} {'TOOK':>7} {'ATT':>3}  TASK")
+    for c in r["calls"]:
+        how = " (cache hit)" if c["cache_hit"] else " (from the record)" if c["replayed"] else ""
+        item = f"[{c['map_index']}]" if c["map_index"] is not None else ""
+        indent = "  " if c["parent"] else ""
+        click.echo(f"  {c['call_id']:<16} {c['status']:<11} {_took(c['started'], c['ended']):>7} "
+                   f"{len(c['attempts']):>3}  {indent}{c['task']}{item}{how}")
+        if c["status"] == "failed":
+            click.echo(f"  {'':<16} {c['error_type']}: {(c['error'] or '').splitlines()[0] if c['error'] else ''}")
+    failed = [c for c in r["calls"] if c["status"] in ("failed", "interrupted")]
+    if failed:
+        click.echo(f"{len(failed)} call(s) failed: `dockertask show CALL` for one; `dockertask rerun {r['id']}` "
+                   "runs the program again without the calls that succeeded")
+
+
+def _show_call(c: dict[str, Any]) -> None:
+    item = f"[{c['map_index']}]" if c["map_index"] is not None else ""
+    click.echo(f"call {c['call_id']} of run {c['run_id']}: {c['task']}{item}  {c['status']}, took "
+               f"{_took(c['started'], c['ended'])}")
+    click.echo(f"  inputs: {c['inputs']}")
+    if c["status"] == "succeeded":
+        click.echo(f"  result: {c['result']}" + (" (cache hit)" if c["cache_hit"] else "")
+                   + (" (from the record of the resumed run)" if c["replayed"] else ""))
+    for a in c["attempts"]:
+        flags = [f for f in ("oom_killed", "timed_out", "preempted") if a[f]]
+        click.echo(f"  attempt {a['attempt']}: exit {a['exit_code']}{' ' + ', '.join(flags) if flags else ''}, "
+                   f"took {_took(a['started'], a['ended'])}, peak memory {_size(a['peak_memory'])}, CPU "
+                   f"{'-' if a['cpu_seconds'] is None else format(a['cpu_seconds'], '.2f') + ' s'}")
+        digest = f", {a['image_digest']}" if a["image_digest"] else ""
+        node = f"  node {a['node']}" if a["node"] else ""
+        click.echo(f"    container {(a['container_id'] or '-')[:12]}  image {a['image']} ({a['image_id'] or '-'}"
+                   f"{digest}){node}")
+        if a["error"]:
+            click.echo(f"    {a['error'].splitlines()[0]}")
+    if c["traceback"]:
+        click.echo(c["traceback"].rstrip())
+
+
+@click.command()
+@click.argument("ident", metavar="CALL|RUN")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing lines as they are recorded until it ends.")
+def logs(ident: str, follow: bool) -> None:
+    """The recorded output (stdout and stderr) of a call, or of every call of a run."""
+    with _record() as conn:
+        run_id = views.find_run(conn, ident)
+        call_id = None
+        if run_id is None:
+            try:
+                one = views.call(conn, ident)
+            except views.NotFound:
+                _fail(f"dockertask logs: no run or call {ident!r} in {store.db_path()}")
+            run_id, call_id = one["run_id"], one["call_id"]
+        seq, at = 0, 0.0
+        while True:
+            for cid, _attempt, n, _stream, line, when in views.output(conn, run_id, call_id, seq, at):
+                click.echo(line if call_id else f"[{cid}] {line}")
+                seq, at = max(seq, n), max(at, when)
+            if not follow or _ended(conn, run_id, call_id):
+                if follow:  # lines committed in the moment it ended
+                    for cid, _a, _n, _s, line, _w in views.output(conn, run_id, call_id, seq, at):
+                        click.echo(line if call_id else f"[{cid}] {line}")
+                return
+            time.sleep(0.2)
+
+
+def _ended(conn: sqlite3.Connection, run_id: str, call_id: str | None) -> bool:
+    views.reap(conn)
+    if call_id is None:
+        row = conn.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
+    else:
+        row = conn.execute("SELECT status FROM calls WHERE run_id = ? AND call_id = ?", (run_id, call_id)).fetchone()
+    return row is None or row[0] != "running"
+
+
+@click.command()
+@click.argument("run_id", metavar="RUN")
+def rerun(run_id: str) -> None:
+    """Run RUN's command line again, in its directory: calls that succeeded in RUN return their recorded
+    result without a container; failed calls and calls that never ran run now."""
+    with _record() as conn:
+        found = views.find_run(conn, run_id)
+        if found is None:
+            _fail(f"dockertask rerun: no run {run_id!r} in {store.db_path()} (`dockertask runs` lists runs)")
+        command, cwd = conn.execute("SELECT command, cwd FROM runs WHERE id = ?", (found,)).fetchone()
+    argv = json.loads(command or "[]")
+    if not argv:
+        _fail(f"dockertask rerun: run {found} recorded no command line")
+    click.echo(f"dockertask: re-running run {found}: {' '.join(argv[1:])} (in {cwd})", err=True)
+    env = {**os.environ, "DOCKERTASK_RESUME": found}
+    try:
+        os.chdir(cwd)
+    except OSError as exc:
+        _fail(f"dockertask rerun: the run's directory {cwd} cannot be entered ({exc})")
+    os.execve(argv[0], argv, env)
+
+
+def register(group: click.Group) -> None:
+    for command in (runs, show, logs, rerun):
+        group.add_command(command)

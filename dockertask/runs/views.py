@@ -1,0 +1,161 @@
+"""Reading the record: the runs, a run's calls, a call's attempts and output, and pruning old runs.
+
+Only reads (and the two repairs below) happen here; the dashboard and the command line share them.
+A run whose process is gone while it says "running" (killed with ``kill -9``, a host that lost power)
+is marked "interrupted" the first time anyone looks, along with its calls that were still running.
+"""
+
+from __future__ import annotations
+
+import socket
+import sqlite3
+import time
+from typing import Any
+
+from dockertask.host import owner
+
+RUN_FIELDS = ("id", "name", "status", "started", "ended", "command", "cwd", "host", "user", "pid", "version",
+              "git_commit", "resumed_from")
+CALL_FIELDS = ("call_id", "parent", "task", "code_version", "input_digest", "inputs", "map_index", "started",
+               "ended", "status", "cache_hit", "replayed", "result", "error_type", "error", "traceback")
+ATTEMPT_FIELDS = ("attempt", "container_id", "image", "image_id", "image_digest", "node", "started", "ended",
+                  "exit_code", "oom_killed", "timed_out", "preempted", "peak_memory", "cpu_seconds", "usage_source",
+                  "error")
+
+
+class NotFound(LookupError):
+    """No run or call has that id."""
+
+
+def reap(conn: sqlite3.Connection) -> int:
+    """Mark runs of this host whose process has died as interrupted (and their running calls); how many."""
+    here = socket.gethostname()
+    dead = []
+    for run_id, pid, started in conn.execute(
+            "SELECT id, pid, pid_started FROM runs WHERE status = 'running' AND host = ?", (here,)):
+        if not owner.alive(int(pid or 0)) or (started and owner._start_ticks(int(pid)) not in (None, started)):
+            dead.append(run_id)
+    for run_id in dead:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("UPDATE runs SET status = 'interrupted', ended = COALESCE(ended, ?) WHERE id = ? AND "
+                     "status = 'running'", (time.time(), run_id))
+        conn.execute("UPDATE calls SET status = 'interrupted' WHERE run_id = ? AND status = 'running'", (run_id,))
+        conn.execute("COMMIT")
+    return len(dead)
+
+
+def _row(fields: tuple[str, ...], row: tuple[Any, ...]) -> dict[str, Any]:
+    return dict(zip(fields, row, strict=True))
+
+
+def runs(conn: sqlite3.Connection, failed: bool = False, limit: int = 20) -> list[dict[str, Any]]:
+    reap(conn)
+    where = "WHERE status IN ('failed', 'interrupted')" if failed else ""
+    found = [_row(RUN_FIELDS, r) for r in conn.execute(
+        f"SELECT {', '.join(RUN_FIELDS)} FROM runs {where} ORDER BY started DESC LIMIT ?", (limit,))]
+    for run in found:
+        counts = dict(conn.execute("SELECT status, COUNT(*) FROM calls WHERE run_id = ? AND task NOT LIKE "
+                                   "'map_task(%' GROUP BY status", (run["id"],)).fetchall())
+        run["counts"] = counts
+    return found
+
+
+def find_run(conn: sqlite3.Connection, ident: str) -> str | None:
+    """The run id ``ident`` names (whole, or a unique prefix), or None."""
+    rows = conn.execute("SELECT id FROM runs WHERE id = ? OR id LIKE ? LIMIT 2", (ident, ident + "%")).fetchall()
+    exact = [r[0] for r in rows if r[0] == ident]
+    return exact[0] if exact else rows[0][0] if len(rows) == 1 else None
+
+
+def run(conn: sqlite3.Connection, run_id: str) -> dict[str, Any]:
+    reap(conn)
+    row = conn.execute(f"SELECT {', '.join(RUN_FIELDS)} FROM runs WHERE id = ?", (run_id,)).fetchone()
+    if row is None:
+        raise NotFound(run_id)
+    found = _row(RUN_FIELDS, row)
+    calls = [_row(CALL_FIELDS, r) for r in conn.execute(
+        f"SELECT {', '.join(CALL_FIELDS)} FROM calls WHERE run_id = ? ORDER BY started, map_index", (run_id,))]
+    attempts: dict[str, list[dict[str, Any]]] = {}
+    for r in conn.execute(f"SELECT call_id, {', '.join(ATTEMPT_FIELDS)} FROM attempts WHERE run_id = ? "
+                          "ORDER BY attempt", (run_id,)):
+        attempts.setdefault(r[0], []).append(_row(ATTEMPT_FIELDS, r[1:]))
+    for c in calls:
+        c["attempts"] = attempts.get(c["call_id"], [])
+    found["calls"] = calls
+    return found
+
+
+def call(conn: sqlite3.Connection, ident: str) -> dict[str, Any]:
+    """A call by ``CALL`` (its latest run) or ``RUN/CALL``, with its attempts."""
+    run_part, _, call_part = ident.rpartition("/")
+    if run_part:
+        run_id = find_run(conn, run_part)
+        row = conn.execute(f"SELECT run_id, {', '.join(CALL_FIELDS)} FROM calls WHERE run_id = ? AND call_id = ?",
+                           (run_id, call_part)).fetchone()
+    else:
+        reap(conn)
+        row = conn.execute(f"SELECT c.run_id, {', '.join('c.' + f for f in CALL_FIELDS)} FROM calls c JOIN runs r "
+                           "ON r.id = c.run_id WHERE c.call_id = ? ORDER BY r.started DESC LIMIT 1",
+                           (call_part,)).fetchone()
+    if row is None:
+        raise NotFound(ident)
+    found = {"run_id": row[0], **_row(CALL_FIELDS, row[1:])}
+    found["attempts"] = [_row(ATTEMPT_FIELDS, r) for r in conn.execute(
+        f"SELECT {', '.join(ATTEMPT_FIELDS)} FROM attempts WHERE run_id = ? AND call_id = ? ORDER BY attempt",
+        (found["run_id"], found["call_id"]))]
+    return found
+
+
+def output(conn: sqlite3.Connection, run_id: str, call_id: str | None, after: int = 0,
+           after_at: float = 0.0) -> list[tuple[str, int, int, str, str, float]]:
+    """Recorded lines (call id, attempt, seq, stream, line, time): of one call after ``after`` (its seq), or
+    of a whole run after ``after_at`` (a time), in order."""
+    if call_id is not None:
+        return list(conn.execute("SELECT call_id, attempt, seq, stream, line, at FROM output WHERE run_id = ? AND "
+                                  "call_id = ? AND seq > ? ORDER BY seq", (run_id, call_id, after)))
+    return list(conn.execute("SELECT call_id, attempt, seq, stream, line, at FROM output WHERE run_id = ? AND "
+                             "at > ? ORDER BY at, call_id, seq", (run_id, after_at)))
+
+
+def prune(conn: sqlite3.Connection, older_than_days: float | None = None, keep: int | None = None) -> list[str]:
+    """Delete finished runs older than ``older_than_days`` and/or beyond the newest ``keep``; their ids."""
+    reap(conn)
+    doomed: set[str] = set()
+    if older_than_days is not None:
+        cutoff = time.time() - older_than_days * 86400
+        doomed |= {r[0] for r in conn.execute(
+            "SELECT id FROM runs WHERE status != 'running' AND started < ?", (cutoff,))}
+    if keep is not None:
+        doomed |= {r[0] for r in conn.execute(
+            "SELECT id FROM runs WHERE status != 'running' ORDER BY started DESC LIMIT -1 OFFSET ?", (keep,))}
+    delete(conn, sorted(doomed))
+    return sorted(doomed)
+
+
+def delete(conn: sqlite3.Connection, run_ids: list[str]) -> None:
+    for start in range(0, len(run_ids), 200):  # short transactions: writers of running calls wait little
+        chunk = run_ids[start:start + 200]
+        marks = ", ".join("?" * len(chunk))
+        conn.execute("BEGIN IMMEDIATE")
+        for table, column in (("output", "run_id"), ("attempts", "run_id"), ("results", "run_id"),
+                              ("calls", "run_id"), ("runs", "id")):
+            conn.execute(f"DELETE FROM {table} WHERE {column} IN ({marks})", chunk)
+        conn.execute("COMMIT")
+
+
+def used_bytes(conn: sqlite3.Connection) -> int:
+    pages = conn.execute("PRAGMA page_count").fetchone()[0] - conn.execute("PRAGMA freelist_count").fetchone()[0]
+    return int(pages) * int(conn.execute("PRAGMA page_size").fetchone()[0])
+
+
+def trim(conn: sqlite3.Connection, cap: int) -> list[str]:
+    """Delete the oldest finished runs until the record uses under ``cap`` bytes; their ids."""
+    removed: list[str] = []
+    while used_bytes(conn) > cap:
+        oldest = [r[0] for r in conn.execute(
+            "SELECT id FROM runs WHERE status != 'running' ORDER BY started LIMIT 1")]
+        if not oldest:
+            break
+        delete(conn, oldest)
+        removed += oldest
+    return removed
