@@ -29,6 +29,7 @@ _EXPORTS = {
     "ImageNotFoundError": "errors", "ImageBuildError": "errors", "SecretNotFoundError": "errors",
     "ResourceSpecError": "errors", "UnsupportedResourceError": "errors", "DockerUnavailableError": "errors",
     "TaskSchedulingError": "errors", "configure": "config",
+    "Run": "runs.record",
 }
 __all__ = [
     "Directory",
@@ -47,6 +48,7 @@ __all__ = [
     "ResourceSpecError",
     "Resources",
     "ReusePolicy",
+    "Run",
     "Secret",
     "SecretNotFoundError",
     "Task",
@@ -92,6 +94,7 @@ if TYPE_CHECKING:
     from dockertask.files import Directory, File
     from dockertask.images.imagespec import ImageSpec
     from dockertask.plugins import Docker
+    from dockertask.runs.record import Run
     from dockertask.spec.context import ExecutionContext, current_context
     from dockertask.spec.resources import Resources
     from dockertask.spec.reuse import ReusePolicy

@@ -70,6 +70,9 @@ class MapTask:
                 rec.failed(exc)
                 if isinstance(exc, Exception):
                     exc.add_note(record.hint(rec))
+            if isinstance(exc, KeyboardInterrupt):  # a few lines, not the frames of wherever it landed
+                raise KeyboardInterrupt(f"map of task {self.task.spec.name}: stopped; no more items start, "
+                                        "running containers were killed and removed") from None
             raise
         if rec is not None:
             rec.succeeded(f"{len(items)} items", keep=False)

@@ -230,6 +230,10 @@ class Task(Generic[P, R]):
 
         try:
             result: R = runner.call(self, args, kwargs)
+        except KeyboardInterrupt:
+            # Ctrl-C lands wherever the host was waiting (deep in the docker SDK: ~40 frames of it); what the
+            # user needs is the line of their program, and that the container is gone.
+            raise KeyboardInterrupt(f"task {self.spec.name}: its container was killed and removed") from None
         except Exception as exc:
             from dockertask.errors import DockerTaskError, RemoteTraceback
 

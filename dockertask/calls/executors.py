@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any, Protocol
 
-from dockertask.backends import Backend, ContainerJob, ContainerOutcome, engine_config
+from dockertask.backends import Backend, ContainerJob, ContainerOutcome
 from dockertask.backends.base import JobResources, OutputSink, StdinPieces
 from dockertask.calls import envelope, pickling, replicas, spares
 from dockertask.errors import ImageNotFoundError
@@ -99,6 +99,8 @@ def build_job(task: Task[Any, Any], image: str, envelope: envelope.Envelope,
     if spec.effective_mem_limit and store.enabled():
         # The call runs in a child of the bootstrap, which outlives an OOM kill to report the peak memory it
         # reached, for the record (~4 ms; only for a task that has a memory limit to reach).
+        from dockertask.backends import engine_config  # host-only: not in the runtime zip
+
         environment.update(engine_config.WATCH_CALL)
     return ContainerJob(
         image=image, command=list(protocol.COMMAND),

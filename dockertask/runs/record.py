@@ -59,6 +59,7 @@ class RunState:
         self.name = name
         self.resume = resume
         self.failed_calls = 0
+        self.interrupted = False  # a call was stopped by Ctrl-C or SIGTERM
         self._seq: dict[str, int] = {}
         self._seq_lock = threading.Lock()
         self._replayable: set[str] | None = None
@@ -159,7 +160,10 @@ def _open_default() -> None:
     state = _default
 
     def end() -> None:
-        state.close("failed" if state.failed_calls else "succeeded")
+        # An exception the program did not handle has been printed by now, and left in sys.last_value.
+        last = getattr(sys, "last_value", None)
+        state.close("interrupted" if isinstance(last, KeyboardInterrupt) or state.interrupted
+                    else "failed" if state.failed_calls or last is not None else "succeeded")
 
     atexit.register(end)
 
@@ -205,7 +209,7 @@ class Run:
         with _lock:
             _explicit = None
         status = "succeeded"
-        if kind is not None and issubclass(kind, KeyboardInterrupt):
+        if kind is not None and issubclass(kind, KeyboardInterrupt) or self._state.interrupted:
             status = "interrupted"
         elif kind is not None or self._state.failed_calls:
             status = "failed"
@@ -281,7 +285,9 @@ class CallRecord:
             store.WRITER.put("INSERT OR REPLACE INTO results VALUES (?, ?, ?)", (*self.where, pickled))
 
     def failed(self, error: BaseException) -> None:
-        if self.top:  # a map item's failure is its map's to count (min_success_ratio may allow it)
+        if isinstance(error, KeyboardInterrupt):
+            self.run.interrupted = True
+        elif self.top:  # a map item's failure is its map's to count (min_success_ratio may allow it)
             self.run.failed_calls += 1
         # The task's own traceback (the container's, with the host's files and lines); for an error of the
         # host side, its type and message: dockertask's frames would say nothing about the user's code.

@@ -66,7 +66,9 @@ def test_task_failure_shows_container_traceback_and_exits_1() -> None:
     out = dt("run", f"{FLOWS}:explode", "--msg", "kaput")
     assert out.returncode == 1
     assert "Traceback (most recent call last)" in out.stderr and "in explode" in out.stderr
-    assert out.stderr.strip().splitlines()[-1] == "ValueError: kaput"
+    *_, error, hint = out.stderr.strip().splitlines()
+    assert error == "ValueError: kaput"
+    assert hint.startswith("dockertask: see this call with `dockertask show ") and "dockertask rerun " in hint
     assert "cli.py" not in out.stderr  # no host-side frames
 
 

@@ -241,3 +241,21 @@ def test_a_damaged_record_is_one_warning_and_the_program_still_gets_its_results(
     assert done.returncode == 0, done.stderr
     assert "last 71" in done.stdout
     assert done.stderr.count("RuntimeWarning: dockertask: the run record at") == 1
+
+
+def test_ctrl_c_is_a_few_lines_and_the_run_reads_interrupted(tmp_path: Path) -> None:
+    """Ctrl-C mid-call: the user's line and what happened, not the docker SDK's frames; recorded as such."""
+    db = tmp_path / "runs.db"
+    proc = subprocess.Popen([sys.executable, str(_program(tmp_path, FOREVER))], env=_env(db), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert proc.stdout is not None
+    assert "started" in proc.stdout.readline()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    lines = err.strip().splitlines()
+    assert len(lines) <= 8 and "docker" not in err.replace("dockertask", ""), err
+    assert lines[-1] == "KeyboardInterrupt: task __main__.forever: its container was killed and removed"
+    [run] = _cli(db, "runs", "--json")
+    assert run["status"] == "interrupted"
+    assert _cli(db, "show", run["id"], "--json")["calls"][0]["status"] == "interrupted"
