@@ -509,6 +509,7 @@ def serve(read_frame, channel, run_dir):
     to the next. One call at a time; a child that dies without its R frame is reported as an X frame
     (exit code, signal, and whether the cgroup's OOM killer fired)."""
     _pickle()  # loads' in every child: imported once here, before forking
+    import resource  # noqa: F401  # usage()'s, in every child's R frame
     import shutil  # clear_secrets' after every call
     import traceback  # noqa: F401  # imported once here rather than in a failing child
 
