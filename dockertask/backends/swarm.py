@@ -270,6 +270,8 @@ class SwarmBackend:
             source, target, *mode = bind.split(":")
             mounts.append(Mount(target, source, type="volume", read_only="ro" in (mode[0] if mode else "")))
         env = {**job.environment, **engine_config.WATCH_CALL,
+               # Swarm fills the template in on the node that runs the task: the run record's "node"
+               "DOCKERTASK_NODE": "{{.Node.Hostname}}",
                "DOCKERTASK_CALLBACK": server.address, "DOCKERTASK_CALLBACK_PIN": server.pin,
                "DOCKERTASK_TOKEN_FILE": TOKEN_PATH,
                "DOCKERTASK_CONNECT_TIMEOUT": os.environ.get("DOCKERTASK_SWARM_CONNECT_TIMEOUT", "20")}

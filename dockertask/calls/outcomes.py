@@ -92,8 +92,12 @@ def _interpret(task: Task[Any, Any], outcome: ContainerOutcome, run_id: str = ""
             f"task {spec.name}: the container exited with code {outcome.exit_code} without a result{why}{tail}",
             exit_code=outcome.exit_code, logs_tail=outcome.logs_tail))
     meta = raw.meta
-    if evidence is not None and isinstance(meta.get("usage"), dict):
-        evidence["usage"] = meta["usage"]
+    if evidence is not None:
+        if isinstance(meta.get("usage"), dict):
+            evidence["usage"] = meta["usage"]
+        payload = raw.payload  # its size says, before any pickling, whether the record can keep the result
+        evidence["size"] = len(payload) if isinstance(payload, (bytes, memoryview)) else \
+            os.fstat(payload.fileno()).st_size
     if raw.status == "ok":
         if meta.get("outputs"):
             return _load_with_files(spec.name, raw, outcome, run_id)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from dockertask.backends import Backend, default_backend
 from dockertask.backends.base import OutputSink
-from dockertask.calls import executors, pickling, progress
+from dockertask.calls import executors, kept, pickling, progress
 from dockertask.calls.outcomes import AttemptFailed, interpret
 from dockertask.errors import TaskFailedError
 from dockertask.host import lifecycle
@@ -49,7 +49,7 @@ def call(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], ba
     replayed = rec.run.replayable(rec.call_id)
     if replayed is not None:
         try:
-            value = pickling.loads(replayed)
+            value = kept.loads(replayed, task.spec.name)
         except Exception:  # noqa: BLE001 - a kept result that no longer loads here: the call runs again
             pass
         else:
@@ -62,7 +62,14 @@ def call(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], ba
         if parent is None and rec.attempt and isinstance(exc, Exception):  # not for an error before any container
             exc.add_note(record.hint(rec))
         raise
-    rec.succeeded(value, cache_hit=rec.cache_hit, keep=not task.interface.may_carry_files)
+    blob = None
+    limit = record.max_result()
+    if (rec.result_size or 0) <= limit:  # a result that came too large is not pickled again to find that out
+        try:
+            blob = kept.dumps(value, limit, task.interface.may_carry_files)
+        except Exception:  # noqa: BLE001 - a result that cannot be kept is run again on resume
+            blob = None
+    rec.succeeded(value, cache_hit=rec.cache_hit, pickled=blob, keep=blob is not None)
     return value
 
 
@@ -179,6 +186,7 @@ def _attempts(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any
                 raise
             if rec is not None:
                 rec.attempt_ended(outcome, evidence, backend, None, False)
+                rec.result_size = evidence.get("size")
             return value
         except AttemptFailed as failed:
             if lifecycle.interrupted(since):

@@ -31,7 +31,9 @@ from dockertask.errors import (
     TaskDefinitionError,
     TaskInputError,
 )
-from dockertask.tasks import Task
+
+if typing.TYPE_CHECKING:
+    from dockertask.tasks import Task
 
 # Errors the user fixes by changing the command or configuration (a bad pyproject.toml, DOCKER_HOST or
 # DOCKERTASK_* setting is a TaskDefinitionError): no traceback, exit 2.
@@ -93,6 +95,8 @@ def _shadows(top: str, root: Path) -> bool:
 
 
 def load_task(target: str) -> Task[Any, Any]:
+    from dockertask.tasks import Task  # here, not at the top: `runs`, `show` and `logs` start faster without it
+
     file, sep, name = target.rpartition(":")
     if not sep or not file or not name:
         raise click.UsageError(f"{target!r}: expected FILE.py:TASK")
@@ -302,6 +306,7 @@ def images_build(file: str) -> None:
     """Build every ImageSpec that FILE.py's tasks (or module-level names) use."""
     from dockertask.backends import default_backend
     from dockertask.images.imagespec import ImageSpec, build
+    from dockertask.tasks import Task
 
     module = load_module(file)
     specs: dict[str, ImageSpec] = {}
@@ -381,6 +386,7 @@ def images_prune(files: tuple[str, ...], dry_run: bool) -> None:
     from dockertask.images.imagespec import ImageSpec
     from dockertask.images.prune import SUITE_LABEL, unused
     from dockertask.images.refs import MANAGED_LABEL, default_image_ref
+    from dockertask.tasks import Task
 
     keep: set[str] | None = None
     if files:

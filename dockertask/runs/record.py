@@ -234,6 +234,7 @@ class CallRecord:
         self.lines = 0
         self.attempt = 0
         self.cache_hit = False
+        self.result_size: int | None = None  # the result's size as it came from the container
         self._attempt_started = 0.0
 
     def mask(self, secret_values: dict[Any, Any]) -> None:
@@ -263,7 +264,7 @@ class CallRecord:
                       error: BaseException | None, preempted: bool) -> None:
         usage = evidence.get("usage") or (outcome.usage if outcome is not None else None) or {}
         image_id, image_digest = _image_ids(backend, outcome.image) if outcome is not None else ("", "")
-        node = ""
+        node = str(usage.get("node") or "")  # on Swarm, as the node itself named it (bootstrap.usage)
         store.WRITER.put(
             "INSERT OR REPLACE INTO attempts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (*self.where, self.attempt, outcome.container_id if outcome else None, outcome.image if outcome else None,
@@ -281,7 +282,7 @@ class CallRecord:
                      cache_hit=cache_hit)
         if pickled is None and keep:
             pickled = _pickle_result(value)
-        if pickled is not None:
+        if pickled is not None and keep:
             store.WRITER.put("INSERT OR REPLACE INTO results VALUES (?, ?, ?)", (*self.where, pickled))
 
     def failed(self, error: BaseException) -> None:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import socket
 import sqlite3
 import time
+from pathlib import Path
 from typing import Any
 
 from dockertask.host import owner
+from dockertask.runs import store
 
 RUN_FIELDS = ("id", "name", "status", "started", "ended", "command", "cwd", "host", "user", "pid", "version",
               "git_commit", "resumed_from")
@@ -35,17 +37,35 @@ def reap(conn: sqlite3.Connection) -> int:
             "SELECT id, pid, pid_started FROM runs WHERE status = 'running' AND host = ?", (here,)):
         if not owner.alive(int(pid or 0)) or (started and owner._start_ticks(int(pid)) not in (None, started)):
             dead.append(run_id)
-    for run_id in dead:
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute("UPDATE runs SET status = 'interrupted', ended = COALESCE(ended, ?) WHERE id = ? AND "
-                     "status = 'running'", (time.time(), run_id))
-        conn.execute("UPDATE calls SET status = 'interrupted' WHERE run_id = ? AND status = 'running'", (run_id,))
-        conn.execute("COMMIT")
+    if not dead:
+        return 0
+    writer = conn if not _read_only(conn) else store.connect(Path(conn.execute("PRAGMA database_list")
+                                                                  .fetchone()[2]), create=False)
+    try:
+        for run_id in dead:
+            writer.execute("BEGIN IMMEDIATE")
+            writer.execute("UPDATE runs SET status = 'interrupted', ended = COALESCE(ended, ?) WHERE id = ? AND "
+                           "status = 'running'", (time.time(), run_id))
+            writer.execute("UPDATE calls SET status = 'interrupted' WHERE run_id = ? AND status = 'running'",
+                           (run_id,))
+            writer.execute("COMMIT")
+    finally:
+        if writer is not conn:
+            writer.close()
     return len(dead)
 
 
+def _read_only(conn: sqlite3.Connection) -> bool:
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError:
+        return True
+    conn.execute("ROLLBACK")
+    return False
+
+
 def _row(fields: tuple[str, ...], row: tuple[Any, ...]) -> dict[str, Any]:
-    return dict(zip(fields, row, strict=True))
+    return dict(zip(fields, row))  # noqa: B905 - one SELECT names both
 
 
 def runs(conn: sqlite3.Connection, failed: bool = False, limit: int = 20) -> list[dict[str, Any]]:
@@ -73,8 +93,9 @@ def run(conn: sqlite3.Connection, run_id: str) -> dict[str, Any]:
     if row is None:
         raise NotFound(run_id)
     found = _row(RUN_FIELDS, row)
-    calls = [_row(CALL_FIELDS, r) for r in conn.execute(
-        f"SELECT {', '.join(CALL_FIELDS)} FROM calls WHERE run_id = ? ORDER BY started, map_index", (run_id,))]
+    fields = tuple(f for f in CALL_FIELDS if f != "traceback")  # a call's own view has it (`show CALL`)
+    calls = [_row(fields, r) for r in conn.execute(
+        f"SELECT {', '.join(fields)} FROM calls WHERE run_id = ? ORDER BY started, map_index", (run_id,))]
     attempts: dict[str, list[dict[str, Any]]] = {}
     for r in conn.execute(f"SELECT call_id, {', '.join(ATTEMPT_FIELDS)} FROM attempts WHERE run_id = ? "
                           "ORDER BY attempt", (run_id,)):
@@ -128,34 +149,5 @@ def prune(conn: sqlite3.Connection, older_than_days: float | None = None, keep: 
     if keep is not None:
         doomed |= {r[0] for r in conn.execute(
             "SELECT id FROM runs WHERE status != 'running' ORDER BY started DESC LIMIT -1 OFFSET ?", (keep,))}
-    delete(conn, sorted(doomed))
+    store.delete(conn, sorted(doomed))
     return sorted(doomed)
-
-
-def delete(conn: sqlite3.Connection, run_ids: list[str]) -> None:
-    for start in range(0, len(run_ids), 200):  # short transactions: writers of running calls wait little
-        chunk = run_ids[start:start + 200]
-        marks = ", ".join("?" * len(chunk))
-        conn.execute("BEGIN IMMEDIATE")
-        for table, column in (("output", "run_id"), ("attempts", "run_id"), ("results", "run_id"),
-                              ("calls", "run_id"), ("runs", "id")):
-            conn.execute(f"DELETE FROM {table} WHERE {column} IN ({marks})", chunk)
-        conn.execute("COMMIT")
-
-
-def used_bytes(conn: sqlite3.Connection) -> int:
-    pages = conn.execute("PRAGMA page_count").fetchone()[0] - conn.execute("PRAGMA freelist_count").fetchone()[0]
-    return int(pages) * int(conn.execute("PRAGMA page_size").fetchone()[0])
-
-
-def trim(conn: sqlite3.Connection, cap: int) -> list[str]:
-    """Delete the oldest finished runs until the record uses under ``cap`` bytes; their ids."""
-    removed: list[str] = []
-    while used_bytes(conn) > cap:
-        oldest = [r[0] for r in conn.execute(
-            "SELECT id FROM runs WHERE status != 'running' ORDER BY started LIMIT 1")]
-        if not oldest:
-            break
-        delete(conn, oldest)
-        removed += oldest
-    return removed

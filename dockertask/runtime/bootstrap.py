@@ -367,7 +367,7 @@ def report_death(channel, status, before, call_id=None, rusage=None):
     report = {"exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
               "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
               "oom": oom_kills() > before,
-              "usage": usage() if rusage is None else process_usage(rusage, rusage)}
+              "usage": usage() if rusage is None else dict(usage(True), **process_usage(rusage))}
     if call_id is not None:
         report["call"] = call_id
     channel.send(b"X", marshal.dumps(report, 2))
@@ -690,7 +690,7 @@ def usage(process=False):
     """Peak memory (bytes) and CPU seconds, as measured, for the run record: of this container's cgroup (v1
     or v2) at the end of its call, or with ``process`` (a replica, whose cgroup serves every call) of this
     call's process and the children it waited for. What cannot be read is left out, never guessed."""
-    found = {}
+    found = {"node": os.environ["DOCKERTASK_NODE"]} if os.environ.get("DOCKERTASK_NODE") else {}
     if not process:
         for key, path, scale in (("peak", "/sys/fs/cgroup/memory/memory.max_usage_in_bytes", 1),
                                  ("peak", "/sys/fs/cgroup/memory.peak", 1),
@@ -710,17 +710,21 @@ def usage(process=False):
                             found["cpu"] = int(line.split()[1]) / 1e6
             except (OSError, ValueError):
                 pass
-        if found:
+        if "peak" in found or "cpu" in found:
             found["source"] = "cgroup"
             return found
     import resource
 
-    return process_usage(resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN))
+    found.update(process_usage(resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)))
+    return found
 
 
-def process_usage(own, children):
-    return {"peak": max(own.ru_maxrss, children.ru_maxrss) * 1024,  # kB on Linux
-            "cpu": own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime, "source": "process"}
+def process_usage(own, children=None):
+    """From getrusage (``own`` and ``children``) or, for a reaped call, wait4's one rusage (``own`` alone)."""
+    peak, cpu = own.ru_maxrss, own.ru_utime + own.ru_stime
+    if children is not None:
+        peak, cpu = max(peak, children.ru_maxrss), cpu + children.ru_utime + children.ru_stime
+    return {"peak": peak * 1024, "cpu": cpu, "source": "process"}  # ru_maxrss: kB on Linux
 
 
 def oom_kills():

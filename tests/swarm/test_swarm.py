@@ -70,6 +70,26 @@ def test_result_output_and_user_exception(capfd: pytest.CaptureFixture[str]) -> 
         fails("no thanks")
 
 
+def test_the_record_names_the_node_each_attempt_ran_on(swarm_backend: Any) -> None:
+    """The run record keeps which Swarm node ran the call (as the node names itself), with its peak memory."""
+    import sqlite3
+
+    from dockertask.runs import record, store
+
+    where(11)
+    store.WRITER.flush()
+    run = record.current()
+    assert run is not None
+    with sqlite3.connect(os.environ[store.DB_ENV]) as conn:
+        node, peak = conn.execute(
+            "SELECT a.node, a.peak_memory FROM attempts a JOIN calls c ON c.run_id = a.run_id AND "
+            "c.call_id = a.call_id WHERE c.run_id = ? AND c.task LIKE '%where' AND c.inputs = 'x=11'",
+            (run.id,)).fetchone()
+    hostnames = {n[0] for n in swarm_backend.nodes()}
+    assert node in hostnames, (node, hostnames)
+    assert peak > 1_000_000
+
+
 def test_a_50_mb_result_comes_back_whole() -> None:
     """50 MB travels back over the callback connection intact."""
     data = big(50 * 2**20)

@@ -119,9 +119,9 @@ def test_trim_deletes_the_oldest_runs_until_the_record_is_under_its_cap(tmp_path
     for i in range(20):
         _add_run(conn, f"run-{i:02}", 1000.0 + i)
         conn.execute("INSERT INTO results VALUES (?, 'c1', ?)", (f"run-{i:02}", b"x" * 100_000))
-    removed = views.trim(conn, 1_000_000)
+    removed = store.trim(conn, 1_000_000)
     assert removed[0] == "run-00" and "run-19" not in removed
-    assert views.used_bytes(conn) <= 1_000_000
+    assert store.used_bytes(conn) <= 1_000_000
 
 
 def _fails(x: int) -> int:
@@ -161,3 +161,27 @@ def test_return_exceptions_puts_each_failure_in_its_slot(inproc: InProcessBacken
     assert map_task(checked, min_success_ratio=0.5)(x=[1, 3]) == [1, None]
     with pytest.raises(MapTaskError):
         map_task(checked, return_exceptions=True)(x=[3])
+
+
+def test_a_result_holding_files_is_kept_by_content_and_comes_back_in_a_new_place(tmp_path: Path,
+                                                                                 monkeypatch: pytest.MonkeyPatch
+                                                                                 ) -> None:
+    """Resume returns a File/Directory result from the record: the same content, in a fresh output directory
+    (the original may be gone by then); a result over the limit is not kept."""
+    from dockertask import Directory, File
+    from dockertask.calls import kept
+
+    monkeypatch.setenv("DOCKERTASK_OUTPUT_DIR", str(tmp_path / "outputs"))
+    (tmp_path / "report.txt").write_text("hello")
+    (tmp_path / "tree" / "sub").mkdir(parents=True)
+    (tmp_path / "tree" / "sub" / "a.csv").write_text("1,2")
+    value = {"report": File(str(tmp_path / "report.txt")), "tree": Directory(str(tmp_path / "tree")), "n": 3}
+    blob = kept.dumps(value, 1 << 20)
+    assert blob is not None
+    (tmp_path / "report.txt").unlink()
+    back = kept.loads(blob, "m.t")
+    assert back["n"] == 3
+    assert Path(back["report"].path).read_text() == "hello" and back["report"].path != str(tmp_path / "report.txt")
+    assert (Path(back["tree"].path) / "sub" / "a.csv").read_text() == "1,2"
+    assert kept.dumps(value | {"report": File(str(tmp_path / "tree" / "sub" / "a.csv"))}, 10) is None
+    assert kept.loads(kept.dumps([1, 2], 100) or b"", "m.t") == [1, 2]
