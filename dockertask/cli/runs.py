@@ -191,16 +191,15 @@ def logs(ident: str, follow: bool) -> None:
             except views.NotFound:
                 _fail(f"dockertask logs: no run or call {ident!r} in {store.db_path()}")
             run_id, call_id = one["run_id"], one["call_id"]
-        seq, at = 0, 0.0
+        shown = 0  # the row id of the last line shown
         while True:
-            for cid, _attempt, n, _stream, line, when in views.output(conn, run_id, call_id, seq, at):
+            ended = follow and _ended(conn, run_id, call_id)  # asked first: no line of its last moment is lost
+            for cid, _attempt, _seq, _stream, line, rowid in views.output(conn, run_id, call_id, shown):
                 click.echo(line if call_id else f"[{cid}] {line}")
-                seq, at = max(seq, n), max(at, when)
-            if not follow or _ended(conn, run_id, call_id):
-                if follow:  # lines committed in the moment it ended
-                    for cid, _a, _n, _s, line, _w in views.output(conn, run_id, call_id, seq, at):
-                        click.echo(line if call_id else f"[{cid}] {line}")
+                shown = rowid
+            if not follow or ended:
                 return
+            sys.stdout.flush()  # a follower's reader (a pipe, a CI log) sees each line as it comes
             time.sleep(0.2)
 
 

@@ -363,10 +363,13 @@ def begin(task: Task[Any, Any], arguments: dict[str, Any], input_digest: Callabl
     call_id = run.next_id(f"{task.spec.name}\0{task.code_fingerprint}\0{digest}")
     secrets: tuple[str, ...] = ()
     inputs = _cut(", ".join(f"{k}={_short.repr(v)}" for k, v in arguments.items()), 500)
+    spec = task.spec
+    cpu = spec.limits.cpu_cores if spec.limits is not None else None
     store.WRITER.put("INSERT OR REPLACE INTO calls (run_id, call_id, parent, task, code_version, input_digest, inputs, "
-                     "map_index, started, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'running')",
-                     (run.id, call_id, parent, task.spec.name, task.code_fingerprint[:16], digest, inputs, index,
-                      time.time()))
+                     "map_index, started, status, mem_limit, cpu_limit) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', "
+                     "?, ?)",
+                     (run.id, call_id, parent, spec.name, task.code_fingerprint[:16], digest, inputs, index,
+                      time.time(), spec.effective_mem_limit, cpu if cpu is not None else None))
     return CallRecord(run, call_id, secrets, top=parent is None)
 
 

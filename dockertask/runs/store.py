@@ -29,7 +29,7 @@ from typing import Any
 
 from dockertask.host import paths
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DB_ENV = "DOCKERTASK_RUNS_DB"
 RECORD_ENV = "DOCKERTASK_RECORD"
 BUSY_MS = 5000  # how long a statement waits for another process's transaction before it counts as locked
@@ -45,7 +45,7 @@ CREATE TABLE IF NOT EXISTS calls (
     run_id TEXT, call_id TEXT, parent TEXT, task TEXT, code_version TEXT, input_digest TEXT, inputs TEXT,
     map_index INTEGER, grp TEXT, started REAL, ended REAL, status TEXT, cache_hit INTEGER DEFAULT 0,
     replayed INTEGER DEFAULT 0, result TEXT, error_type TEXT, error TEXT, traceback TEXT,
-    PRIMARY KEY (run_id, call_id));
+    mem_limit INTEGER, cpu_limit REAL, PRIMARY KEY (run_id, call_id));
 CREATE INDEX IF NOT EXISTS calls_id ON calls (call_id);
 CREATE TABLE IF NOT EXISTS attempts (
     run_id TEXT, call_id TEXT, attempt INTEGER, container_id TEXT, image TEXT, image_id TEXT,
@@ -101,7 +101,11 @@ def _migrate(conn: sqlite3.Connection) -> None:
         if version > SCHEMA_VERSION:
             raise sqlite3.DatabaseError(f"schema version {version} is newer than this dockertask's "
                                         f"({SCHEMA_VERSION}): upgrade dockertask, or name another file in {DB_ENV}")
-        # Version 0 is a fresh file; later versions add their ALTERs here, each guarded by the version.
+        # Version 0 is a fresh file (made whole above); each later version's changes, in order, for a file
+        # an older dockertask made.
+        if 0 < version < 2:  # 2: the call's limits, for the dashboard's memory bars
+            conn.execute("ALTER TABLE calls ADD COLUMN mem_limit INTEGER")
+            conn.execute("ALTER TABLE calls ADD COLUMN cpu_limit REAL")
         if version < SCHEMA_VERSION:
             conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
         conn.execute("COMMIT")

@@ -19,7 +19,8 @@ from dockertask.runs import store
 RUN_FIELDS = ("id", "name", "status", "started", "ended", "command", "cwd", "host", "user", "pid", "version",
               "git_commit", "resumed_from")
 CALL_FIELDS = ("call_id", "parent", "task", "code_version", "input_digest", "inputs", "map_index", "started",
-               "ended", "status", "cache_hit", "replayed", "result", "error_type", "error", "traceback")
+               "ended", "status", "cache_hit", "replayed", "result", "error_type", "error", "traceback", "mem_limit",
+               "cpu_limit")
 ATTEMPT_FIELDS = ("attempt", "container_id", "image", "image_id", "image_digest", "node", "started", "ended",
                   "exit_code", "oom_killed", "timed_out", "preempted", "peak_memory", "cpu_seconds", "usage_source",
                   "error")
@@ -127,15 +128,15 @@ def call(conn: sqlite3.Connection, ident: str) -> dict[str, Any]:
     return found
 
 
-def output(conn: sqlite3.Connection, run_id: str, call_id: str | None, after: int = 0,
-           after_at: float = 0.0) -> list[tuple[str, int, int, str, str, float]]:
-    """Recorded lines (call id, attempt, seq, stream, line, time): of one call after ``after`` (its seq), or
-    of a whole run after ``after_at`` (a time), in order."""
+def output(conn: sqlite3.Connection, run_id: str, call_id: str | None,
+           after: int = 0) -> list[tuple[str, int, int, str, str, int]]:
+    """Recorded lines (call id, attempt, seq, stream, line, row id) of one call or of a whole run, in the
+    order they were recorded, after the row id ``after`` (what a follower has shown)."""
     if call_id is not None:
-        return list(conn.execute("SELECT call_id, attempt, seq, stream, line, at FROM output WHERE run_id = ? AND "
-                                  "call_id = ? AND seq > ? ORDER BY seq", (run_id, call_id, after)))
-    return list(conn.execute("SELECT call_id, attempt, seq, stream, line, at FROM output WHERE run_id = ? AND "
-                             "at > ? ORDER BY at, call_id, seq", (run_id, after_at)))
+        return list(conn.execute("SELECT call_id, attempt, seq, stream, line, rowid FROM output WHERE run_id = ? "
+                                 "AND call_id = ? AND rowid > ? ORDER BY rowid", (run_id, call_id, after)))
+    return list(conn.execute("SELECT call_id, attempt, seq, stream, line, rowid FROM output WHERE run_id = ? AND "
+                             "rowid > ? ORDER BY rowid", (run_id, after)))
 
 
 def prune(conn: sqlite3.Connection, older_than_days: float | None = None, keep: int | None = None) -> list[str]:

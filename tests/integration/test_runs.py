@@ -259,3 +259,45 @@ def test_ctrl_c_is_a_few_lines_and_the_run_reads_interrupted(tmp_path: Path) -> 
     [run] = _cli(db, "runs", "--json")
     assert run["status"] == "interrupted"
     assert _cli(db, "show", run["id"], "--json")["calls"][0]["status"] == "interrupted"
+
+
+SLOW_LINES = textwrap.dedent('''
+    from dockertask import task
+
+    @task
+    def ticks(n: int) -> int:
+        import time
+        for i in range(n):
+            print(f"tick {i}", flush=True)
+            time.sleep(0.4)
+        return n
+
+    print("started", flush=True)
+    ticks(8)
+''')
+
+
+def test_logs_follow_prints_lines_as_they_come_and_ends_with_the_run(tmp_path: Path) -> None:
+    """`dockertask logs -f RUN` while the program runs: the lines arrive before the run ends, and it exits
+    once the run has ended, with every line."""
+    db = tmp_path / "runs.db"
+    proc = subprocess.Popen([sys.executable, str(_program(tmp_path, SLOW_LINES))], env=_env(db),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+    try:
+        assert proc.stdout is not None and "started" in proc.stdout.readline()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # the run's row is written with its first call
+            if db.exists() and _cli(db, "runs", "--json"):
+                break
+            time.sleep(0.2)
+        [run] = _cli(db, "runs", "--json")
+        follower = subprocess.Popen([sys.executable, "-m", "dockertask", "logs", "-f", run["id"]], env=_env(db),
+                                    stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        assert follower.stdout is not None
+        first = follower.stdout.readline()
+        assert "tick" in first and proc.poll() is None  # a line came while the program was still running
+        rest, _ = follower.communicate(timeout=60)
+        assert follower.returncode == 0 and proc.wait(60) == 0
+        assert [line.split("] ", 1)[1] for line in (first + rest).splitlines()] == [f"tick {i}" for i in range(8)]
+    finally:
+        proc.kill()

@@ -185,3 +185,22 @@ def test_a_result_holding_files_is_kept_by_content_and_comes_back_in_a_new_place
     assert (Path(back["tree"].path) / "sub" / "a.csv").read_text() == "1,2"
     assert kept.dumps(value | {"report": File(str(tmp_path / "tree" / "sub" / "a.csv"))}, 10) is None
     assert kept.loads(kept.dumps([1, 2], 100) or b"", "m.t") == [1, 2]
+
+
+def test_a_record_of_schema_1_is_migrated_forward_keeping_its_rows(tmp_path: Path) -> None:
+    """A file an older dockertask wrote gains the new columns and keeps every row."""
+    path = tmp_path / "runs.db"
+    old = sqlite3.connect(path)
+    old.executescript("""
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
+        INSERT INTO meta VALUES ('schema', '1');
+        CREATE TABLE calls (run_id TEXT, call_id TEXT, parent TEXT, task TEXT, code_version TEXT,
+            input_digest TEXT, inputs TEXT, map_index INTEGER, grp TEXT, started REAL, ended REAL, status TEXT,
+            cache_hit INTEGER DEFAULT 0, replayed INTEGER DEFAULT 0, result TEXT, error_type TEXT, error TEXT,
+            traceback TEXT, PRIMARY KEY (run_id, call_id));
+        INSERT INTO calls (run_id, call_id, task, status) VALUES ('r', 'c', 'm.t', 'succeeded');
+    """)
+    old.close()
+    conn = store.connect(path)
+    assert conn.execute("SELECT task, status, mem_limit FROM calls").fetchall() == [("m.t", "succeeded", None)]
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0] == str(store.SCHEMA_VERSION)
