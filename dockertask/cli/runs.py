@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, NoReturn
 
 import click
@@ -114,11 +115,17 @@ def show(ident: str, as_json: bool, html: str | None) -> None:
     with _record() as conn:
         run_id = views.find_run(conn, ident)
         if run_id is not None:
-            found = views.run(conn, run_id)
             if html is not None:
-                _fail("dockertask show --html: not built yet (the dashboard's issue)", 2)
+                from dockertask.runs import pages
+
+                Path(html).write_text(pages.run_page(conn, run_id, static=True), encoding="utf-8")
+                click.echo(f"wrote {html}: run {run_id}, one file that opens offline", err=True)
+                return
+            found = views.run(conn, run_id)
             _dump(found) if as_json else _show_run(found)
             return
+        if html is not None:
+            _fail(f"dockertask show --html: {ident!r} is not a run (`dockertask runs` lists them)", 2)
         try:
             one = views.call(conn, ident)
         except views.NotFound:
@@ -234,6 +241,25 @@ def rerun(run_id: str) -> None:
     os.execve(argv[0], argv, env)
 
 
+@click.command()
+@click.option("--port", default=8265, show_default=True, type=click.IntRange(0, 65535), help="The port to listen on.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="The address to listen on; anything but loopback shows the record to your network.")
+def ui(port: int, host: str) -> None:
+    """A local web dashboard of the record: runs, calls, timeline, resource use, errors, live output."""
+    from dockertask.runs import server
+
+    if not store.db_path().exists():
+        click.echo(f"dockertask: no record at {store.db_path()} yet; the dashboard shows runs as they are made",
+                   err=True)
+        store.connect().close()
+    click.echo(f"dockertask ui: http://{host}:{port}/ (Ctrl-C stops it)", err=True)
+    try:
+        server.serve(host, port)
+    except OSError as exc:
+        _fail(f"dockertask ui: cannot listen on {host}:{port} ({exc}); choose another with --port")
+
+
 def register(group: click.Group) -> None:
-    for command in (runs, show, logs, rerun):
+    for command in (runs, show, logs, rerun, ui):
         group.add_command(command)

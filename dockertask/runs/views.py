@@ -88,7 +88,9 @@ def find_run(conn: sqlite3.Connection, ident: str) -> str | None:
     return exact[0] if exact else rows[0][0] if len(rows) == 1 else None
 
 
-def run(conn: sqlite3.Connection, run_id: str) -> dict[str, Any]:
+def run(conn: sqlite3.Connection, run_id: str, attempts_for: set[str] | None = None) -> dict[str, Any]:
+    """The run with its calls and their attempts (only of the calls in ``attempts_for``, when given: a page
+    of a 10,000-call run needs its page's)."""
     reap(conn)
     row = conn.execute(f"SELECT {', '.join(RUN_FIELDS)} FROM runs WHERE id = ?", (run_id,)).fetchone()
     if row is None:
@@ -98,8 +100,13 @@ def run(conn: sqlite3.Connection, run_id: str) -> dict[str, Any]:
     calls = [_row(fields, r) for r in conn.execute(
         f"SELECT {', '.join(fields)} FROM calls WHERE run_id = ? ORDER BY started, map_index", (run_id,))]
     attempts: dict[str, list[dict[str, Any]]] = {}
-    for r in conn.execute(f"SELECT call_id, {', '.join(ATTEMPT_FIELDS)} FROM attempts WHERE run_id = ? "
-                          "ORDER BY attempt", (run_id,)):
+    query = f"SELECT call_id, {', '.join(ATTEMPT_FIELDS)} FROM attempts WHERE run_id = ?"
+    params: list[Any] = [run_id]
+    if attempts_for is not None:
+        wanted = sorted(attempts_for)[:900]  # SQLite's bound-parameter limit; a page holds far fewer
+        query += f" AND call_id IN ({', '.join('?' * len(wanted))})"
+        params += wanted
+    for r in conn.execute(query + " ORDER BY attempt", params):
         attempts.setdefault(r[0], []).append(_row(ATTEMPT_FIELDS, r[1:]))
     for c in calls:
         c["attempts"] = attempts.get(c["call_id"], [])

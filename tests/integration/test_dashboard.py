@@ -1,0 +1,270 @@
+"""The dashboard (`dockertask ui`) and the HTML report (`show --html`), in Debian's headless Chromium, on the
+record of real runs: what a person sees, not what the server returns."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+PROGRAM = textwrap.dedent('''
+    from dockertask import Resources, map_task, task
+
+    @task
+    def score(x: int) -> int:
+        print(f"scoring {x}")
+        if x == 2:
+            print("<script>alert('pwned')</script>")
+            raise ValueError(f"cannot score {x}: <b>bold</b>")
+        return x
+
+    @task(limits=Resources(mem="64Mi"))
+    def hog() -> None:
+        blocks = []
+        while True:
+            blocks.append(bytearray(8 << 20))
+
+    map_task(score, min_success_ratio=0.5)(x=[0, 1, 2, 3])
+    try:
+        hog()
+    except Exception as exc:
+        print(type(exc).__name__)
+''')
+
+SLOW = textwrap.dedent('''
+    from dockertask import task
+
+    @task
+    def slow() -> None:
+        import time
+        for i in range(60):
+            print(f"line {i}", flush=True)
+            time.sleep(0.5)
+
+    slow()
+''')
+
+
+def _env(db: Path) -> dict[str, str]:
+    return {**os.environ, "DOCKERTASK_RUNS_DB": str(db), "PYTHONPATH": str(ROOT)}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A record holding one real run: a map with a failing item (which prints markup), and an OOM call."""
+    base = tmp_path_factory.mktemp("dash")
+    db = base / "runs.db"
+    program = base / "program.py"
+    program.write_text(PROGRAM)
+    done = subprocess.run([sys.executable, str(program)], env=_env(db), capture_output=True, text=True, timeout=300,
+                          cwd=base)
+    assert done.returncode == 0 and "TaskOOMError" in done.stdout, done.stderr
+    return db
+
+
+@pytest.fixture(scope="module")
+def ui(recorded: Path) -> Iterator[str]:
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "dockertask", "ui", "--port", str(port)], env=_env(recorded),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium, headless, through Debian's chromedriver (nothing downloaded)."""
+    if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
+        pytest.fail(f"{CHROMIUM} and {CHROMEDRIVER} are needed (apt-get install chromium chromium-driver; "
+                    "./dev.sh test installs them)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,800",
+                "--disable-dev-shm-usage"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _shot(driver: Any, name: str, tmp_path: Path) -> None:
+    driver.save_screenshot(str(tmp_path / f"{name}.png"))
+    if os.environ.get("DOCKERTASK_SCREENSHOTS"):  # how the README's pictures were made
+        driver.save_screenshot(str(Path(os.environ["DOCKERTASK_SCREENSHOTS"]) / f"{name}.png"))
+
+
+def _run_id(db: Path) -> str:
+    with sqlite3.connect(db) as conn:
+        return str(conn.execute("SELECT id FROM runs ORDER BY started DESC LIMIT 1").fetchone()[0])
+
+
+def test_the_runs_list_and_a_run_show_what_failed_and_when(browser: Any, ui: str, recorded: Path,
+                                                          tmp_path: Path) -> None:
+    """The list shows the run with its failed count; the run shows the failed item's error, one timeline bar
+    per call, and the OOM call's memory bar at its limit; task output and errors are text, never markup."""
+    from selenium.common.exceptions import NoAlertPresentException
+    from selenium.webdriver.common.by import By
+
+    browser.get(ui + "/")
+    row = browser.find_element(By.CSS_SELECTOR, f"tr[data-run='{_run_id(recorded)}']")
+    assert row.find_elements(By.TAG_NAME, "td")[-1].text == "2"  # the map item and the OOM call
+    _shot(browser, "runs", tmp_path)
+    row.find_element(By.TAG_NAME, "a").click()
+    assert browser.find_element(By.ID, "count-failed").text == "2"
+    failed = browser.find_element(By.CSS_SELECTOR, "#calls tr.failed td.error")
+    assert failed.text == "ValueError: cannot score 2: <b>bold</b>"  # escaped: the tags are text
+    bars = browser.find_elements(By.CSS_SELECTOR, "svg.timeline g.call-bar")
+    calls = browser.find_elements(By.CSS_SELECTOR, "#calls tbody tr")
+    assert len(bars) == len(calls) == 5  # 4 map items and the OOM call
+    # Each bar's accessible name is its <title>: the call, its status and its times.
+    labels = [b.find_element(By.TAG_NAME, "title").get_attribute("textContent") for b in bars]
+    assert any(label.startswith("score[2]") and "failed" in label for label in labels)
+    oom = next(r for r in calls if "(OOM)" in r.text)
+    memory = oom.find_element(By.CSS_SELECTOR, "div.mem")
+    assert float(memory.get_attribute("data-pct")) >= 90, memory.get_attribute("aria-label")
+    assert "of its 64.0 MiB limit" in memory.get_attribute("aria-label")
+    _shot(browser, "run", tmp_path)
+    oom.find_element(By.TAG_NAME, "a").click()
+    assert "yes" in browser.find_element(By.CSS_SELECTOR, "table.attempts tbody tr").text  # OOM: yes
+    _shot(browser, "call", tmp_path)
+    browser.back()
+    browser.find_element(By.CSS_SELECTOR, "#calls tr.failed a").click()
+    assert "<script>alert('pwned')</script>" in browser.find_element(By.ID, "output").text
+    with pytest.raises(NoAlertPresentException):
+        browser.switch_to.alert.text  # noqa: B018 - the script never ran
+    assert not [s for s in browser.find_elements(By.TAG_NAME, "script") if "pwned" in s.get_attribute("innerHTML")]
+
+
+def test_a_running_call_s_output_grows_without_a_reload(browser: Any, tmp_path: Path) -> None:
+    """While a call runs, its page appends the lines it prints; the page itself is never reloaded."""
+    from selenium.webdriver.common.by import By
+
+    db = tmp_path / "runs.db"
+    program = tmp_path / "slow.py"
+    program.write_text(SLOW)
+    proc = subprocess.Popen([sys.executable, str(program)], env=_env(db), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, cwd=tmp_path)
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "dockertask", "ui", "--port", str(port)], env=_env(db),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 60
+        call_id = None
+        while time.monotonic() < deadline and call_id is None:
+            time.sleep(0.5)
+            if db.exists():
+                with sqlite3.connect(db) as conn:
+                    row = conn.execute("SELECT run_id, call_id FROM calls WHERE status = 'running'").fetchone()
+                    n = conn.execute("SELECT COUNT(*) FROM output").fetchone()[0]
+                if row and n >= 2:
+                    run_id, call_id = row
+        assert call_id is not None, "the call never started printing"
+        browser.get(f"http://127.0.0.1:{port}/calls/{run_id}/{call_id}")
+        browser.execute_script("window.__stillHere = true;")
+        first = browser.find_element(By.ID, "output").text.count("line ")
+        time.sleep(4)
+        later = browser.find_element(By.ID, "output").text.count("line ")
+        assert later >= first + 4, (first, later)
+        assert browser.execute_script("return window.__stillHere === true;")
+        _shot(browser, "call-live", tmp_path)
+    finally:
+        proc.kill()
+        server.terminate()
+        server.wait(10)
+        subprocess.run([sys.executable, "-m", "dockertask", "gc"], env=_env(db), capture_output=True, timeout=120)
+
+
+def test_the_html_report_opens_offline_with_everything_in_it(browser: Any, recorded: Path, tmp_path: Path) -> None:
+    """`show RUN --html FILE`: one file; opened with the network disabled it shows the run, its timeline
+    and the failed calls' errors and output; it names nothing to fetch."""
+    from selenium.webdriver.common.by import By
+
+    report = tmp_path / "report.html"
+    done = subprocess.run([sys.executable, "-m", "dockertask", "show", _run_id(recorded), "--html", str(report)],
+                          env=_env(recorded), capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    text = report.read_text()
+    assert "http://" not in text and "https://" not in text and "<script src" not in text
+    browser.execute_cdp_cmd("Network.enable", {})
+    browser.execute_cdp_cmd("Network.emulateNetworkConditions", {"offline": True, "latency": 0,
+                                                                "downloadThroughput": 0, "uploadThroughput": 0})
+    try:
+        browser.get(report.as_uri())
+        assert browser.find_element(By.ID, "count-failed").text == "2"
+        assert len(browser.find_elements(By.CSS_SELECTOR, "svg.timeline g.call-bar")) == 5
+        sections = browser.find_elements(By.CSS_SELECTOR, "section[id^='call-']")
+        assert any("cannot score 2" in s.text and "scoring 2" in s.text for s in sections)
+        _shot(browser, "report", tmp_path)
+    finally:
+        browser.execute_cdp_cmd("Network.emulateNetworkConditions", {"offline": False, "latency": 0,
+                                                                    "downloadThroughput": -1, "uploadThroughput": -1})
+
+
+def test_a_run_of_10000_calls_opens_in_under_a_second(browser: Any, tmp_path: Path) -> None:
+    """A large map's run: the page (its first page of calls, its timeline) is there in under a second."""
+    from selenium.webdriver.common.by import By
+
+    from dockertask.runs import store
+
+    db = tmp_path / "runs.db"
+    conn = store.connect(db)
+    now = time.time()
+    conn.execute("INSERT INTO runs (id, name, started, ended, status, command, host, pid) VALUES "
+                 "('big', 'big', ?, ?, 'failed', '[]', 'elsewhere', 1)", (now, now + 600))
+    rows = [("big", f"c{i:015}", "m", "m.t", f"x={i}", i, now + i * 0.05, now + i * 0.05 + 0.4,
+             "failed" if i % 97 == 0 else "succeeded") for i in range(10_000)]
+    conn.executemany("INSERT INTO calls (run_id, call_id, parent, task, inputs, map_index, started, ended, status) "
+                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    conn.executemany("INSERT INTO attempts (run_id, call_id, attempt, exit_code, peak_memory) VALUES (?, ?, 1, 0, ?)",
+                     [(r[0], r[1], 5_000_000 + i) for i, r in enumerate(rows)])
+    conn.close()
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "dockertask", "ui", "--port", str(port)], env=_env(db),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    try:
+        time.sleep(1.5)
+        browser.get(f"http://127.0.0.1:{port}/runs/big")  # the first request warms the server
+        start = time.perf_counter()
+        browser.get(f"http://127.0.0.1:{port}/runs/big")
+        took = time.perf_counter() - start
+        assert browser.find_element(By.ID, "count-failed").text == str(len(range(0, 10_000, 97)))
+        assert took < 1.0, f"{took:.2f} s"
+    finally:
+        server.terminate()
+        server.wait(10)
