@@ -62,6 +62,18 @@ ensure_engine() {
     return 1
 }
 
+# The dashboard's tests drive Debian's headless Chromium through its chromedriver: installed from Debian's
+# packages, never downloaded by a test at run time.
+ensure_browser() {
+    command -v chromium >/dev/null && command -v chromedriver >/dev/null && return 0
+    if as_root; then
+        say "installing chromium and chromium-driver (the dashboard's browser tests)"
+        apt_install chromium chromium-driver
+    else
+        say "chromium and chromium-driver are missing: the dashboard's browser tests will fail (apt-get install them)"
+    fi
+}
+
 ensure_default_image() {
     "$VENV/bin/dockertask" doctor --fix >&2
 }
@@ -117,6 +129,7 @@ case "$cmd" in
         ;;
     test)
         ensure_venv
+        ensure_browser
         if ensure_engine; then
             ensure_default_image
         else
@@ -126,6 +139,7 @@ case "$cmd" in
         ;;
     test-podman)
         ensure_venv
+        ensure_browser
         ensure_engine
         ensure_default_image
         podman_tests "$@"

@@ -171,6 +171,59 @@ def test_the_runs_list_and_a_run_show_what_failed_and_when(browser: Any, ui: str
     assert not [s for s in browser.find_elements(By.TAG_NAME, "script") if "pwned" in s.get_attribute("innerHTML")]
 
 
+CONTRAST = r"""
+function lum(c) {
+  var v = c.match(/[0-9.]+/g).slice(0, 3).map(function (x) { x = x / 255;
+    return x <= 0.03928 ? x / 12.92 : Math.pow((x + 0.055) / 1.055, 2.4); });
+  return 0.2126 * v[0] + 0.7152 * v[1] + 0.0722 * v[2];
+}
+function bg(el) {
+  for (; el; el = el.parentElement) {
+    var c = getComputedStyle(el).backgroundColor;
+    if (c && c !== "transparent" && !/rgba\(.*, 0\)$/.test(c)) { return c; }
+  }
+  return "rgb(255, 255, 255)";
+}
+var worst = [];
+document.querySelectorAll("body *").forEach(function (el) {
+  var own = Array.prototype.some.call(el.childNodes, function (n) { return n.nodeType === 3 && n.textContent.trim(); });
+  if (!own || el.closest("svg") || !el.getClientRects().length) { return; }
+  var a = lum(getComputedStyle(el).color), b = lum(bg(el));
+  var ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+  if (ratio < 4.5) { worst.push(el.tagName + " '" + el.textContent.trim().slice(0, 30) + "' " + ratio.toFixed(2)); }
+});
+return worst;
+"""
+
+
+def test_pages_are_usable_narrow_by_keyboard_and_readable(browser: Any, ui: str, recorded: Path) -> None:
+    """Each page: every text passes WCAG AA contrast (4.5:1); at 400 px wide nothing spills sideways (tables
+    scroll in their own box); the keyboard reaches the links."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    run_id = _run_id(recorded)
+    with sqlite3.connect(recorded) as conn:
+        call_id = conn.execute("SELECT call_id FROM calls WHERE status = 'failed' LIMIT 1").fetchone()[0]
+    for path in ("/", f"/runs/{run_id}", f"/calls/{run_id}/{call_id}"):
+        browser.set_window_size(1280, 800)
+        browser.get(ui + path)
+        assert browser.execute_script(CONTRAST) == [], path
+        browser.set_window_size(400, 800)
+        overflow = browser.execute_script("return document.documentElement.scrollWidth - "
+                                          "document.documentElement.clientWidth;")
+        assert overflow <= 1, (path, overflow)
+    browser.set_window_size(1280, 800)
+    browser.get(ui + f"/runs/{run_id}")
+    body = browser.find_element(By.TAG_NAME, "body")
+    reached = set()
+    for _ in range(8):
+        body.send_keys(Keys.TAB) if not reached else browser.switch_to.active_element.send_keys(Keys.TAB)
+        active = browser.switch_to.active_element
+        reached.add((active.tag_name, active.get_attribute("href") or ""))
+    assert any(f"/calls/{run_id}/" in href for tag, href in reached if tag == "a"), reached
+
+
 def test_a_running_call_s_output_grows_without_a_reload(browser: Any, tmp_path: Path) -> None:
     """While a call runs, its page appends the lines it prints; the page itself is never reloaded."""
     from selenium.webdriver.common.by import By
