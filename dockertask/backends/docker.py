@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import io
+import json
 import os
 import socket
 import threading
@@ -400,8 +402,17 @@ class DockerBackend:
             self._release(cid, sock)
 
     def usage(self, cid: str) -> dict[str, Any] | None:
-        """A running container's peak memory and CPU seconds as the engine measures them (one sample), or
-        None: cgroup v2 reports no peak, and what is not measured is not recorded."""
+        """A running container's peak memory and CPU seconds, read inside it from its cgroup as the bootstrap
+        reads them at the end of a call (a timed-out call never reaches that end): one exec of python3. Where
+        that cannot run, the engine's stats (Docker's carry a peak on cgroup v1; Podman's and cgroup v2's
+        carry none, and what is not measured is not recorded)."""
+        try:
+            exec_id = self.api.exec_create(cid, ["python3", "-c", _usage_probe()], stdout=True, stderr=False)["Id"]
+            read = json.loads(self.api.exec_start(exec_id).decode("utf-8", "replace").strip().splitlines()[-1])
+            if isinstance(read, dict) and ("peak" in read or "cpu" in read):
+                return read
+        except (requests.exceptions.RequestException, DockerException, ValueError, IndexError, KeyError):
+            pass
         try:
             stats = self.api.stats(cid, stream=False, one_shot=True)
             memory, cpu = stats.get("memory_stats") or {}, stats.get("cpu_stats") or {}
@@ -663,6 +674,17 @@ def _image_info(ref: str, data: dict[str, Any]) -> ImageInfo:
                      size=int(data.get("Size", 0)), tags=tuple(data.get("RepoTags") or ()),
                      digests=tuple(data.get("RepoDigests") or ()))
 
+
+
+@functools.cache
+def _usage_probe() -> str:
+    """The bootstrap's own usage() and what it calls, as a program that prints its answer as JSON."""
+    import inspect
+
+    from dockertask.runtime import bootstrap
+
+    return "\n".join(["import json, os", inspect.getsource(bootstrap.usage), inspect.getsource(bootstrap.process_usage),
+                      "print(json.dumps(usage()))"])
 
 
 class WorkerConnection:

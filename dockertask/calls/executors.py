@@ -96,9 +96,10 @@ def build_job(task: Task[Any, Any], image: str, envelope: envelope.Envelope,
     if interruptible:
         labels["dockertask.interruptible"] = "true"
     environment = {**task.container_options.environment, **spec.environment}
-    if spec.effective_mem_limit and store.enabled():
-        # The call runs in a child of the bootstrap, which outlives an OOM kill to report the peak memory it
-        # reached, for the record (~4 ms; only for a task that has a memory limit to reach).
+    if (spec.effective_mem_limit or spec.interruptible) and store.enabled():
+        # The call runs in a child of the bootstrap, which outlives an OOM kill or a stop from outside to
+        # report the peak memory it reached, for the record (~4 ms; only for a task that has a memory limit
+        # to reach, or that may be preempted).
         from dockertask.backends import engine_config  # host-only: not in the runtime zip
 
         environment.update(engine_config.WATCH_CALL)

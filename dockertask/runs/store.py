@@ -178,27 +178,22 @@ class Writer:
         done.wait(timeout)
 
     def _loop(self) -> None:
+        # Sleep through the batch window, then take everything queued at once: waking for each row (a
+        # get() with a timeout per item) made this thread contend for the GIL with the calls' threads
+        # five times a call.
         while True:
-            item = self._queue.get()
-            batch: list[tuple[str, tuple[Any, ...]]] = []
-            events: list[threading.Event] = []
-            deadline = time.monotonic() + self.FLUSH_SECONDS
+            items = [self._queue.get()]
+            if not isinstance(items[0], threading.Event):
+                time.sleep(self.FLUSH_SECONDS)
             while True:
-                if isinstance(item, threading.Event):
-                    events.append(item)
-                    break  # a flush: commit now
-                if item is not None:
-                    batch.append(item)
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
                 try:
-                    item = self._queue.get(timeout=left)
+                    items.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            self._commit(batch)
-            for event in events:
-                event.set()
+            self._commit([item for item in items if isinstance(item, tuple)])
+            for item in items:
+                if isinstance(item, threading.Event):
+                    item.set()
 
     def _commit(self, batch: list[tuple[str, tuple[Any, ...]]]) -> None:
         if not batch or self.broken:

@@ -258,6 +258,7 @@ def test_a_running_call_s_output_grows_without_a_reload(browser: Any, tmp_path: 
         _shot(browser, "call-live", tmp_path)
     finally:
         proc.kill()
+        proc.wait(30)  # reaped: gc sees its process gone
         server.terminate()
         server.wait(10)
         subprocess.run([sys.executable, "-m", "dockertask", "gc"], env=_env(db), capture_output=True, timeout=120)

@@ -77,7 +77,9 @@ def test_a_failed_map_item_is_shown_with_its_error_and_output_after_the_program_
     shown = _cli(db, "show", run["id"], "--json")
     item = next(c for c in shown["calls"] if c["map_index"] == 2)
     assert item["status"] == "failed" and item["error_type"] == "ValueError" and item["error"] == "cannot score 3"
-    assert f'{program}", line 11, in score' in item["traceback"]  # the real file and line
+    one = _cli(db, "show", item["call_id"], "--json")
+    assert f'{program}", line 11, in score' in one["traceback"]  # the real file and line
+    assert 'raise ValueError(f"cannot score {x}")' in one["traceback"]  # with its source line
     attempt = item["attempts"][0]
     assert attempt["image_id"].startswith("sha256:") and attempt["container_id"]
     assert attempt["peak_memory"] > 1_000_000 and attempt["cpu_seconds"] > 0
@@ -201,6 +203,7 @@ def test_a_program_killed_with_sigkill_is_shown_interrupted(tmp_path: Path, api:
         assert _cli(db, "show", run["id"], "--json")["calls"][0]["status"] == "interrupted"
     finally:
         proc.kill()
+        proc.wait(30)
         subprocess.run([sys.executable, "-m", "dockertask", "gc"], env=_env(db), capture_output=True, timeout=120)
 
 
@@ -301,3 +304,41 @@ def test_logs_follow_prints_lines_as_they_come_and_ends_with_the_run(tmp_path: P
         assert [line.split("] ", 1)[1] for line in (first + rest).splitlines()] == [f"tick {i}" for i in range(8)]
     finally:
         proc.kill()
+
+
+PREEMPTED = textwrap.dedent('''
+    from dockertask import current_context, task
+
+    @task(interruptible=True)
+    def nap() -> int:
+        ballast = bytearray(40 << 20)
+        ballast[::4096] = b"x" * len(ballast[::4096])  # touched: resident, so counted
+        if current_context().attempt == 1:
+            print("started", flush=True)
+            import time
+            time.sleep(60)
+        return current_context().attempt
+
+    print("attempts", nap())
+''')
+
+
+def test_a_preempted_attempt_is_recorded_as_such_with_its_peak_memory(tmp_path: Path, api: Any) -> None:
+    """An interruptible call stopped from outside (`docker stop`): its attempt is recorded as preempted, with
+    the memory it had reached; the re-run attempt that succeeded follows it."""
+    db = tmp_path / "runs.db"
+    label = f"runs-test={uuid.uuid4().hex}"
+    env = {**_env(db), "DOCKERTASK_LABELS": f"{os.environ.get('DOCKERTASK_LABELS', '')},{label}"}
+    proc = subprocess.Popen([sys.executable, str(_program(tmp_path, PREEMPTED))], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    assert proc.stdout is not None
+    assert "started" in proc.stdout.readline()
+    [container] = api.containers(filters={"label": label})
+    api.stop(container["Id"], timeout=5)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and "attempts 2" in out, err
+    [run] = _cli(db, "runs", "--json")
+    [call] = _cli(db, "show", run["id"], "--json")["calls"]
+    first, second = call["attempts"]
+    assert first["preempted"] == 1 and first["peak_memory"] >= 40 << 20, first
+    assert second["preempted"] == 0 and call["status"] == "succeeded"
