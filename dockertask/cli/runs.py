@@ -121,8 +121,10 @@ def show(ident: str, as_json: bool, html: str | None) -> None:
                 Path(html).write_text(pages.run_page(conn, run_id, static=True), encoding="utf-8")
                 click.echo(f"wrote {html}: run {run_id}, one file that opens offline", err=True)
                 return
-            found = views.run(conn, run_id)
-            _dump(found) if as_json else _show_run(found)
+            if as_json:
+                click.echo(views.run_json(conn, run_id))
+            else:
+                _show_run(views.run_only(conn, run_id), views.call_lines(conn, run_id))
             return
         if html is not None:
             _fail(f"dockertask show --html: {ident!r} is not a run (`dockertask runs` lists them)", 2)
@@ -133,31 +135,31 @@ def show(ident: str, as_json: bool, html: str | None) -> None:
     _dump(one) if as_json else _show_call(one)
 
 
-def _show_run(r: dict[str, Any]) -> None:
+def _show_run(r: dict[str, Any], rows: list[tuple[Any, ...]]) -> None:
     out: list[str] = []
     echo = out.append  # one write at the end: a 10,000-call run is 10,000 lines
-    _run_lines(r, echo)
+    _run_lines(r, rows, echo)
     click.echo("\n".join(out))
 
 
-def _run_lines(r: dict[str, Any], echo: Callable[[str], Any]) -> None:
+def _run_lines(r: dict[str, Any], rows: list[tuple[Any, ...]], echo: Callable[[str], Any]) -> None:
     echo(f"run {r['id']}  {r['name']}  {r['status']}  started {_when(r['started'])}, took "
          f"{_took(r['started'], r['ended'])}")
     echo(f"  command: {' '.join(json.loads(r['command'] or '[]')[1:])}  (in {r['cwd']}, {r['user']}@{r['host']})")
     if r["resumed_from"]:
         echo(f"  resumed from {r['resumed_from']}")
     echo(f"  {'CALL':<16} {'STATUS':<11} {'TOOK':>7} {'ATT':>3}  TASK")
-    for c in r["calls"]:
-        how = " (cache hit)" if c["cache_hit"] else " (from the record)" if c["replayed"] else ""
-        item = f"[{c['map_index']}]" if c["map_index"] is not None else ""
-        indent = "  " if c["parent"] else ""
-        echo(f"  {c['call_id']:<16} {c['status']:<11} {_took(c['started'], c['ended']):>7} "
-             f"{len(c['attempts']):>3}  {indent}{c['task']}{item}{how}")
-        if c["status"] == "failed":
-            echo(f"  {'':<16} {c['error_type']}: {(c['error'] or '').splitlines()[0] if c['error'] else ''}")
-    failed = [c for c in r["calls"] if c["status"] in ("failed", "interrupted")]
+    failed = 0
+    for call_id, status, started, ended, attempts, parent, task, index, cache_hit, replayed, etype, error in rows:
+        how = " (cache hit)" if cache_hit else " (from the record)" if replayed else ""
+        item = f"[{index}]" if index is not None else ""
+        indent = "  " if parent else ""
+        echo(f"  {call_id:<16} {status:<11} {_took(started, ended):>7} {attempts:>3}  {indent}{task}{item}{how}")
+        if status == "failed":
+            echo(f"  {'':<16} {etype}: {error.splitlines()[0] if error else ''}")
+        failed += status in ("failed", "interrupted")
     if failed:
-        echo(f"{len(failed)} call(s) failed: `dockertask show CALL` for one; `dockertask rerun {r['id']}` "
+        echo(f"{failed} call(s) failed: `dockertask show CALL` for one; `dockertask rerun {r['id']}` "
              "runs the program again without the calls that succeeded")
 
 

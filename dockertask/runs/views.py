@@ -78,6 +78,15 @@ def find_run(conn: sqlite3.Connection, ident: str) -> str | None:
     return exact[0] if exact else rows[0][0] if len(rows) == 1 else None
 
 
+def run_only(conn: sqlite3.Connection, run_id: str) -> dict[str, Any]:
+    """The run's own row, without its calls."""
+    reap(conn)
+    row = conn.execute(f"SELECT {', '.join(RUN_FIELDS)} FROM runs WHERE id = ?", (run_id,)).fetchone()
+    if row is None:
+        raise NotFound(run_id)
+    return _row(RUN_FIELDS, row)
+
+
 def run(conn: sqlite3.Connection, run_id: str, attempts_for: set[str] | None = None) -> dict[str, Any]:
     """The run with its calls and their attempts (only of the calls in ``attempts_for``, when given: a page
     of a 10,000-call run needs its page's)."""
@@ -102,6 +111,34 @@ def run(conn: sqlite3.Connection, run_id: str, attempts_for: set[str] | None = N
         c["attempts"] = attempts.get(c["call_id"], [])
     found["calls"] = calls
     return found
+
+
+def _json_object(alias: str, fields: tuple[str, ...]) -> str:
+    return "json_object(" + ", ".join(f"'{f}', {alias}.{f}" for f in fields) + ")"
+
+
+def run_json(conn: sqlite3.Connection, run_id: str) -> str:
+    """``run()`` as JSON text, made by SQLite's JSON functions: a 10,000-call run's ``show --json`` spends its
+    time in C rather than building 20,000 dicts to encode them again."""
+    reap(conn)
+    run_row = conn.execute(f"SELECT {_json_object('r', RUN_FIELDS)} FROM runs r WHERE id = ?", (run_id,)).fetchone()
+    if run_row is None:
+        raise NotFound(run_id)
+    fields = tuple(f for f in CALL_FIELDS if f != "traceback")
+    attempts = (f"json((SELECT json_group_array({_json_object('a', ATTEMPT_FIELDS)}) FROM "
+                "(SELECT * FROM attempts WHERE run_id = c.run_id AND call_id = c.call_id ORDER BY attempt) a))")
+    call_object = _json_object("c", fields)[:-1] + f", 'attempts', {attempts})"
+    calls = [r[0] for r in conn.execute(f"SELECT {call_object} FROM calls c WHERE run_id = ? "
+                                        "ORDER BY started, map_index", (run_id,))]
+    return str(run_row[0])[:-1] + ', "calls": [' + ", ".join(calls) + "]}"
+
+
+def call_lines(conn: sqlite3.Connection, run_id: str) -> list[tuple[Any, ...]]:
+    """What ``show RUN`` prints of each call, as rows (no dicts: a 10,000-call run prints in ~0.1 s)."""
+    return list(conn.execute(
+        "SELECT c.call_id, c.status, c.started, c.ended, (SELECT COUNT(*) FROM attempts a WHERE a.run_id = "
+        "c.run_id AND a.call_id = c.call_id), c.parent, c.task, c.map_index, c.cache_hit, c.replayed, "
+        "c.error_type, c.error FROM calls c WHERE c.run_id = ? ORDER BY c.started, c.map_index", (run_id,)))
 
 
 def call(conn: sqlite3.Connection, ident: str) -> dict[str, Any]:
