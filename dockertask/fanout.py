@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from dockertask.calls import progress, runner
-from dockertask.errors import MapTaskError, TaskDefinitionError, TaskInputError
+from dockertask.errors import DockerTaskError, MapTaskError, TaskDefinitionError, TaskInputError
 from dockertask.host import lifecycle
 from dockertask.runs import record
 from dockertask.tasks import Task, max_parallel
@@ -73,6 +73,8 @@ class MapTask:
             if isinstance(exc, KeyboardInterrupt):  # a few lines, not the frames of wherever it landed
                 raise KeyboardInterrupt(f"map of task {self.task.spec.name}: stopped; no more items start, "
                                         "running containers were killed and removed") from None
+            if isinstance(exc, DockerTaskError):  # MapTaskError: the user's line, not this module's frames
+                raise exc.with_traceback(None)  # noqa: B904 - its failures are in .failures
             raise
         if rec is not None:
             rec.succeeded(f"{len(items)} items", keep=False)

@@ -15,6 +15,7 @@ import site
 import sys
 import sysconfig
 import threading
+import types
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any, BinaryIO
@@ -93,11 +94,47 @@ def register_user_modules() -> None:
                 cloudpickle.register_pickle_by_value(module)
 
 
+def _module_attribute(obj: Any) -> tuple[ModuleType, str] | None:
+    """(module, name) when ``obj`` (a bound method) is a module-level name of an installed module."""
+    name = getattr(obj, "__name__", None)
+    owner = getattr(obj, "__self__", None)
+    for module_name in (getattr(obj, "__module__", None), type(owner).__module__ if owner is not None else None):
+        module = sys.modules.get(module_name) if isinstance(module_name, str) else None
+        if module is None or not isinstance(name, str) or is_user_module(module):
+            continue
+        try:
+            if getattr(module, name, None) is obj:
+                return module, name
+        except Exception:  # noqa: BLE001 - a module whose attributes misbehave: cloudpickle decides
+            continue
+    return None
+
+
+class Pickler(cloudpickle.Pickler):  # type: ignore[misc]
+    """cloudpickle's, but a bound method an installed module holds as a module-level name goes by reference
+    (``random.randint``, ``numpy.random.randint``): by value it carried its hidden generator with the host's
+    state, and every container (and every retry) drew the host's next "random" numbers, all the same."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, (types.MethodType, types.BuiltinMethodType)) and not isinstance(obj.__self__,
+                                                                                           ModuleType):
+            found = _module_attribute(obj)
+            if found is not None:
+                return getattr, found
+        return super().reducer_override(obj)
+
+
+def dumps(value: Any) -> bytes:
+    buf = io.BytesIO()
+    Pickler(buf, protocol=5).dump(value)
+    return buf.getvalue()
+
+
 def dumps_call(value: Any, with_files: bool) -> tuple[bytes, tuple[Any, ...]]:
-    """The pickled call (or arguments) and its File/Directory inputs; the plain cloudpickle path for a
-    task whose arguments cannot hold any (no Python callback per pickled object)."""
+    """The pickled call (or arguments) and its File/Directory inputs; the plain path for a task whose
+    arguments cannot hold any (no Python callback per pickled object)."""
     if not with_files:
-        return bytes(cloudpickle.dumps(value, protocol=5)), ()
+        return dumps(value), ()
     inputs: list[Any] = []
     return dumps_with_paths(value, inputs), tuple(inputs)
 
@@ -109,7 +146,7 @@ def dumps_with_paths(value: Any, found: list[Any]) -> bytes:
 
     index: dict[int, int] = {}
 
-    class Pickler(cloudpickle.Pickler):  # type: ignore[misc]
+    class WithPaths(Pickler):
         def persistent_id(self, obj: Any) -> Any:
             if isinstance(obj, files._PathValue):
                 if id(obj) not in index:
@@ -119,7 +156,7 @@ def dumps_with_paths(value: Any, found: list[Any]) -> bytes:
             return None
 
     buf = io.BytesIO()
-    Pickler(buf, protocol=5).dump(value)
+    WithPaths(buf, protocol=5).dump(value)
     return buf.getvalue()
 
 
@@ -139,7 +176,7 @@ def pickle_function(func: Callable[..., Any], task_name: str) -> bytes:
     """The task's function alone (reuse mode loads it once per replica)."""
     register_user_modules()
     try:
-        return bytes(cloudpickle.dumps(func, protocol=5))
+        return dumps(func)
     except Exception as exc:
         raise unpicklable(func, (), {}, task_name, exc) from None
 

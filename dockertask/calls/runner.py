@@ -45,7 +45,7 @@ def call(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], ba
         task.warn_if_deprecated(stacklevel=4)
     rec = record.begin(task, bound.arguments, input_digest, parent, index)
     if rec is None:
-        return _call(task, bound, backend, output, since, None)
+        return _call(task, bound, backend, output, since, None, index)
     replayed = rec.run.replayable(rec.call_id)
     if replayed is not None:
         try:
@@ -56,7 +56,7 @@ def call(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], ba
             rec.succeeded(value, replayed=True, pickled=replayed)
             return value
     try:
-        value = _call(task, bound, backend, output, since, rec)
+        value = _call(task, bound, backend, output, since, rec, index)
     except BaseException as exc:
         rec.failed(exc)
         if parent is None and rec.attempt and isinstance(exc, Exception):  # not for an error before any container
@@ -74,7 +74,7 @@ def call(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], ba
 
 
 def _call(task: Task[Any, Any], bound: Any, backend: Backend | None, output: OutputSink | None, since: int,
-          rec: record.CallRecord | None) -> Any:
+          rec: record.CallRecord | None, index: int | None = None) -> Any:
     spec = task.spec
     if rec is not None:
         output = rec.sink(output or progress.print_line)
@@ -87,7 +87,7 @@ def _call(task: Task[Any, Any], bound: Any, backend: Backend | None, output: Out
         except NotHashable as exc:
             warnings.warn(f"task {spec.name}: {exc}; running without the cache", RuntimeWarning, stacklevel=3)
     if key is None:
-        return _attempts(task, bound.args, bound.kwargs, backend or default_backend(), output, since, rec)
+        return _attempts(task, bound.args, bound.kwargs, backend or default_backend(), output, since, rec, index)
     store = Cache()
     hit, value = store.get(key, spec.name)
     if hit:
@@ -100,14 +100,14 @@ def _call(task: Task[Any, Any], bound: Any, backend: Backend | None, output: Out
         except OSError as exc:  # a read-only or full cache directory: the call runs, without the cache
             warnings.warn(f"task {spec.name}: the cache at {store.directory} cannot be used ({type(exc).__name__}: "
                           f"{exc}); running without it", RuntimeWarning, stacklevel=3)
-            return _attempts(task, bound.args, bound.kwargs, backend or default_backend(), output, since, rec)
+            return _attempts(task, bound.args, bound.kwargs, backend or default_backend(), output, since, rec, index)
         hit, value = store.get(key, spec.name)  # an identical call may have finished while we waited
         if hit:
             if rec is not None:
                 rec.cache_hit = True
             return value
         # The engine is reached only on a miss: a hit needs neither Docker nor its SDK.
-        value = _attempts(task, bound.args, bound.kwargs, backend or default_backend(), output, since, rec)
+        value = _attempts(task, bound.args, bound.kwargs, backend or default_backend(), output, since, rec, index)
         try:
             store.put(key, value, spec.name, spec.cache_version)
         except OSError as exc:  # the cache is an optimisation: a full or read-only disk loses no result
@@ -146,8 +146,10 @@ def _not_started(name: str) -> TaskFailedError:
 
 
 def _attempts(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], backend: Backend,
-              output: OutputSink | None = None, since: int = 0, rec: record.CallRecord | None = None) -> Any:
+              output: OutputSink | None = None, since: int = 0, rec: record.CallRecord | None = None,
+              index: int | None = None) -> Any:
     spec = task.spec
+    who = spec.name if index is None else f"{spec.name}[{index}]"  # a map's item says which it is
     if lifecycle.interrupted(since):  # queued work (submits, map items) must not start after Ctrl-C
         raise _not_started(spec.name)
     image = refs.resolve(spec.container_image)
@@ -194,13 +196,13 @@ def _attempts(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any
             if failed.preempted and interruptible:
                 preemptions += 1
                 log.warning("task %s attempt %d was preempted (%s); re-running it (%d/%d preemptions)",
-                            spec.name, attempt, failed.error, preemptions, MAX_PREEMPTIONS)
+                            who, attempt, failed.error, preemptions, MAX_PREEMPTIONS)
                 continue
             if not failed.retryable or failures >= spec.retries:
                 raise _bare(failed.error)  # noqa: B904 - `from` would replace its RemoteTraceback cause
             failures += 1
             log.warning("task %s attempt %d failed: %s: %s; retrying in a fresh container (retry %d/%d)",
-                        spec.name, attempt, type(failed.error).__name__, _first_line(failed.error),
+                        who, attempt, type(failed.error).__name__, _first_line(failed.error),
                         failures, spec.retries)
 
 

@@ -204,3 +204,22 @@ def test_a_record_of_schema_1_is_migrated_forward_keeping_its_rows(tmp_path: Pat
     conn = store.connect(path)
     assert conn.execute("SELECT task, status, mem_limit FROM calls").fetchall() == [("m.t", "succeeded", None)]
     assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0] == str(store.SCHEMA_VERSION)
+
+
+def test_a_module_s_bound_method_travels_by_reference_not_with_its_generator_s_state() -> None:
+    """`from random import randint` in a task: the container uses its own generator. By value it carried the
+    host's, and every item of a map (and every retry) drew the same number (found running flytekit's
+    flakey map example: all items failed or passed together)."""
+    import pickle
+    import random
+
+    from dockertask.calls import pickling
+
+    def draw() -> int:
+        return random.randint(0, 10) + randint(0, 10)
+
+    randint = random.randint
+    loaded = pickle.loads(pickling.dumps(randint))
+    assert loaded is random.randint  # the receiving side's own, not a copy of ours
+    assert pickle.loads(pickling.dumps([random.random, random.choice]))[0] is random.random
+    assert pickling.dumps(draw).count(b"getstate") == 0 and b"randint" in pickling.dumps(draw)
