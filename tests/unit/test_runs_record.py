@@ -223,3 +223,65 @@ def test_a_module_s_bound_method_travels_by_reference_not_with_its_generator_s_s
     assert loaded is random.randint  # the receiving side's own, not a copy of ours
     assert pickle.loads(pickling.dumps([random.random, random.choice]))[0] is random.random
     assert pickling.dumps(draw).count(b"getstate") == 0 and b"randint" in pickling.dumps(draw)
+
+
+def test_a_call_s_output_is_capped_with_a_line_saying_how_much_was_cut(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the cap, lines still reach the terminal but not the record; one marker line says how many."""
+    from dockertask.runs import record
+
+    monkeypatch.setenv(store.DB_ENV, str(tmp_path / "runs.db"))
+    monkeypatch.setattr(store, "WRITER", store.Writer())
+    monkeypatch.setattr(record, "MAX_OUTPUT_LINES", 5)
+    run = record.RunState("capped")
+    rec = record.CallRecord(run, "c1", ("hunter22",))
+    shown: list[str] = []
+    sink = rec.sink(lambda stream, line: shown.append(line))
+    for i in range(12):
+        sink("stdout", f"line {i} hunter22")
+    rec.succeeded(1)
+    store.WRITER.flush()
+    with store.reading(tmp_path / "runs.db") as conn:
+        lines = [r[4] for r in views.output(conn, run.id, "c1")]
+    assert len(shown) == 12
+    assert lines == [f"line {i} ***" for i in range(5)] + ["[dockertask: output cut here: 7 more lines not recorded]"]
+
+
+def test_a_locked_record_is_one_warning_and_the_writer_goes_on_without_it(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another process holds the record's write lock past the busy wait: one warning, no exception."""
+    path = tmp_path / "runs.db"
+    store.connect(path).close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    monkeypatch.setattr(store, "BUSY_MS", 200)
+    writer = _writer(path, monkeypatch)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            writer.put("INSERT INTO runs (id) VALUES ('x')")
+            writer.flush()
+        assert [str(w.message) for w in caught if "cannot be written" in str(w.message)], caught
+        assert writer.broken
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+def test_a_record_over_its_cap_drops_its_oldest_runs_when_a_process_first_writes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:
+    """DOCKERTASK_RUNS_MAX_BYTES: the first write of a process trims the oldest runs, with a line saying so."""
+    path = tmp_path / "runs.db"
+    conn = store.connect(path)
+    for i in range(30):
+        _add_run(conn, f"run-{i:02}", 1000.0 + i)
+        conn.execute("INSERT INTO results VALUES (?, 'c1', ?)", (f"run-{i:02}", b"x" * 50_000))
+    conn.close()
+    monkeypatch.setenv(store.MAX_BYTES_ENV, "500000")
+    writer = _writer(path, monkeypatch)
+    writer.put("INSERT INTO runs (id, started, status) VALUES ('new', 5000, 'running')")
+    writer.flush()
+    with store.reading(path) as conn:
+        left = [r[0] for r in conn.execute("SELECT id FROM runs ORDER BY started")]
+    assert "new" in left and "run-29" in left and "run-00" not in left
+    assert "oldest run(s)" in capfd.readouterr().err
