@@ -50,7 +50,7 @@ SLOW = textwrap.dedent('''
     @task
     def slow() -> None:
         import time
-        for i in range(60):
+        for i in range(24):
             print(f"line {i}", flush=True)
             time.sleep(0.5)
 
@@ -225,7 +225,8 @@ def test_pages_are_usable_narrow_by_keyboard_and_readable(browser: Any, ui: str,
 
 
 def test_a_running_call_s_output_grows_without_a_reload(browser: Any, tmp_path: Path) -> None:
-    """While a call runs, its page appends the lines it prints; the page itself is never reloaded."""
+    """While a call runs, its page appends the lines it prints, and the run's page turns to succeeded when it
+    ends; neither page is ever reloaded."""
     from selenium.webdriver.common.by import By
 
     db = tmp_path / "runs.db"
@@ -256,6 +257,18 @@ def test_a_running_call_s_output_grows_without_a_reload(browser: Any, tmp_path: 
         assert later >= first + 4, (first, later)
         assert browser.execute_script("return window.__stillHere === true;")
         _shot(browser, "call-live", tmp_path)
+        browser.get(f"http://127.0.0.1:{port}/runs/{run_id}")
+        browser.execute_script("window.__stillHere = true;")
+
+        def text(element_id: str) -> str:  # read in one step: the live view may swap the element meanwhile
+            return str(browser.execute_script(f"return document.getElementById('{element_id}').textContent.trim();"))
+
+        assert text("count-running") == "1"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and text("run-status") == "running":
+            time.sleep(0.5)
+        assert (text("run-status"), text("count-running"), text("count-succeeded")) == ("succeeded", "0", "1")
+        assert browser.execute_script("return window.__stillHere === true;")
     finally:
         proc.kill()
         proc.wait(30)  # reaped: gc sees its process gone
