@@ -73,38 +73,37 @@ def runs_page(conn: sqlite3.Connection, failed: bool = False, limit: int = 100) 
 
 def run_data(conn: sqlite3.Connection, run_id: str, page: int | None = None) -> dict[str, Any]:
     """The run with what its page draws: counts, the timeline's bars in lanes, each call's memory bar (for
-    the calls of table page ``page``; None: for every call)."""
-    wanted = None
-    if page is not None:
-        ids = [r[0] for r in conn.execute("SELECT call_id FROM calls WHERE run_id = ? AND task NOT LIKE "
-                                          "'map_task(%' ORDER BY started, map_index LIMIT ? OFFSET ?",
-                                          (run_id, PAGE_CALLS, page * PAGE_CALLS))]
-        wanted = set(ids)
-    run = views.run(conn, run_id, wanted)
-    calls = run["calls"]
-    items = [c for c in calls if not c["task"].startswith("map_task(")]
+    the calls of table page ``page``; None: for every call, as the report shows them)."""
+    run = views.run_only(conn, run_id)
+    summary = views.summary(conn, run_id)
     now = time.time()
-    t0 = min([run["started"] or now] + [c["started"] for c in calls if c["started"]])
-    t1 = max([run["ended"] or now] + [c["ended"] or now for c in calls])
+    t0 = min(x for x in (run["started"], summary["first"], now) if x)
+    t1 = now if summary["open"] or not run["ended"] else max(run["ended"], summary["last"] or 0)
     span = max(t1 - t0, 1e-3)
-    started_of = {c["call_id"]: c["started"] for c in calls}
-    counts: dict[str, int] = {}
+    if page is None:
+        items = views.calls(conn, run_id, items_only=True)
+        timeline = items[:TIMELINE_MAX]
+    else:
+        items = views.calls(conn, run_id, items_only=True, limit=PAGE_CALLS, offset=page * PAGE_CALLS)
+        timeline = views.calls(conn, run_id, items_only=True, limit=TIMELINE_MAX, attempts=False)
+    started_of = dict(conn.execute("SELECT call_id, started FROM calls WHERE run_id = ? AND task LIKE "
+                                   "'map_task(%'", (run_id,)).fetchall())
+    for c in items + timeline:
+        c["label"] = c["task"].rsplit(".", 1)[-1] + (f"[{c['map_index']}]" if c["map_index"] is not None else "")
     for c in items:
-        counts[c["status"]] = counts.get(c["status"], 0) + 1
         last = c["attempts"][-1] if c["attempts"] else {}
         c["peak"] = last.get("peak_memory")
         c["cpu"] = last.get("cpu_seconds")
         c["oom"] = any(a["oom_killed"] for a in c["attempts"])
         c["timed_out"] = any(a["timed_out"] for a in c["attempts"])
-        c["label"] = c["task"].rsplit(".", 1)[-1] + (f"[{c['map_index']}]" if c["map_index"] is not None else "")
     peak_max = max([c["peak"] or 0 for c in items] + [1])
     for c in items:
         ceiling = c["mem_limit"] or peak_max
         c["mem_pct"] = min(100.0, 100.0 * (c["peak"] or 0) / ceiling) if c["peak"] else 0.0
-    bars, lanes = _lanes(items[:TIMELINE_MAX], t0, span, started_of, now)
-    return {"run": run, "calls": calls, "items": items, "counts": counts, "bars": bars, "lanes": lanes,
-            "span": span, "t0": t0, "more_bars": max(len(items) - TIMELINE_MAX, 0),
-            "signature": signature(run)}
+    bars, lanes = _lanes(timeline, t0, span, started_of, now)
+    return {"run": run, "items": items, "counts": summary["counts"], "total": summary["total"], "bars": bars,
+            "lanes": lanes, "span": span, "t0": t0, "more_bars": max(summary["total"] - len(bars), 0),
+            "signature": signature(conn, run_id)}
 
 
 def _lanes(items: list[dict[str, Any]], t0: float, span: float, started_of: dict[str, float | None],
@@ -130,24 +129,22 @@ def _lanes(items: list[dict[str, Any]], t0: float, span: float, started_of: dict
     return bars, max(len(ends), 1)
 
 
-def signature(run: dict[str, Any]) -> str:
-    """What changes when the run's page would: the live view reloads its part when this does."""
-    calls = run["calls"]
-    return json.dumps([run["status"], len(calls), sum(c["status"] == "running" for c in calls),
-                       max([c["ended"] or 0 for c in calls] + [0])])
+def signature(conn: sqlite3.Connection, run_id: str) -> str:
+    """What changes when the run's page would: the live view swaps its part in when this does."""
+    run = views.run_only(conn, run_id)
+    summary = views.summary(conn, run_id)
+    return json.dumps([run["status"], summary["calls"], summary["open"], summary["last"]])
 
 
 def run_page(conn: sqlite3.Connection, run_id: str, page: int = 0, static: bool = False) -> str:
     data = run_data(conn, run_id, None if static else page)
     items = data["items"]
+    details = []
     if static:  # the report: every call in the table, and the failed ones' details inline
-        shown = items
         details = [call_detail(conn, f"{run_id}/{c['call_id']}", REPORT_OUTPUT_LINES)
                    for c in items if c["status"] in ("failed", "interrupted")]
-    else:
-        shown = items[page * PAGE_CALLS:(page + 1) * PAGE_CALLS]
-        details = []
-    pages = max((len(items) + PAGE_CALLS - 1) // PAGE_CALLS, 1)
+    shown = items
+    pages = max((data["total"] + PAGE_CALLS - 1) // PAGE_CALLS, 1)
     return render("run.html", **data, shown=shown, page=page, pages=pages, static=static, details=details,
                   title=f"run {data['run']['name']} ({run_id})")
 

@@ -59,7 +59,7 @@ def create_app(db: Path | None = None) -> Any:
     def run_signature(run_id: str) -> Any:
         with record() as conn:
             try:
-                return flask.Response(pages.signature(views.run(conn, run_id)), mimetype="text/plain")
+                return flask.Response(pages.signature(conn, run_id), mimetype="text/plain")
             except views.NotFound:
                 flask.abort(404)
 

@@ -87,30 +87,50 @@ def run_only(conn: sqlite3.Connection, run_id: str) -> dict[str, Any]:
     return _row(RUN_FIELDS, row)
 
 
-def run(conn: sqlite3.Connection, run_id: str, attempts_for: set[str] | None = None) -> dict[str, Any]:
-    """The run with its calls and their attempts (only of the calls in ``attempts_for``, when given: a page
-    of a 10,000-call run needs its page's)."""
-    reap(conn)
-    row = conn.execute(f"SELECT {', '.join(RUN_FIELDS)} FROM runs WHERE id = ?", (run_id,)).fetchone()
-    if row is None:
-        raise NotFound(run_id)
-    found = _row(RUN_FIELDS, row)
-    fields = tuple(f for f in CALL_FIELDS if f != "traceback")  # a call's own view has it (`show CALL`)
-    calls = [_row(fields, r) for r in conn.execute(
-        f"SELECT {', '.join(fields)} FROM calls WHERE run_id = ? ORDER BY started, map_index", (run_id,))]
-    attempts: dict[str, list[dict[str, Any]]] = {}
-    query = f"SELECT call_id, {', '.join(ATTEMPT_FIELDS)} FROM attempts WHERE run_id = ?"
-    params: list[Any] = [run_id]
-    if attempts_for is not None:
-        wanted = sorted(attempts_for)[:900]  # SQLite's bound-parameter limit; a page holds far fewer
-        query += f" AND call_id IN ({', '.join('?' * len(wanted))})"
-        params += wanted
-    for r in conn.execute(query + " ORDER BY attempt", params):
-        attempts.setdefault(r[0], []).append(_row(ATTEMPT_FIELDS, r[1:]))
-    for c in calls:
-        c["attempts"] = attempts.get(c["call_id"], [])
-    found["calls"] = calls
+def run(conn: sqlite3.Connection, run_id: str) -> dict[str, Any]:
+    """The run with all its calls and their attempts."""
+    found = run_only(conn, run_id)
+    found["calls"] = calls(conn, run_id)
     return found
+
+
+_ITEMS = "task NOT LIKE 'map_task(%'"  # a map's own row is the parent of its items' calls
+
+
+def calls(conn: sqlite3.Connection, run_id: str, items_only: bool = False, limit: int = -1, offset: int = 0,
+          attempts: bool = True) -> list[dict[str, Any]]:
+    """A run's calls in the order they started (its map items only, a window of them, without attempts:
+    what a page of a 10,000-call run needs)."""
+    fields = tuple(f for f in CALL_FIELDS if f != "traceback")  # a call's own view has it (`show CALL`)
+    where = f"run_id = ? AND {_ITEMS}" if items_only else "run_id = ?"
+    found = [_row(fields, r) for r in conn.execute(
+        f"SELECT {', '.join(fields)} FROM calls WHERE {where} ORDER BY started, map_index LIMIT ? OFFSET ?",
+        (run_id, limit, offset))]
+    if attempts:
+        by_call: dict[str, list[dict[str, Any]]] = {}
+        ids = [c["call_id"] for c in found]
+        query = f"SELECT call_id, {', '.join(ATTEMPT_FIELDS)} FROM attempts WHERE run_id = ?"
+        params: list[Any] = [run_id]
+        if limit >= 0 and len(ids) <= 900:  # a window: its calls' attempts only (within SQLite's parameter limit)
+            query += f" AND call_id IN ({', '.join('?' * len(ids))})"
+            params += ids
+        for r in conn.execute(query + " ORDER BY attempt", params):
+            by_call.setdefault(r[0], []).append(_row(ATTEMPT_FIELDS, r[1:]))
+        for c in found:
+            c["attempts"] = by_call.get(c["call_id"], [])
+    return found
+
+
+def summary(conn: sqlite3.Connection, run_id: str) -> dict[str, Any]:
+    """Counts by status of a run's items, their first start and last end, and how many are running: what a
+    page's header and its live view need, from one aggregate rather than every row."""
+    counts = dict(conn.execute(f"SELECT status, COUNT(*) FROM calls WHERE run_id = ? AND {_ITEMS} GROUP BY status",
+                               (run_id,)).fetchall())
+    first, last, open_ = conn.execute("SELECT MIN(started), MAX(ended), SUM(ended IS NULL) FROM calls "
+                                      "WHERE run_id = ?", (run_id,)).fetchone()
+    return {"counts": counts, "first": first, "last": last, "open": open_ or 0,
+            "total": sum(counts.values()), "calls": conn.execute("SELECT COUNT(*) FROM calls WHERE run_id = ?",
+                                                                 (run_id,)).fetchone()[0]}
 
 
 def _json_object(alias: str, fields: tuple[str, ...]) -> str:
