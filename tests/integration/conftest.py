@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -86,8 +87,14 @@ def remove_test_images() -> Iterator[None]:
         return
     yield
 
+    session = dict(item.split("=", 1) for item in os.environ.get("DOCKERTASK_LABELS", "").split(",")
+                   if "=" in item).get("dockertask.user.test-session")
+
     def ours(image: dict[str, Any]) -> bool:
         tags = image.get("RepoTags") or []
+        # Anything labelled with this session (Podman leaves the suite build's untagged image: 141 MB a run).
+        if session and (image.get("Labels") or {}).get("dockertask.user.test-session") == session:
+            return True
         # Podman keeps each build step's image (labelled like the result); Docker's are not listed.
         spec = (image.get("Labels") or {}).get("dockertask.imagespec", "")
         # Suite images (pytest --dockertask-image) of the projects the tests generated: one per project.
