@@ -29,7 +29,7 @@ _EXPORTS = {
     "ImageNotFoundError": "errors", "ImageBuildError": "errors", "SecretNotFoundError": "errors",
     "ResourceSpecError": "errors", "UnsupportedResourceError": "errors", "DockerUnavailableError": "errors",
     "TaskSchedulingError": "errors", "configure": "config",
-    "Run": "runs.record",
+    "Run": "runs.record", "group": "runs.record", "NonRecoverableError": "errors",
 }
 __all__ = [
     "Directory",
@@ -44,6 +44,7 @@ __all__ = [
     "ImageResolutionError",
     "ImageSpec",
     "MapTaskError",
+    "NonRecoverableError",
     "PythonVersionError",
     "ResourceSpecError",
     "Resources",
@@ -64,6 +65,7 @@ __all__ = [
     "UnsupportedResourceError",
     "configure",
     "current_context",
+    "group",
     "map_task",
     "task",
 ]
@@ -77,6 +79,7 @@ if TYPE_CHECKING:
         ImageNotFoundError,
         ImageResolutionError,
         MapTaskError,
+        NonRecoverableError,
         PythonVersionError,
         ResourceSpecError,
         SecretNotFoundError,
@@ -94,7 +97,7 @@ if TYPE_CHECKING:
     from dockertask.files import Directory, File
     from dockertask.images.imagespec import ImageSpec
     from dockertask.plugins import Docker
-    from dockertask.runs.record import Run
+    from dockertask.runs.record import Run, group
     from dockertask.spec.context import ExecutionContext, current_context
     from dockertask.spec.resources import Resources
     from dockertask.spec.reuse import ReusePolicy

@@ -20,7 +20,8 @@
     ├── UnsupportedResourceError         the engine cannot enforce a requested resource
     ├── DockerUnavailableError           no Docker engine is reachable (or it was lost mid-task)
     ├── TaskSchedulingError              no Swarm node took the task within the scheduling wait
-    └── MapTaskError                     too few items of a map_task succeeded (.failures, .results)
+    ├── MapTaskError                     too few items of a map_task succeeded (.failures, .results)
+    └── NonRecoverableError              a base for the task's own errors that no retry can help
 
 This module imports nothing so that every other module (and the in-container runtime) can use it.
 """
@@ -128,6 +129,12 @@ class DockerUnavailableError(DockerTaskError):
 
 class TaskSchedulingError(DockerTaskError):
     """No node of the Swarm cluster took the task (its requests fit no node) within the wait."""
+
+
+class NonRecoverableError(DockerTaskError):
+    """Derive a task's own exception from this to say that another attempt cannot help: it is raised at
+    once, whatever ``retries`` allows (a bad input file, a refused credential). Under the one root, like
+    every exception dockertask exports."""
 
 
 class MapTaskError(DockerTaskError):

@@ -14,6 +14,7 @@ stops the whole map: nothing more starts, running containers are killed and remo
 from __future__ import annotations
 
 import concurrent.futures
+import contextvars
 import functools
 import math
 from collections.abc import Callable, Sequence
@@ -90,7 +91,9 @@ class MapTask:
         futures: dict[concurrent.futures.Future[Any], int] = {}
         try:
             for i, (item_args, item_kwargs) in enumerate(items):
-                futures[pool.submit(self._one, shown, i, item_args, item_kwargs, since, parent)] = i
+                # Each item in a copy of this thread's context: the group it was made in labels it.
+                futures[pool.submit(contextvars.copy_context().run, self._one, shown, i, item_args, item_kwargs,
+                                    since, parent)] = i
             pending = set(futures)
             while pending:  # short waits: Ctrl-C / SIGTERM reach this thread between them
                 done, pending = concurrent.futures.wait(pending, timeout=0.25)

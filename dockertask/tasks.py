@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 if TYPE_CHECKING:  # imported by submit itself: a script that never submits is spared its ~11 ms
     import concurrent.futures
+import contextvars
 
 from dockertask import plugins
 from dockertask.errors import TaskDefinitionError
@@ -264,8 +265,9 @@ class Task(Generic[P, R]):
         lifecycle.install_signal_handlers()
         # Concurrent calls print concurrently: mark whose line each is ("square#3").
         label = f"{self.spec.name.rsplit('.', 1)[-1]}#{next(self._submits)}"
-        return _pool().submit(runner.call, self, args, kwargs, warn=False, output=progress.prefixed(label),
-                              since=lifecycle.generation())
+        # In a copy of the caller's context: the group it was made in labels it in the record.
+        return _pool().submit(contextvars.copy_context().run, runner.call, self, args, kwargs, warn=False,
+                              output=progress.prefixed(label), since=lifecycle.generation())
 
     def local(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run in this process: same checks and secrets (from the host providers), no Docker."""

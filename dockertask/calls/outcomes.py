@@ -17,6 +17,7 @@ from dockertask.backends import ContainerOutcome
 from dockertask.calls import pickling
 from dockertask.calls.tracebacks import localize
 from dockertask.errors import (
+    NonRecoverableError,
     PythonVersionError,
     RemoteTraceback,
     TaskFailedError,
@@ -197,5 +198,5 @@ def _user_exception(name: str, raw: protocol.RawResult, image: str = "", functio
     if isinstance(exc, ModuleNotFoundError) and (missing := exc.name or _missing_module(str(exc))):
         exc.add_note(f"dockertask: {_image_hint(image, missing.split('.')[0])}")
     exc.__cause__ = RemoteTraceback(tb)
-    raise AttemptFailed(exc)
+    raise AttemptFailed(exc, retryable=not isinstance(exc, NonRecoverableError))
 

@@ -150,8 +150,9 @@ def _run_lines(r: dict[str, Any], rows: list[tuple[Any, ...]], echo: Callable[[s
         echo(f"  resumed from {r['resumed_from']}")
     echo(f"  {'CALL':<16} {'STATUS':<11} {'TOOK':>7} {'ATT':>3}  TASK")
     failed = 0
-    for call_id, status, started, ended, attempts, parent, task, index, cache_hit, replayed, etype, error in rows:
+    for call_id, status, started, ended, attempts, parent, task, index, cache_hit, replayed, etype, error, grp in rows:
         how = " (cache hit)" if cache_hit else " (from the record)" if replayed else ""
+        how += f"  [{grp}]" if grp and not parent else ""
         item = f"[{index}]" if index is not None else ""
         indent = "  " if parent else ""
         echo(f"  {call_id:<16} {status:<11} {_took(started, ended):>7} {attempts:>3}  {indent}{task}{item}{how}")

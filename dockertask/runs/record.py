@@ -12,6 +12,7 @@ the same calls gets the same ids, and a resumed run finds what succeeded before.
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import os
 import reprlib
@@ -168,6 +169,35 @@ def _open_default() -> None:
     atexit.register(end)
 
 
+_group: contextvars.ContextVar[str | None] = contextvars.ContextVar("dockertask_group", default=None)
+
+
+class group:  # noqa: N801 - used as a function: `with dockertask.group("features"):`
+    """``with dockertask.group("features"):`` labels the calls made inside it in the record (nested groups as
+    ``outer/inner``). A map's items and a submit made inside it carry its label from their threads."""
+
+    def __init__(self, name: str) -> None:
+        if not isinstance(name, str) or not name.strip():
+            from dockertask.errors import TaskInputError
+
+            raise TaskInputError(f"group(name={name!r}): expected a non-empty string")
+        self.name = name.strip()
+        self._token: contextvars.Token[str | None] | None = None
+
+    def __enter__(self) -> group:
+        outer = _group.get()
+        self._token = _group.set(f"{outer}/{self.name}" if outer else self.name)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._token is not None:
+            _group.reset(self._token)
+
+
+def current_group() -> str | None:
+    return _group.get()
+
+
 class Run:
     """A named run (``with dockertask.Run("nightly") as run``), or a resumed one (``Run(resume=RUN_ID)``):
     its calls are recorded under it; ``run.id`` names it to ``dockertask show`` and ``rerun``. Runs do not
@@ -186,6 +216,7 @@ class Run:
         self.resume = resume
         self._state: RunState | None = None
         self._outer = False
+        self._as_group = group(self.name)
 
     @property
     def id(self) -> str | None:
@@ -194,8 +225,10 @@ class Run:
     def __enter__(self) -> Run:
         global _explicit
         with _lock:
-            if _explicit is not None:
+            if _explicit is not None:  # runs do not nest: an inner one is a group
                 self._state, self._outer = _explicit, True
+                self._as_group = group(self.name)
+                self._as_group.__enter__()
                 return self
             if store.enabled():
                 self._state = RunState(self.name, self.resume)
@@ -204,7 +237,10 @@ class Run:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
         global _explicit
-        if self._outer or self._state is None:
+        if self._outer:
+            self._as_group.__exit__()
+            return
+        if self._state is None:
             return
         with _lock:
             _explicit = None
@@ -366,10 +402,10 @@ def begin(task: Task[Any, Any], arguments: dict[str, Any], input_digest: Callabl
     spec = task.spec
     cpu = spec.limits.cpu_cores if spec.limits is not None else None
     store.WRITER.put("INSERT OR REPLACE INTO calls (run_id, call_id, parent, task, code_version, input_digest, inputs, "
-                     "map_index, started, status, mem_limit, cpu_limit) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', "
-                     "?, ?)",
+                     "map_index, started, status, mem_limit, cpu_limit, grp) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, "
+                     "'running', ?, ?, ?)",
                      (run.id, call_id, parent, spec.name, task.code_fingerprint[:16], digest, inputs, index,
-                      time.time(), spec.effective_mem_limit, cpu if cpu is not None else None))
+                      time.time(), spec.effective_mem_limit, cpu if cpu is not None else None, _group.get()))
     return CallRecord(run, call_id, secrets, top=parent is None)
 
 
@@ -380,9 +416,9 @@ def begin_map(task: Task[Any, Any], count: int) -> CallRecord | None:
         return None
     name = f"map_task({task.spec.name})"
     call_id = run.next_id(f"{name}\0{task.code_fingerprint}\0{count}")
-    store.WRITER.put("INSERT OR REPLACE INTO calls (run_id, call_id, task, code_version, inputs, started, status) "
-                     "VALUES (?, ?, ?, ?, ?, ?, 'running')",
-                     (run.id, call_id, name, task.code_fingerprint[:16], f"{count} items", time.time()))
+    store.WRITER.put("INSERT OR REPLACE INTO calls (run_id, call_id, task, code_version, inputs, started, status, grp) "
+                     "VALUES (?, ?, ?, ?, ?, ?, 'running', ?)",
+                     (run.id, call_id, name, task.code_fingerprint[:16], f"{count} items", time.time(), _group.get()))
     return CallRecord(run, call_id, ())
 
 

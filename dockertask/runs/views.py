@@ -18,7 +18,7 @@ from dockertask.runs import store
 
 RUN_FIELDS = ("id", "name", "status", "started", "ended", "command", "cwd", "host", "user", "pid", "version",
               "git_commit", "resumed_from")
-CALL_FIELDS = ("call_id", "parent", "task", "code_version", "input_digest", "inputs", "map_index", "started",
+CALL_FIELDS = ("call_id", "parent", "grp", "task", "code_version", "input_digest", "inputs", "map_index", "started",
                "ended", "status", "cache_hit", "replayed", "result", "error_type", "error", "traceback", "mem_limit",
                "cpu_limit")
 ATTEMPT_FIELDS = ("attempt", "container_id", "image", "image_id", "image_digest", "node", "started", "ended",
@@ -158,7 +158,7 @@ def call_lines(conn: sqlite3.Connection, run_id: str) -> list[tuple[Any, ...]]:
     return list(conn.execute(
         "SELECT c.call_id, c.status, c.started, c.ended, (SELECT COUNT(*) FROM attempts a WHERE a.run_id = "
         "c.run_id AND a.call_id = c.call_id), c.parent, c.task, c.map_index, c.cache_hit, c.replayed, "
-        "c.error_type, c.error FROM calls c WHERE c.run_id = ? ORDER BY c.started, c.map_index", (run_id,)))
+        "c.error_type, c.error, c.grp FROM calls c WHERE c.run_id = ? ORDER BY c.started, c.map_index", (run_id,)))
 
 
 def call(conn: sqlite3.Connection, ident: str) -> dict[str, Any]:

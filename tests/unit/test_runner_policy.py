@@ -7,6 +7,7 @@ import warnings
 
 import pytest
 
+import dockertask
 from dockertask import (
     Resources,
     Secret,
@@ -296,3 +297,17 @@ def test_an_image_without_python_is_named_whatever_init_said_so(fake: FakeBacken
     with pytest.raises(PythonVersionError, match="has no Python"):
         flaky(1)
     assert len(fake.jobs) == 1
+
+
+class BadInput(dockertask.NonRecoverableError):
+    pass
+
+
+def test_an_error_derived_from_non_recoverable_error_is_not_retried(fake: FakeBackend) -> None:
+    """retries=2, but the task said another attempt cannot help: one container, its error raised."""
+    fake.outcomes = [raised(BadInput("the file is not a CSV")), ok(1), ok(1)]
+    with pytest.raises(BadInput, match="not a CSV"):
+        flaky(1)
+    assert len(fake.jobs) == 1
+    fake.outcomes = [raised(ValueError("transient")), ok(7)]
+    assert flaky(1) == 7 and len(fake.jobs) == 3  # any other error is retried as before

@@ -285,3 +285,27 @@ def test_a_record_over_its_cap_drops_its_oldest_runs_when_a_process_first_writes
         left = [r[0] for r in conn.execute("SELECT id FROM runs ORDER BY started")]
     assert "new" in left and "run-29" in left and "run-00" not in left
     assert "oldest run(s)" in capfd.readouterr().err
+
+
+def test_a_group_labels_the_calls_made_in_it_and_in_its_map_s_threads(inproc: InProcessBackend,
+                                                                     tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """`with dockertask.group("features")`: its calls (and a map's items, made in other threads) carry it,
+    nested as outer/inner; a call after it carries none."""
+    import dockertask
+    from dockertask.runs import record
+
+    monkeypatch.setenv(store.DB_ENV, str(tmp_path / "runs.db"))
+    monkeypatch.setattr(store, "WRITER", store.Writer())
+    monkeypatch.setattr(record, "_default", None)
+    with dockertask.group("features"):
+        checked(1)
+        with dockertask.group("inner"):
+            map_task(checked)(x=[4, 5])
+    checked(2)
+    store.WRITER.flush()
+    with store.reading(tmp_path / "runs.db") as conn:
+        rows = conn.execute("SELECT inputs, map_index, grp FROM calls ORDER BY started").fetchall()
+    assert sorted(rows, key=str) == sorted([("x=1", None, "features"), ("2 items", None, "features/inner"),
+                                            ("x=4", 0, "features/inner"), ("x=5", 1, "features/inner"),
+                                            ("x=2", None, None)], key=str)
