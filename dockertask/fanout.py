@@ -78,7 +78,7 @@ class MapTask:
                 raise exc.with_traceback(None)  # noqa: B904 - its failures are in .failures
             raise
         if rec is not None:
-            rec.succeeded(f"{len(items)} items", keep=False)
+            rec.succeeded(f"{len(items)} items")
         return results
 
     def _run(self, items: list[tuple[tuple[Any, ...], dict[str, Any]]], concurrency: int, since: int,

@@ -6,6 +6,7 @@ and never touches Docker; the spec's version (a git call) is computed on first a
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import enum
 import functools
@@ -24,7 +25,6 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 if TYPE_CHECKING:  # imported by submit itself: a script that never submits is spared its ~11 ms
     import concurrent.futures
-import contextvars
 
 from dockertask import plugins
 from dockertask.errors import TaskDefinitionError

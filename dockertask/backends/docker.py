@@ -675,7 +675,6 @@ def _image_info(ref: str, data: dict[str, Any]) -> ImageInfo:
                      digests=tuple(data.get("RepoDigests") or ()))
 
 
-
 @functools.cache
 def _usage_probe() -> str:
     """The bootstrap's own usage() and what it calls, as a program that prints its answer as JSON."""

@@ -69,7 +69,7 @@ def call(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], ba
             blob = kept.dumps(value, limit, task.interface.may_carry_files)
         except Exception:  # noqa: BLE001 - a result that cannot be kept is run again on resume
             blob = None
-    rec.succeeded(value, cache_hit=rec.cache_hit, pickled=blob, keep=blob is not None)
+    rec.succeeded(value, cache_hit=rec.cache_hit, pickled=blob)
     return value
 
 
@@ -128,7 +128,7 @@ def input_digest(arguments: dict[str, Any]) -> str:
         import hashlib
 
         try:
-            return "p-" + hashlib.sha256(pickling.dumps_call(arguments, False)[0]).hexdigest()[:14]
+            return "p-" + hashlib.sha256(pickling.dumps(arguments)).hexdigest()[:14]
         except Exception:  # noqa: BLE001 - unpicklable: the call fails at prepare, with the error saying why
             return "unhashable"
 

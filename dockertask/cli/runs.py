@@ -6,7 +6,6 @@ are recorded, and works after the program that made the calls has ended.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import sqlite3
@@ -39,25 +38,11 @@ def _record(write: bool = False) -> Iterator[sqlite3.Connection]:
               f"move it aside to start a new one, or name another file in {store.DB_ENV}")
 
 
-def _when(t: float | None) -> str:
-    return dt.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S") if t else "-"
-
-
 def _took(start: float | None, end: float | None) -> str:
     if not start:
         return "-"
     seconds = (end or time.time()) - start
     return f"{seconds:.1f}s" if seconds < 120 else f"{seconds / 60:.1f}m"
-
-
-def _size(n: int | None) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n = n / 1024  # type: ignore[assignment]
-    return str(n)
 
 
 def _dump(value: Any) -> None:
@@ -87,8 +72,8 @@ def runs(ctx: click.Context, failed: bool, limit: int, as_json: bool) -> None:
     for r in found:
         counts = r["counts"]
         calls = f"{sum(counts.values())} ({counts.get('failed', 0)} failed)"
-        click.echo(f"{r['id']:<24} {r['status']:<12} {_when(r['started']):<19} {_took(r['started'], r['ended']):>7}"
-                   f"  {calls:<26} {r['name']}")
+        took = _took(r["started"], r["ended"])
+        click.echo(f"{r['id']:<24} {r['status']:<12} {views.when(r['started']):<19} {took:>7}  {calls:<26} {r['name']}")
 
 
 @runs.command(name="prune")
@@ -143,7 +128,7 @@ def _show_run(r: dict[str, Any], rows: list[tuple[Any, ...]]) -> None:
 
 
 def _run_lines(r: dict[str, Any], rows: list[tuple[Any, ...]], echo: Callable[[str], Any]) -> None:
-    echo(f"run {r['id']}  {r['name']}  {r['status']}  started {_when(r['started'])}, took "
+    echo(f"run {r['id']}  {r['name']}  {r['status']}  started {views.when(r['started'])}, took "
          f"{_took(r['started'], r['ended'])}")
     echo(f"  command: {' '.join(json.loads(r['command'] or '[]')[1:])}  (in {r['cwd']}, {r['user']}@{r['host']})")
     if r["resumed_from"]:
@@ -175,7 +160,7 @@ def _show_call(c: dict[str, Any]) -> None:
     for a in c["attempts"]:
         flags = [f for f in ("oom_killed", "timed_out", "preempted") if a[f]]
         click.echo(f"  attempt {a['attempt']}: exit {a['exit_code']}{' ' + ', '.join(flags) if flags else ''}, "
-                   f"took {_took(a['started'], a['ended'])}, peak memory {_size(a['peak_memory'])}, CPU "
+                   f"took {_took(a['started'], a['ended'])}, peak memory {views.size(a['peak_memory'])}, CPU "
                    f"{'-' if a['cpu_seconds'] is None else format(a['cpu_seconds'], '.2f') + ' s'}")
         digest = f", {a['image_digest']}" if a["image_digest"] else ""
         node = f"  node {a['node']}" if a["node"] else ""

@@ -8,7 +8,6 @@ Everything a task sent is data: the templates are Jinja2 with autoescaping on, s
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import sqlite3
 import time
@@ -27,9 +26,9 @@ def _env() -> Any:
 
     env = jinja2.Environment(loader=jinja2.PackageLoader("dockertask.runs", "templates"),
                              autoescape=True, trim_blocks=True, lstrip_blocks=True)
-    env.filters["when"] = _when
+    env.filters["when"] = views.when
     env.filters["took"] = _took
-    env.filters["size"] = _size
+    env.filters["size"] = views.size
     return env
 
 
@@ -43,27 +42,12 @@ def render(template: str, **values: Any) -> str:
     return str(_ENV.get_template(template).render(**values))
 
 
-def _when(t: float | None) -> str:
-    return dt.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S") if t else "-"
-
-
 def _took(pair: tuple[float | None, float | None]) -> str:
     start, end = pair
     if not start:
         return "-"
     seconds = (end or time.time()) - start
     return f"{seconds:.2f} s" if seconds < 10 else f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
-
-
-def _size(n: int | None) -> str:
-    if n is None:
-        return "-"
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return str(n)
 
 
 def runs_page(conn: sqlite3.Connection, failed: bool = False, limit: int = 100) -> str:
@@ -89,7 +73,7 @@ def run_data(conn: sqlite3.Connection, run_id: str, page: int | None = None) -> 
     started_of = dict(conn.execute("SELECT call_id, started FROM calls WHERE run_id = ? AND task LIKE "
                                    "'map_task(%'", (run_id,)).fetchall())
     for c in items + timeline:
-        c["label"] = c["task"].rsplit(".", 1)[-1] + (f"[{c['map_index']}]" if c["map_index"] is not None else "")
+        c["label"] = views.label(c)
     for c in items:
         last = c["attempts"][-1] if c["attempts"] else {}
         c["peak"] = last.get("peak_memory")
@@ -103,7 +87,7 @@ def run_data(conn: sqlite3.Connection, run_id: str, page: int | None = None) -> 
     bars, lanes = _lanes(timeline, t0, span, started_of, now)
     return {"run": run, "items": items, "counts": summary["counts"], "total": summary["total"], "bars": bars,
             "lanes": lanes, "span": span, "t0": t0, "more_bars": max(summary["total"] - len(bars), 0),
-            "signature": signature(conn, run_id)}
+            "signature": _signature(run, summary)}
 
 
 def _lanes(items: list[dict[str, Any]], t0: float, span: float, started_of: dict[str, float | None],
@@ -131,8 +115,10 @@ def _lanes(items: list[dict[str, Any]], t0: float, span: float, started_of: dict
 
 def signature(conn: sqlite3.Connection, run_id: str) -> str:
     """What changes when the run's page would: the live view swaps its part in when this does."""
-    run = views.run_only(conn, run_id)
-    summary = views.summary(conn, run_id)
+    return _signature(views.run_only(conn, run_id), views.summary(conn, run_id))
+
+
+def _signature(run: dict[str, Any], summary: dict[str, Any]) -> str:
     return json.dumps([run["status"], summary["calls"], summary["open"], summary["last"]])
 
 
@@ -143,9 +129,8 @@ def run_page(conn: sqlite3.Connection, run_id: str, page: int = 0, static: bool 
     if static:  # the report: every call in the table, and the failed ones' details inline
         details = [call_detail(conn, f"{run_id}/{c['call_id']}", REPORT_OUTPUT_LINES)
                    for c in items if c["status"] in ("failed", "interrupted")]
-    shown = items
     pages = max((data["total"] + PAGE_CALLS - 1) // PAGE_CALLS, 1)
-    return render("run.html", **data, shown=shown, page=page, pages=pages, static=static, details=details,
+    return render("run.html", **data, shown=items, page=page, pages=pages, static=static, details=details,
                   title=f"run {data['run']['name']} ({run_id})")
 
 
@@ -155,8 +140,7 @@ def call_detail(conn: sqlite3.Connection, ident: str, lines: int = OUTPUT_LINES)
     call["output"] = output[:lines]
     call["more_output"] = max(len(output) - lines, 0)
     call["last_row"] = output[-1][5] if output else 0
-    call["label"] = call["task"].rsplit(".", 1)[-1] + (
-        f"[{call['map_index']}]" if call["map_index"] is not None else "")
+    call["label"] = views.label(call)
     return call
 
 

@@ -46,10 +46,7 @@ _short.maxstring, _short.maxother, _short.maxlist, _short.maxdict = 80, 80, 8, 8
 
 
 def max_result() -> int:
-    try:
-        return int(os.environ.get(RESULT_ENV, "") or 64 << 20)
-    except ValueError:
-        return 64 << 20
+    return store.env_int(RESULT_ENV, 64 << 20)
 
 
 class RunState:
@@ -105,7 +102,7 @@ class RunState:
                 row = conn.execute("SELECT data FROM results WHERE run_id = ? AND call_id = ?",
                                    (self.resume, call_id)).fetchone()
                 return bytes(row[0]) if row else None
-        except (store.RecordUnavailable, Exception):  # noqa: BLE001 - a record that cannot be read: run the call
+        except Exception:  # noqa: BLE001 - a record that cannot be read (RecordUnavailable too): run the call
             return None
 
     def close(self, status: str) -> None:
@@ -194,10 +191,6 @@ class group:  # noqa: N801 - used as a function: `with dockertask.group("feature
             _group.reset(self._token)
 
 
-def current_group() -> str | None:
-    return _group.get()
-
-
 class Run:
     """A named run (``with dockertask.Run("nightly") as run``), or a resumed one (``Run(resume=RUN_ID)``):
     its calls are recorded under it; ``run.id`` names it to ``dockertask show`` and ``rerun``. Runs do not
@@ -216,7 +209,7 @@ class Run:
         self.resume = resume
         self._state: RunState | None = None
         self._outer = False
-        self._as_group = group(self.name)
+        self._as_group = group(self.name)  # what an inner Run is
 
     @property
     def id(self) -> str | None:
@@ -227,7 +220,6 @@ class Run:
         with _lock:
             if _explicit is not None:  # runs do not nest: an inner one is a group
                 self._state, self._outer = _explicit, True
-                self._as_group = group(self.name)
                 self._as_group.__enter__()
                 return self
             if store.enabled():
@@ -311,14 +303,11 @@ class CallRecord:
              _mask(_cut(f"{type(error).__name__}: {error}"), self.secrets) if error is not None else None))
 
     def succeeded(self, value: Any, replayed: bool = False, cache_hit: bool = False,
-                  pickled: bytes | None = None, keep: bool = True) -> None:
-        """``keep``: the value may be returned again on resume (not one holding files: they live in the
-        call's output directory, not in the record, and the call runs again)."""
+                  pickled: bytes | None = None) -> None:
+        """``pickled``: the value as resume returns it (calls/kept.py), or None when it is not kept."""
         self._finish("succeeded", result=_mask(_cut(_short.repr(value)), self.secrets), replayed=replayed,
                      cache_hit=cache_hit)
-        if pickled is None and keep:
-            pickled = _pickle_result(value)
-        if pickled is not None and keep:
+        if pickled is not None:
             store.WRITER.put("INSERT OR REPLACE INTO results VALUES (?, ?, ?)", (*self.where, pickled))
 
     def failed(self, error: BaseException) -> None:
@@ -376,18 +365,6 @@ def _number(value: Any, kind: Callable[[Any], Any]) -> Any:
     return kind(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def _pickle_result(value: Any) -> bytes | None:
-    """The value as resume will return it, or None when it cannot be kept (too large, unpicklable, or
-    holding files, which live in the call's output directory rather than in the record)."""
-    import cloudpickle
-
-    try:
-        data = cloudpickle.dumps(value)
-    except Exception:  # noqa: BLE001 - a result that cannot be kept is run again on resume
-        return None
-    return data if len(data) <= max_result() else None
-
-
 def begin(task: Task[Any, Any], arguments: dict[str, Any], input_digest: Callable[[dict[str, Any]], str],
           parent: str | None = None, index: int | None = None) -> CallRecord | None:
     """The record of a call about to run, or None when recording is off; ``input_digest``: the inputs'
@@ -397,7 +374,6 @@ def begin(task: Task[Any, Any], arguments: dict[str, Any], input_digest: Callabl
         return None
     digest = input_digest(arguments)
     call_id = run.next_id(f"{task.spec.name}\0{task.code_fingerprint}\0{digest}")
-    secrets: tuple[str, ...] = ()
     inputs = _cut(", ".join(f"{k}={_short.repr(v)}" for k, v in arguments.items()), 500)
     spec = task.spec
     cpu = spec.limits.cpu_cores if spec.limits is not None else None
@@ -405,8 +381,8 @@ def begin(task: Task[Any, Any], arguments: dict[str, Any], input_digest: Callabl
                      "map_index, started, status, mem_limit, cpu_limit, grp) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, "
                      "'running', ?, ?, ?)",
                      (run.id, call_id, parent, spec.name, task.code_fingerprint[:16], digest, inputs, index,
-                      time.time(), spec.effective_mem_limit, cpu if cpu is not None else None, _group.get()))
-    return CallRecord(run, call_id, secrets, top=parent is None)
+                      time.time(), spec.effective_mem_limit, cpu, _group.get()))
+    return CallRecord(run, call_id, (), top=parent is None)
 
 
 def begin_map(task: Task[Any, Any], count: int) -> CallRecord | None:

@@ -59,6 +59,14 @@ CREATE TABLE IF NOT EXISTS results (run_id TEXT, call_id TEXT, data BLOB, PRIMAR
 """
 
 
+def env_int(name: str, default: int) -> int:
+    """A whole number from the environment; ``default`` when unset or not a number."""
+    try:
+        return int(os.environ.get(name, "") or default)
+    except ValueError:
+        return default
+
+
 def enabled() -> bool:
     return os.environ.get(RECORD_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
 
@@ -237,10 +245,7 @@ MAX_BYTES_ENV = "DOCKERTASK_RUNS_MAX_BYTES"
 
 
 def max_bytes() -> int:
-    try:
-        return int(os.environ.get(MAX_BYTES_ENV, "") or 1 << 30)
-    except ValueError:
-        return 1 << 30
+    return env_int(MAX_BYTES_ENV, 1 << 30)
 
 
 def _keep_under_cap(conn: sqlite3.Connection, path: Path | None) -> None:

@@ -7,6 +7,7 @@ is marked "interrupted" the first time anyone looks, along with its calls that w
 
 from __future__ import annotations
 
+import datetime as dt
 import socket
 import sqlite3
 import time
@@ -24,6 +25,31 @@ CALL_FIELDS = ("call_id", "parent", "grp", "task", "code_version", "input_digest
 ATTEMPT_FIELDS = ("attempt", "container_id", "image", "image_id", "image_digest", "node", "started", "ended",
                   "exit_code", "oom_killed", "timed_out", "preempted", "peak_memory", "cpu_seconds", "usage_source",
                   "error")
+
+_ITEMS = "task NOT LIKE 'map_task(%'"  # a map's own row is the parent of its items' calls
+
+
+def when(t: float | None) -> str:
+    """A recorded time as the command line and the pages show it."""
+    return dt.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S") if t else "-"
+
+
+def size(n: int | None) -> str:
+    """A recorded byte count (peak memory, a limit) in binary units."""
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return str(n)
+
+
+def label(call: dict[str, Any]) -> str:
+    """A call as a person names it: its task's short name, and its index in its map."""
+    short = str(call["task"]).rsplit(".", 1)[-1]
+    return short + (f"[{call['map_index']}]" if call["map_index"] is not None else "")
 
 
 class NotFound(LookupError):
@@ -65,8 +91,8 @@ def runs(conn: sqlite3.Connection, failed: bool = False, limit: int = 20) -> lis
     found = [_row(RUN_FIELDS, r) for r in conn.execute(
         f"SELECT {', '.join(RUN_FIELDS)} FROM runs {where} ORDER BY started DESC LIMIT ?", (limit,))]
     for run in found:
-        counts = dict(conn.execute("SELECT status, COUNT(*) FROM calls WHERE run_id = ? AND task NOT LIKE "
-                                   "'map_task(%' GROUP BY status", (run["id"],)).fetchall())
+        counts = dict(conn.execute(f"SELECT status, COUNT(*) FROM calls WHERE run_id = ? AND {_ITEMS} "
+                                   "GROUP BY status", (run["id"],)).fetchall())
         run["counts"] = counts
     return found
 
@@ -92,9 +118,6 @@ def run(conn: sqlite3.Connection, run_id: str) -> dict[str, Any]:
     found = run_only(conn, run_id)
     found["calls"] = calls(conn, run_id)
     return found
-
-
-_ITEMS = "task NOT LIKE 'map_task(%'"  # a map's own row is the parent of its items' calls
 
 
 def calls(conn: sqlite3.Connection, run_id: str, items_only: bool = False, limit: int = -1, offset: int = 0,
