@@ -20,7 +20,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from dockertask.calls import progress, runner
+from dockertask.calls import progress, runner, upstream
 from dockertask.errors import DockerTaskError, MapTaskError, TaskDefinitionError, TaskInputError
 from dockertask.host import lifecycle
 from dockertask.runs import record
@@ -58,12 +58,22 @@ class MapTask:
         if args:
             raise TaskInputError(f"map of task {self.task.spec.name}: pass each mapped input by name, as a list "
                                  f"(e.g. x=[1, 2, 3]); fixed inputs go in functools.partial(task, ...)")
-        items = self._items(mapped)
+        edges: list[str] = []
+        fixed = dict(enumerate(self.fixed_args))
+        if upstream.present(self.fixed_args, {**self.fixed_kwargs, **mapped}):  # futures: waited for here
+            named, edges = upstream.resolve_named(f"map of task {self.task.spec.name}", {
+                **{f"input {i}": v for i, v in fixed.items()}, **self.fixed_kwargs, **mapped})
+            fixed_args = tuple(named[f"input {i}"] for i in fixed)
+            mapped = {k: named[k] for k in mapped}
+            fixed_kwargs = {k: named[k] for k in self.fixed_kwargs}
+        else:
+            fixed_args, fixed_kwargs = self.fixed_args, self.fixed_kwargs
+        items = self._items(mapped, fixed_args, fixed_kwargs)
         concurrency = self.concurrency or max_parallel()
         self.task.warn_if_deprecated(stacklevel=3)  # once for the map, not once per item
         lifecycle.install_signal_handlers()
         since = lifecycle.generation()
-        rec = record.begin_map(self.task, len(items))
+        rec = record.begin_map(self.task, len(items), edges)
         try:
             results = self._run(items, concurrency, since, rec.call_id if rec is not None else None)
         except BaseException as exc:
@@ -116,7 +126,8 @@ class MapTask:
         pool.shutdown(wait=True)
         return self._outcome(results, failures)
 
-    def _items(self, mapped: dict[str, Sequence[Any]]) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+    def _items(self, mapped: dict[str, Sequence[Any]], fixed_args: tuple[Any, ...],
+               fixed_kwargs: dict[str, Any]) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
         name = self.task.spec.name
         if not mapped:
             raise TaskInputError(f"map of task {name}: no mapped input; pass lists by name, e.g. x=[1, 2, 3]")
@@ -128,18 +139,18 @@ class MapTask:
         if len(set(lengths.values())) > 1:
             raise TaskInputError(f"map of task {name}: mapped inputs must be lists of equal length, got "
                                  + ", ".join(f"{k}: {n}" for k, n in lengths.items()))
-        clash = sorted(set(mapped) & set(self.fixed_kwargs))
+        clash = sorted(set(mapped) & set(fixed_kwargs))
         if clash:
             raise TaskInputError(f"map of task {name}: {clash} are both mapped and fixed by functools.partial")
         count = next(iter(lengths.values()))
         items = []
         for i in range(count):
-            kwargs = {**self.fixed_kwargs, **{key: values[i] for key, values in mapped.items()}}
+            kwargs = {**fixed_kwargs, **{key: values[i] for key, values in mapped.items()}}
             try:  # every item is checked before anything starts
-                self.task.interface.bind(self.fixed_args, kwargs)
+                self.task.interface.bind(fixed_args, kwargs)
             except TaskInputError as exc:
                 raise TaskInputError(f"map of task {name}, item {i}: {exc}") from None
-            items.append((self.fixed_args, kwargs))
+            items.append((fixed_args, kwargs))
         return items
 
     def _one(self, shown: progress.Progress, i: int, args: tuple[Any, ...], kwargs: dict[str, Any],

@@ -250,10 +250,13 @@ class Task(Generic[P, R]):
         import concurrent.futures
 
         from dockertask import testing
-        from dockertask.calls import progress, runner
+        from dockertask.calls import progress, runner, upstream
         from dockertask.host import lifecycle
 
-        self.interface.bind(args, kwargs)  # bad input fails here, not inside the Future
+        if upstream.present(args, kwargs):  # their values are checked once they are in, in the pool's thread
+            self.interface.check_shape(args, kwargs)
+        else:
+            self.interface.bind(args, kwargs)  # bad input fails here, not inside the Future
         if testing.running_locally():
             done: concurrent.futures.Future[R] = concurrent.futures.Future()
             try:
@@ -265,12 +268,19 @@ class Task(Generic[P, R]):
         lifecycle.install_signal_handlers()
         # Concurrent calls print concurrently: mark whose line each is ("square#3").
         label = f"{self.spec.name.rsplit('.', 1)[-1]}#{next(self._submits)}"
+        handle = upstream.Handle(label)  # the Future names its call to one that receives it as an input
         # In a copy of the caller's context: the group it was made in labels it in the record.
-        return _pool().submit(contextvars.copy_context().run, runner.call, self, args, kwargs, warn=False,
-                              output=progress.prefixed(label), since=lifecycle.generation())
+        future = _pool().submit(contextvars.copy_context().run, runner.call, self, args, kwargs, warn=False,
+                                output=progress.prefixed(label), since=lifecycle.generation(), handle=handle)
+        upstream.mark(future, handle)
+        return future
 
     def local(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run in this process: same checks and secrets (from the host providers), no Docker."""
+        from dockertask.calls import upstream
+
+        if upstream.present(args, kwargs):
+            args, kwargs, _ = upstream.resolve(self.interface, args, kwargs)  # type: ignore[assignment]
         bound = self.interface.bind(args, kwargs)
         self.warn_if_deprecated(stacklevel=3)
         secrets.resolve(self.spec.secret_requests, self.spec.name)

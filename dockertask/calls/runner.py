@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from dockertask.backends import Backend, default_backend
 from dockertask.backends.base import OutputSink
-from dockertask.calls import executors, kept, pickling, progress
+from dockertask.calls import executors, kept, pickling, progress, upstream
 from dockertask.calls.outcomes import AttemptFailed, interpret
 from dockertask.errors import TaskFailedError
 from dockertask.host import lifecycle
@@ -34,16 +34,31 @@ MAX_PREEMPTIONS = 3
 
 def call(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], backend: Backend | None = None,
          *, warn: bool = True, output: OutputSink | None = None, since: int | None = None,
-         parent: str | None = None, index: int | None = None) -> Any:
+         parent: str | None = None, index: int | None = None, handle: upstream.Handle | None = None) -> Any:
     """One call: ``warn=False`` when the caller already warned (submit, map); ``output`` receives the
     task's lines (default: print_line, unprefixed); ``since`` is the interrupt generation when the call
     was made (a submit or map item waits in a queue: a Ctrl-C meanwhile means it never starts);
-    ``parent`` and ``index``: the map call this one is item ``index`` of, for the record."""
+    ``parent`` and ``index``: the map call this one is item ``index`` of, for the record; ``handle``: the
+    submitted call's, told its call id (a later call given its Future names it)."""
     since = lifecycle.generation() if since is None else since
+    edges: list[str] = []
+    if upstream.present(args, kwargs):  # futures as inputs: their results, waited for here
+        try:
+            args, kwargs, edges = upstream.resolve(task.interface, args, kwargs)
+        except Exception as exc:  # an upstream call failed: recorded as failed, with its edges; it never ran
+            if (found := upstream.upstream_of(exc)) is not None:
+                where, ups = found
+                failed = record.begin(task, {where: "<failed upstream>"}, lambda _: "upstream:" + " ".join(ups),
+                                      parent, index, ups)
+                if failed is not None:
+                    failed.failed(exc)
+            raise
     bound = task.interface.bind(args, kwargs)
     if warn:
         task.warn_if_deprecated(stacklevel=4)
-    rec = record.begin(task, bound.arguments, input_digest, parent, index)
+    rec = record.begin(task, bound.arguments, input_digest, parent, index, edges)
+    if handle is not None and rec is not None:
+        handle.call_id = rec.call_id
     if rec is None:
         return _call(task, bound, backend, output, since, None, index)
     replayed = rec.run.replayable(rec.call_id)

@@ -154,6 +154,8 @@ def _show_call(c: dict[str, Any]) -> None:
     click.echo(f"call {c['call_id']} of run {c['run_id']}: {c['task']}{item}  {c['status']}, took "
                f"{_took(c['started'], c['ended'])}")
     click.echo(f"  inputs: {c['inputs']}")
+    if c["upstream"]:
+        click.echo(f"  inputs from: {', '.join(c['upstream'])}")
     if c["status"] == "succeeded":
         click.echo(f"  result: {c['result']}" + (" (cache hit)" if c["cache_hit"] else "")
                    + (" (from the record of the resumed run)" if c["replayed"] else ""))

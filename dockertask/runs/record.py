@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from dockertask.runs import store
@@ -125,6 +125,20 @@ def _user() -> str:
         return ""
 
 
+def _rerun_of(name: str) -> str | None:
+    """The run `dockertask rerun` resumes (DOCKERTASK_RESUME), when it is the one this named Run recorded:
+    a program with two named runs resumes each from its own record, not both from one."""
+    resume = os.environ.get("DOCKERTASK_RESUME")
+    if not resume:
+        return None
+    try:
+        with store.reading() as conn:
+            row = conn.execute("SELECT name FROM runs WHERE id = ?", (resume,)).fetchone()
+    except Exception:  # noqa: BLE001 - a record that cannot be read (RecordUnavailable too): run every call
+        return None
+    return resume if row is not None and row[0] == name else None
+
+
 DEFAULT_NAME: str | None = None  # `dockertask run` names the process's default run after its target
 
 
@@ -223,7 +237,7 @@ class Run:
                 self._as_group.__enter__()
                 return self
             if store.enabled():
-                self._state = RunState(self.name, self.resume)
+                self._state = RunState(self.name, self.resume or _rerun_of(self.name))
                 _explicit = self._state
         return self
 
@@ -366,9 +380,10 @@ def _number(value: Any, kind: Callable[[Any], Any]) -> Any:
 
 
 def begin(task: Task[Any, Any], arguments: dict[str, Any], input_digest: Callable[[dict[str, Any]], str],
-          parent: str | None = None, index: int | None = None) -> CallRecord | None:
+          parent: str | None = None, index: int | None = None, upstream: Sequence[str] = ()) -> CallRecord | None:
     """The record of a call about to run, or None when recording is off; ``input_digest``: the inputs'
-    canonical digest (the cache's, so that equal inputs get equal call ids in every process)."""
+    canonical digest (the cache's, so that equal inputs get equal call ids in every process); ``upstream``:
+    the calls whose results its inputs are."""
     run = current()
     if run is None:
         return None
@@ -378,23 +393,30 @@ def begin(task: Task[Any, Any], arguments: dict[str, Any], input_digest: Callabl
     spec = task.spec
     cpu = spec.limits.cpu_cores if spec.limits is not None else None
     store.WRITER.put("INSERT OR REPLACE INTO calls (run_id, call_id, parent, task, code_version, input_digest, inputs, "
-                     "map_index, started, status, mem_limit, cpu_limit, grp) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, "
-                     "'running', ?, ?, ?)",
+                     "map_index, started, status, mem_limit, cpu_limit, grp, upstream) VALUES (?, ?, ?, ?, ?, ?, ?, "
+                     "?, ?, 'running', ?, ?, ?, ?)",
                      (run.id, call_id, parent, spec.name, task.code_fingerprint[:16], digest, inputs, index,
-                      time.time(), spec.effective_mem_limit, cpu, _group.get()))
+                      time.time(), spec.effective_mem_limit, cpu, _group.get(), _edges(upstream)))
     return CallRecord(run, call_id, (), top=parent is None)
 
 
-def begin_map(task: Task[Any, Any], count: int) -> CallRecord | None:
+def _edges(upstream: Sequence[str]) -> str | None:
+    import json
+
+    return json.dumps(list(upstream)) if upstream else None
+
+
+def begin_map(task: Task[Any, Any], count: int, upstream: Sequence[str] = ()) -> CallRecord | None:
     """The record of a map: the parent of its items' calls."""
     run = current()
     if run is None:
         return None
     name = f"map_task({task.spec.name})"
     call_id = run.next_id(f"{name}\0{task.code_fingerprint}\0{count}")
-    store.WRITER.put("INSERT OR REPLACE INTO calls (run_id, call_id, task, code_version, inputs, started, status, grp) "
-                     "VALUES (?, ?, ?, ?, ?, ?, 'running', ?)",
-                     (run.id, call_id, name, task.code_fingerprint[:16], f"{count} items", time.time(), _group.get()))
+    store.WRITER.put("INSERT OR REPLACE INTO calls (run_id, call_id, task, code_version, inputs, started, status, grp, "
+                     "upstream) VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?)",
+                     (run.id, call_id, name, task.code_fingerprint[:16], f"{count} items", time.time(), _group.get(),
+                      _edges(upstream)))
     return CallRecord(run, call_id, ())
 
 

@@ -29,7 +29,7 @@ from typing import Any
 
 from dockertask.host import paths
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DB_ENV = "DOCKERTASK_RUNS_DB"
 RECORD_ENV = "DOCKERTASK_RECORD"
 BUSY_MS = 5000  # how long a statement waits for another process's transaction before it counts as locked
@@ -45,7 +45,7 @@ CREATE TABLE IF NOT EXISTS calls (
     run_id TEXT, call_id TEXT, parent TEXT, task TEXT, code_version TEXT, input_digest TEXT, inputs TEXT,
     map_index INTEGER, grp TEXT, started REAL, ended REAL, status TEXT, cache_hit INTEGER DEFAULT 0,
     replayed INTEGER DEFAULT 0, result TEXT, error_type TEXT, error TEXT, traceback TEXT,
-    mem_limit INTEGER, cpu_limit REAL, PRIMARY KEY (run_id, call_id));
+    mem_limit INTEGER, cpu_limit REAL, upstream TEXT, PRIMARY KEY (run_id, call_id));
 CREATE INDEX IF NOT EXISTS calls_id ON calls (call_id);
 CREATE TABLE IF NOT EXISTS attempts (
     run_id TEXT, call_id TEXT, attempt INTEGER, container_id TEXT, image TEXT, image_id TEXT,
@@ -114,6 +114,8 @@ def _migrate(conn: sqlite3.Connection) -> None:
         if 0 < version < 2:  # 2: the call's limits, for the dashboard's memory bars
             conn.execute("ALTER TABLE calls ADD COLUMN mem_limit INTEGER")
             conn.execute("ALTER TABLE calls ADD COLUMN cpu_limit REAL")
+        if 0 < version < 3:  # 3: the calls whose results a call's inputs were (a JSON list of call ids)
+            conn.execute("ALTER TABLE calls ADD COLUMN upstream TEXT")
         if version < SCHEMA_VERSION:
             conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
         conn.execute("COMMIT")

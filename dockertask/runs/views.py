@@ -8,6 +8,7 @@ is marked "interrupted" the first time anyone looks, along with its calls that w
 from __future__ import annotations
 
 import datetime as dt
+import json
 import socket
 import sqlite3
 import time
@@ -21,7 +22,7 @@ RUN_FIELDS = ("id", "name", "status", "started", "ended", "command", "cwd", "hos
               "git_commit", "resumed_from")
 CALL_FIELDS = ("call_id", "parent", "grp", "task", "code_version", "input_digest", "inputs", "map_index", "started",
                "ended", "status", "cache_hit", "replayed", "result", "error_type", "error", "traceback", "mem_limit",
-               "cpu_limit")
+               "cpu_limit", "upstream")
 ATTEMPT_FIELDS = ("attempt", "container_id", "image", "image_id", "image_digest", "node", "started", "ended",
                   "exit_code", "oom_killed", "timed_out", "preempted", "peak_memory", "cpu_seconds", "usage_source",
                   "error")
@@ -82,7 +83,10 @@ def reap(conn: sqlite3.Connection) -> int:
 
 
 def _row(fields: tuple[str, ...], row: tuple[Any, ...]) -> dict[str, Any]:
-    return dict(zip(fields, row))  # noqa: B905 - one SELECT names both
+    found = dict(zip(fields, row))  # noqa: B905 - one SELECT names both
+    if "upstream" in found:
+        found["upstream"] = json.loads(found["upstream"] or "[]")
+    return found
 
 
 def runs(conn: sqlite3.Connection, failed: bool = False, limit: int = 20) -> list[dict[str, Any]]:
@@ -157,7 +161,13 @@ def summary(conn: sqlite3.Connection, run_id: str) -> dict[str, Any]:
 
 
 def _json_object(alias: str, fields: tuple[str, ...]) -> str:
-    return "json_object(" + ", ".join(f"'{f}', {alias}.{f}" for f in fields) + ")"
+    return "json_object(" + ", ".join(f"'{f}', {_json_value(alias, f)}" for f in fields) + ")"
+
+
+def _json_value(alias: str, field: str) -> str:
+    if field == "upstream":  # kept as JSON text: a list in the JSON, not a string holding one
+        return f"json(COALESCE({alias}.upstream, '[]'))"
+    return f"{alias}.{field}"
 
 
 def run_json(conn: sqlite3.Connection, run_id: str) -> str:

@@ -182,6 +182,13 @@ class Interface(NamedTuple):
         """Can a call's arguments hold File/Directory objects (to be sent as files)?"""
         return any(p.files or p.open for p in self.params)
 
+    def check_shape(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """The inputs fit the signature (names, count); their values are not looked at."""
+        try:
+            self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TaskInputError(self._binding_problem(args, kwargs, exc)) from None
+
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> inspect.BoundArguments:
         """Map positional arguments to names and check every value; raise TaskInputError."""
         try:

@@ -1,0 +1,72 @@
+"""Composing tasks on a real engine (contract: "Composing tasks"): futures as inputs, shared defaults."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from .test_runs import _cli, _program, _run
+
+PIPELINE = textwrap.dedent('''
+    import time
+    from dockertask import map_task, task
+
+    @task
+    def load(n: int) -> list[int]:
+        time.sleep(1)
+        return list(range(n))
+
+    @task
+    def square(x: int) -> int:
+        return x * x
+
+    @task
+    def total(parts: list[int]) -> int:
+        return sum(parts)
+
+    @task
+    def broken() -> list[int]:
+        raise ValueError("the source is gone")
+
+    if __name__ == "__main__":
+        numbers = load.submit(4)
+        squares = [square.submit(x) for x in range(3)]
+        started = time.monotonic()
+        summed = total.submit(squares)
+        print("submitted in", round(time.monotonic() - started, 2))
+        print("total", summed.result())
+        print("mapped", map_task(square)(x=numbers))
+        try:
+            total(broken.submit())
+        except Exception as exc:
+            print("error", type(exc).__name__, exc)
+''')
+
+
+def test_futures_are_inputs_and_the_record_keeps_the_edges(tmp_path: Path) -> None:
+    """Futures from submit() go into a submit (which does not wait for them), a map (a future list) and a
+    call; an upstream failure fails the dependent call naming the upstream call; `show --json` has the
+    edges."""
+    db = tmp_path / "runs.db"
+    done = _run(db, _program(tmp_path, PIPELINE))
+    assert done.returncode == 0, done.stderr
+    lines = dict(line.split(" ", 1) for line in done.stdout.splitlines())
+    assert float(lines["submitted"].split()[-1]) < 0.5
+    assert lines["total"] == "5" and lines["mapped"] == "[0, 1, 4, 9]"
+    assert lines["error"].startswith("TaskInputError task __main__.total: parameter 'parts' is the result of call "
+                                     "broken#1 (") and "which failed: ValueError: the source is gone" in lines["error"]
+    [run] = _cli(db, "runs", "--json")
+    calls = _cli(db, "show", run["id"], "--json")["calls"]
+    def one(name: str) -> dict[str, Any]:
+        [found] = [c for c in calls if c["task"] == name]
+        return found
+
+    squares = {c["call_id"] for c in calls if c["task"] == "__main__.square" and c["map_index"] is None
+               and c["parent"] is None}
+    totals = [c for c in calls if c["task"] == "__main__.total"]
+    assert len(squares) == 3 and {tuple(sorted(t["upstream"])) for t in totals} == {
+        tuple(sorted(squares)), (one("__main__.broken")["call_id"],)}
+    assert one("map_task(__main__.square)")["upstream"] == [one("__main__.load")["call_id"]]
+    failed = next(t for t in totals if t["upstream"] == [one("__main__.broken")["call_id"]])
+    assert failed["status"] == "failed" and failed["error_type"] == "TaskInputError" and not failed["attempts"]
