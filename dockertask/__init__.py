@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "task": "tasks", "Task": "tasks", "TaskSpec": "tasks", "ExecutionBehavior": "tasks",
+    "task": "tasks", "Task": "tasks", "TaskSpec": "tasks", "ExecutionBehavior": "tasks", "Environment": "tasks",
     "Resources": "spec.resources",
     "Secret": "spec.secrets",
     "ImageSpec": "images.imagespec",
@@ -36,6 +36,7 @@ __all__ = [
     "Docker",
     "DockerTaskError",
     "DockerUnavailableError",
+    "Environment",
     "ExecutionBehavior",
     "ExecutionContext",
     "File",
@@ -102,7 +103,7 @@ if TYPE_CHECKING:
     from dockertask.spec.resources import Resources
     from dockertask.spec.reuse import ReusePolicy
     from dockertask.spec.secrets import Secret
-    from dockertask.tasks import ExecutionBehavior, Task, TaskSpec, task
+    from dockertask.tasks import Environment, ExecutionBehavior, Task, TaskSpec, task
 
 
 def __getattr__(name: str) -> Any:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 if TYPE_CHECKING:  # imported by submit itself: a script that never submits is spared its ~11 ms
     import concurrent.futures
 
-from dockertask import plugins
+from dockertask import defaults, plugins
 from dockertask.errors import TaskDefinitionError
 from dockertask.images import refs
 from dockertask.plugins import ContainerOptions
@@ -197,6 +197,7 @@ class Task(Generic[P, R]):
         self.spec = spec
         self.interface = spec.interface
         self.container_options = container_options
+        self.settings: dict[str, Any] = {}  # what @task, its Environment and the project said (override's base)
         self._submits = itertools.count(1)
         functools.update_wrapper(self, function)
 
@@ -274,6 +275,14 @@ class Task(Generic[P, R]):
                                 output=progress.prefixed(label), since=lifecycle.generation(), handle=handle)
         upstream.mark(future, handle)
         return future
+
+    def override(self, **settings: Any) -> Task[P, R]:
+        """A copy of this task with some settings changed (@task's keywords; ``environment`` variables are
+        merged with the task's): ``heavy = train.override(limits=Resources(mem="16Gi"))``."""
+        changed = defaults.merged(self.settings, defaults.checked(settings, f"{self.spec.name}.override"))
+        made: Task[P, R] = _make_task(self.function, **{**BUILT_IN, **changed})
+        made.settings = changed
+        return made
 
     def local(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run in this process: same checks and secrets (from the host providers), no Docker."""
@@ -389,6 +398,14 @@ def _make_task(
     return Task(fn, spec, options, image_spec)
 
 
+# flytekit's defaults: what a task says nothing about, when no Environment or project default says it
+BUILT_IN: dict[str, Any] = {
+    "task_config": None, "cache": False, "cache_version": "", "retries": 0, "interruptable": False,
+    "deprecated": "", "timeout": 0, "container_image": None, "environment": None, "requests": None,
+    "limits": None, "secret_requests": None, "execution_mode": ExecutionBehavior.DEFAULT, "reusable": None,
+}
+
+
 @overload
 def task(_task_function: Callable[P, R]) -> Task[P, R]: ...
 
@@ -404,7 +421,18 @@ def task(
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
 
-def task(
+def task(_task_function: Callable[P, R] | None = None,
+         **settings: Any) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
+    """flytekit's ``@task``, run in Docker: same parameters, same defaults.
+
+    ``interruptible=`` is accepted as a spelling of ``interruptable=``; ``reusable=ReusePolicy(...)``
+    (beyond the seed) runs calls in warm replicas instead of a fresh container each (see ``calls/replicas``).
+    What a task does not set comes from ``[tool.dockertask.defaults]`` (see ``defaults``).
+    """
+    return _decorator(_task_function, defaults.checked(settings, "@task"), {})
+
+
+def _documented(
     _task_function: Callable[P, R] | None = None, *, task_config: Any = None, cache: bool = False,
     cache_version: str = "", retries: int = 0, interruptable: bool = False, deprecated: str = "",
     timeout: dt.timedelta | int = 0, container_image: Any = None, environment: Mapping[str, str] | None = None,
@@ -412,25 +440,63 @@ def task(
     secret_requests: Sequence[Secret] | None = None,
     execution_mode: ExecutionBehavior = ExecutionBehavior.DEFAULT, interruptible: bool | None = None,
     reusable: Any = None,
-) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
-    """flytekit's ``@task``, run in Docker: same parameters, same defaults.
+) -> Any: ...
 
-    ``interruptible=`` is accepted as a spelling of ``interruptable=``; ``reusable=ReusePolicy(...)``
-    (beyond the seed) runs calls in warm replicas instead of a fresh container each (see ``calls/replicas``).
-    """
-    if not isinstance(execution_mode, ExecutionBehavior):
-        raise TaskDefinitionError(f"execution_mode={execution_mode!r}: expected a dockertask.ExecutionBehavior")
-    if execution_mode is not ExecutionBehavior.DEFAULT:
-        raise TaskDefinitionError(f"execution_mode={execution_mode!r}: dockertask runs tasks with DEFAULT only")
 
-    def decorate(fn: Callable[P, R]) -> Task[P, R]:
-        return _make_task(
-            fn, task_config=task_config, cache=cache, cache_version=cache_version, retries=retries,
-            interruptable=interruptable if interruptible is None else interruptible, deprecated=deprecated,
-            timeout=timeout, container_image=container_image, environment=environment, requests=requests,
-            limits=limits, secret_requests=secret_requests, execution_mode=execution_mode, reusable=reusable,
-        )
+# help(task) and inspect show @task's keywords with flytekit's defaults: **settings is only how the
+# implementation tells a keyword given from one left to the Environment and the project.
+task.__signature__ = inspect.signature(_documented)  # type: ignore[attr-defined]
 
-    if _task_function is not None:
-        return decorate(_task_function)
+
+def _decorator(fn: Callable[P, R] | None, explicit: dict[str, Any],
+               environment: dict[str, Any]) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
+    if "interruptable" in explicit and explicit.get("interruptable") is None:
+        del explicit["interruptable"]  # interruptible=None: not said
+    mode = explicit.get("execution_mode", ExecutionBehavior.DEFAULT)
+    if not isinstance(mode, ExecutionBehavior):
+        raise TaskDefinitionError(f"execution_mode={mode!r}: expected a dockertask.ExecutionBehavior")
+    if mode is not ExecutionBehavior.DEFAULT:
+        raise TaskDefinitionError(f"execution_mode={mode!r}: dockertask runs tasks with DEFAULT only")
+
+    def decorate(function: Callable[P, R]) -> Task[P, R]:
+        # Read at decoration (a file, no engine): the task is what the project said when it was made.
+        layered = defaults.merged(defaults.project(), environment, explicit)
+        made = _make_task(function, **{**BUILT_IN, **layered})
+        made.settings = layered
+        return made
+
+    if fn is not None:
+        return decorate(fn)
     return decorate
+
+
+class Environment:
+    """Defaults for a group of tasks (contract: "Composing tasks"), as Flyte 2's ``TaskEnvironment``:
+
+        etl = dockertask.Environment(container_image="etl:2", limits=Resources(mem="2Gi"), retries=2)
+
+        @etl.task                       # every setting of etl
+        def load(...): ...
+
+        @etl.task(timeout=60)           # and one more; a task's own setting wins
+        def publish(...): ...
+
+    Settings are @task's keywords (checked now); ``environment`` variables are merged with the task's.
+    """
+
+    def __init__(self, **settings: Any) -> None:
+        self.settings = defaults.checked(settings, "Environment")
+
+    def __repr__(self) -> str:
+        return f"dockertask.Environment({', '.join(f'{k}={v!r}' for k, v in self.settings.items())})"
+
+    @overload
+    def task(self, _task_function: Callable[P, R]) -> Task[P, R]: ...
+
+    @overload
+    def task(self, _task_function: None = None, **settings: Any) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+    def task(self, _task_function: Callable[P, R] | None = None,
+             **settings: Any) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
+        """``@task`` with this environment's settings under the ones given here."""
+        return _decorator(_task_function, defaults.checked(settings, "Environment.task"), dict(self.settings))

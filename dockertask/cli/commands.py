@@ -100,7 +100,10 @@ def load_task(target: str) -> Task[Any, Any]:
     file, sep, name = target.rpartition(":")
     if not sep or not file or not name:
         raise click.UsageError(f"{target!r}: expected FILE.py:TASK")
-    module = load_module(file)
+    try:
+        module = load_module(file)
+    except USER_ERRORS as exc:  # a task the file defines wrongly (or a bad project default): the user's to fix
+        _fail(exc, 2)
     obj = getattr(module, name, None)
     if not isinstance(obj, Task):
         found = sorted(k for k, v in vars(module).items() if isinstance(v, Task))

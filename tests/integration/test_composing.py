@@ -70,3 +70,36 @@ def test_futures_are_inputs_and_the_record_keeps_the_edges(tmp_path: Path) -> No
     assert one("map_task(__main__.square)")["upstream"] == [one("__main__.load")["call_id"]]
     failed = next(t for t in totals if t["upstream"] == [one("__main__.broken")["call_id"]])
     assert failed["status"] == "failed" and failed["error_type"] == "TaskInputError" and not failed["attempts"]
+
+
+SHARED = textwrap.dedent('''
+    import os
+    import dockertask
+    from dockertask import Resources
+
+    etl = dockertask.Environment(environment={"B": "environment"}, retries=1)
+
+    @etl.task(environment={"C": "task"})
+    def settings() -> tuple[str, str, str, int]:
+        for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+            if os.path.exists(path):
+                limit = int(open(path).read())
+                break
+        return os.environ["A"], os.environ["B"], os.environ["C"], limit
+
+    if __name__ == "__main__":
+        print(settings())
+        print(settings.override(limits=Resources(mem="128Mi"), environment={"A": "override"})())
+''')
+
+
+def test_project_defaults_an_environment_and_override_reach_the_container(tmp_path: Path) -> None:
+    """[tool.dockertask.defaults] (a variable and a memory limit), an Environment's variable, the task's own
+    and an override: what the task sees in its container."""
+    (tmp_path / "pyproject.toml").write_text('[tool.dockertask.defaults]\nenvironment = { A = "project" }\n'
+                                             'limits = { mem = "256Mi" }\n')
+    done = _run(tmp_path / "runs.db", _program(tmp_path, SHARED))
+    assert done.returncode == 0, done.stderr
+    first, second = done.stdout.splitlines()
+    assert first == f"('project', 'environment', 'task', {256 << 20})"
+    assert second == f"('override', 'environment', 'task', {128 << 20})"

@@ -35,8 +35,9 @@ LAYERS: dict[str, set[str]] = {
     "backends": {"errors", "config", "host", "files", "runtime", "plugins", "spec", "images"},
     "calls": {"errors", "config", "host", "files", "runtime", "plugins", "spec", "images", "backends", "runs"},
     "testing": {"errors", "spec"},
+    "defaults": {"errors", "config", "plugins", "spec"},  # [tool.dockertask.defaults], and how layers merge
     "tasks": {"errors", "config", "host", "files", "runtime", "plugins", "spec", "images", "backends", "calls",
-              "testing"},
+              "testing", "defaults"},
     "fanout": {"errors", "host", "calls", "tasks", "config", "runs"},
     "pytest": {"errors", "config", "host", "files", "runtime", "plugins", "spec", "images", "backends", "calls",
                "testing", "tasks", "fanout"},
@@ -168,7 +169,7 @@ def test_the_top_level_names_its_jobs() -> None:
     entries = sorted(p.name for p in PACKAGE.iterdir() if p.name != "__pycache__" and not p.name.startswith("."))
     assert entries == sorted([
         "__init__.py", "__main__.py", "py.typed", "errors.py", "config.py", "tasks.py", "fanout.py", "files.py",
-        "plugins.py", "testing.py",
+        "plugins.py", "testing.py", "defaults.py",
         "runtime", "spec", "host", "calls", "images", "backends", "pytest", "cli", "runs",
     ])
 
