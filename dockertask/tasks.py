@@ -227,6 +227,8 @@ class Task(Generic[P, R]):
         from dockertask import testing
         from dockertask.calls import runner
 
+        if self.is_async:  # an awaitable: awaiting it runs the call without blocking the event loop
+            return self._awaitable(args, kwargs)  # type: ignore[return-value]
         if testing.running_locally():
             return self.local(*args, **kwargs)
 
@@ -245,6 +247,31 @@ class Task(Generic[P, R]):
                 raise exc.with_traceback(None)  # noqa: B904 - the cause stays as it is
             raise
         return result
+
+    @functools.cached_property
+    def is_async(self) -> bool:
+        """An ``async def`` task: a call returns an awaitable (contract: "Composing tasks")."""
+        return inspect.iscoroutinefunction(self.function)
+
+    async def _awaitable(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        import asyncio
+
+        from dockertask import testing
+
+        if testing.running_locally():  # in this process, as local() runs it: on a loop of its own thread
+            return await asyncio.to_thread(self.local, *args, **kwargs)
+        # The submit pool runs it (so many awaited at once are bounded by DOCKERTASK_MAX_PARALLEL); the
+        # loop only waits for its Future. A cancelled await kills nothing that has started: the call runs
+        # to its end, as a submit() whose Future is dropped does.
+        future = self.submit(*args, **kwargs)
+        try:
+            return await asyncio.wrap_future(future)
+        except Exception as exc:
+            from dockertask.errors import DockerTaskError, RemoteTraceback
+
+            if isinstance(exc, DockerTaskError) or isinstance(exc.__cause__, RemoteTraceback):
+                raise exc.with_traceback(None)  # noqa: B904 - as __call__: the user's line, not the pool's
+            raise
 
     def submit(self, *args: P.args, **kwargs: P.kwargs) -> concurrent.futures.Future[R]:
         """Start in a container now; the Future holds the value or the exception."""
@@ -302,6 +329,10 @@ class Task(Generic[P, R]):
                                              secrets=SecretsReader(lookup=lookup)))
         try:
             value = self.function(*bound.args, **bound.kwargs)
+            if self.is_async:  # local() is synchronous: the coroutine runs to its end here
+                import asyncio
+
+                value = asyncio.run(value)  # type: ignore[arg-type]
         finally:
             leave_local(token)
         self.interface.check_output(value)
@@ -351,10 +382,9 @@ def _make_task(
         raise TaskDefinitionError(f"@task got {fn!r}, which is already a task: decorate its function "
                                   f"({fn.name}.function) to make a task with other settings")
     name = f"{fn.__module__}.{fn.__qualname__}"
-    if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
-        raise TaskDefinitionError(f"@task {name}: async def functions cannot be tasks (each call would return an "
-                                  "unawaited coroutine); make a plain def that runs it: "
-                                  "`return asyncio.run(the_coroutine(...))`")
+    if inspect.isasyncgenfunction(fn):
+        raise TaskDefinitionError(f"@task {name}: an async generator cannot be a task (its values would have to "
+                                  "come back one by one); return a list from an `async def` instead")
     for label, res in (("requests", requests), ("limits", limits)):
         if res is not None and not isinstance(res, Resources):
             raise TaskDefinitionError(f"{label}={res!r}: expected dockertask.Resources(cpu=..., mem=...)")

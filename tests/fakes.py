@@ -183,7 +183,12 @@ class InProcessBackend(FakeBackend):
             if "say" in named:
                 on_output("stdout", str(named["say"]))
             try:
-                return ok(func(*args, **kwargs))
+                value = func(*args, **kwargs)
+                if inspect.iscoroutine(value):  # an async task: as the bootstrap does, run it to its end
+                    import asyncio
+
+                    value = asyncio.run(value)
+                return ok(value)
             except Exception as exc:
                 return raised(exc)
         finally:

@@ -460,6 +460,12 @@ def run_and_report(channel, pump, func, args, kwargs):
     """Run the call and send its R frame; 0 once it is sent (user exceptions included)."""
     try:
         value = func(*args, **kwargs)
+        import types
+
+        if type(value) is types.CoroutineType:  # an async task: its coroutine runs here, to its end
+            import asyncio
+
+            value = asyncio.run(value)
     except BaseException as exc:  # user code may raise anything, SystemExit included
         tb = format_exc()
         meta = {"status": "error", "type": qualname(type(exc)), "message": str(exc), "traceback": tb}

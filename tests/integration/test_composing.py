@@ -103,3 +103,57 @@ def test_project_defaults_an_environment_and_override_reach_the_container(tmp_pa
     first, second = done.stdout.splitlines()
     assert first == f"('project', 'environment', 'task', {256 << 20})"
     assert second == f"('override', 'environment', 'task', {128 << 20})"
+
+
+ASYNC = textwrap.dedent('''
+    import asyncio, time
+    from dockertask import ReusePolicy, task
+
+    @task(reusable=ReusePolicy(replicas=1))
+    async def warm(x: int) -> int:
+        await asyncio.sleep(0.1)
+        return x + 1
+
+    @task
+    async def fetch(page: int) -> tuple[int, float, float]:
+        start = time.time()
+        await asyncio.sleep(1.5)
+        if page == 99:
+            raise LookupError("no page 99")
+        return page, start, time.time()
+
+    async def main():
+        ticks = 0
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.05)
+                ticks += 1
+
+        beat = asyncio.create_task(ticker())
+        pages = await asyncio.gather(*(fetch(p) for p in range(3)))
+        beat.cancel()
+        print("pages", [p for p, _, _ in pages])
+        print("overlap", max(s for _, s, _ in pages) < min(e for _, _, e in pages))
+        print("ticks", ticks)
+        try:
+            await fetch(99)
+        except LookupError as exc:
+            print("error", exc)
+        print("warm", await asyncio.gather(warm(1), warm(2)))
+
+    asyncio.run(main())
+''')
+
+
+def test_async_tasks_run_in_containers_at_once_without_blocking_the_loop(tmp_path: Path) -> None:
+    """Three awaited calls gathered: each ran in a container (asyncio.run there), all three at once by the
+    containers' own clocks, while the caller's loop kept ticking; the task's exception comes out of await."""
+    done = _run(tmp_path / "runs.db", _program(tmp_path, ASYNC))
+    assert done.returncode == 0, done.stderr
+    lines = dict(line.split(" ", 1) for line in done.stdout.splitlines())
+    assert lines["pages"] == "[0, 1, 2]" and lines["overlap"] == "True"
+    assert int(lines["ticks"]) >= 20  # >= 1 s of 50 ms ticks while the calls ran
+    assert lines["error"] == "no page 99"
+    assert lines["warm"] == "[2, 3]"  # in a reused replica too

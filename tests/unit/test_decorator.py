@@ -150,16 +150,14 @@ def test_unreachable_engine_says_how_to_start_one(monkeypatch: pytest.MonkeyPatc
         DockerBackend()
 
 
-def test_async_def_is_refused_at_decoration_with_what_to_do() -> None:
-    """An async def task would fail on every call: refuse it when decorated, saying how to wrap it."""
+def test_an_async_generator_is_refused_at_decoration_with_what_to_do() -> None:
+    """An async generator's values would have to come back one at a time: refused, saying what to do."""
 
-    async def fetch(x: int) -> int:
-        return x
+    async def stream(x: int):  # type: ignore[no-untyped-def]
+        yield x
 
-    with pytest.raises(TypeError, match=r"async def.*asyncio\.run"):
-        task(fetch)
-    with pytest.raises(TypeError, match="async def"):
-        task(retries=1)(fetch)
+    with pytest.raises(TypeError, match=r"async generator cannot be a task.*return a list from an `async def`"):
+        task(stream)
 
 
 def test_the_package_ships_type_information_for_users_type_checkers(tmp_path: Path) -> None:
