@@ -4,6 +4,9 @@ floor:  docker SDK create → start → wait → remove of ``python3 -c pass`` (
 warm:   ``inc(x)`` with ``reusable=ReusePolicy(replicas=1)``, sequential, after the replica started:
         its own process in the warm container, function already loaded.
 map:    ``map_task(inc2)(x=range(N))`` with ``ReusePolicy(replicas=2)``: calls per second.
+setup:  ``predict(x)`` reads a 500 MB object that ``ReusePolicy(setup=load_model)`` made once in the
+        replica (each call's process is forked from it); against a trivial warm call, both with the same
+        memory limit, interleaved.
 Floor and warm calls are interleaved so drift hits both alike.
 
 usage: python bench/reuse.py [--runs 30] [--calls 1000]
@@ -19,7 +22,7 @@ import time
 
 from overhead import floor_once  # the same floor as bench/overhead.py (this folder is on sys.path)
 
-from dockertask import ReusePolicy, map_task, task
+from dockertask import ReusePolicy, Resources, map_task, task
 from dockertask.backends import default_backend
 from dockertask.backends.discovery import api_client
 from dockertask.images.refs import default_image_ref, ensure_image
@@ -32,6 +35,26 @@ def inc(x: int) -> int:
 
 @task(reusable=ReusePolicy(replicas=2))
 def inc2(x: int) -> int:
+    return x + 1
+
+
+MODEL: bytearray | None = None
+
+
+def load_model() -> None:
+    global MODEL
+    MODEL = bytearray(500 << 20)
+    MODEL[-1] = 1
+
+
+@task(reusable=ReusePolicy(replicas=1, setup=load_model), limits=Resources(mem="1200Mi"))
+def predict(x: int) -> int:
+    assert MODEL is not None
+    return x + MODEL[-1] + len(MODEL) // (500 << 20) - 1
+
+
+@task(reusable=ReusePolicy(replicas=1), limits=Resources(mem="1200Mi"))
+def trivial(x: int) -> int:
     return x + 1
 
 
@@ -62,6 +85,16 @@ def main() -> int:
     print(f"floor (create/start/wait/remove python3 -c pass): median {f * 1000:.0f} ms")
     print(f"warm reused call inc(x):                          median {w * 1000:.1f} ms = {w / f:.3f}x the floor")
     print(f"{args.calls} calls through map_task on 2 replicas: {rate:.0f} calls/s")
+    predict(0), trivial(0)  # both replicas up, the model loaded
+    with_model, plain = [], []
+    for i in range(args.runs * 3):
+        for fn, times in ((predict, with_model), (trivial, plain)):
+            t = time.perf_counter()
+            assert fn(i) == i + 1
+            times.append(time.perf_counter() - t)
+    m, p = statistics.median(with_model), statistics.median(plain)
+    print(f"call using a 500 MB object from setup:            median {m * 1000:.1f} ms = {m / f:.3f}x the floor, "
+          f"{m / p:.2f}x a trivial warm call ({p * 1000:.1f} ms), {len(plain)} each, interleaved")
     return 0
 
 

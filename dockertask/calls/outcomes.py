@@ -115,6 +115,11 @@ def _interpret(task: Task[Any, Any], outcome: ContainerOutcome, run_id: str = ""
             f"task {spec.name}: its container sent a damaged result ({meta.get('message')}); "
             f"exit code {outcome.exit_code}", exit_code=outcome.exit_code, logs_tail=outcome.logs_tail))
     if raw.status == "load_error":
+        if meta.get("setup"):  # the replica's ReusePolicy setup raised: not a load problem of the task's
+            raise AttemptFailed(TaskFailedError(
+                f"task {spec.name}: ReusePolicy(setup={meta['setup']}) failed: {meta.get('type')}: "
+                f"{meta.get('message')}", type_name=str(meta.get("type", "")),
+                remote_traceback=str(meta.get("traceback", ""))), retryable=False)
         missing = _missing_module(str(meta.get("message", ""))) if "ModuleNotFoundError" in str(meta.get("type")) \
             else None
         hint = (_image_hint(outcome.image, missing) if missing

@@ -172,13 +172,14 @@ def loads_with_paths(data: bytes | memoryview | BinaryIO, objects: list[Any]) ->
     return Unpickler(stream).load()
 
 
-def pickle_function(func: Callable[..., Any], task_name: str) -> bytes:
-    """The task's function alone (reuse mode loads it once per replica)."""
+def pickle_function(func: Callable[..., Any] | tuple[Callable[..., Any], ...], task_name: str) -> bytes:
+    """The task's function alone (reuse mode loads it once per replica), or with its ReusePolicy setup: one
+    pickle, so that functions of one module share its globals when loaded."""
     register_user_modules()
     try:
         return dumps(func)
     except Exception as exc:
-        raise unpicklable(func, (), {}, task_name, exc) from None
+        raise unpicklable(func if callable(func) else func[0], (), {}, task_name, exc) from None
 
 
 def pickle_call_args(args: tuple[Any, ...], kwargs: dict[str, Any], task_name: str,

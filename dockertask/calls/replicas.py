@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from dockertask.backends import Backend, ContainerJob, ContainerOutcome
 from dockertask.backends.base import OutputSink, StdinPieces
 from dockertask.calls import envelope, pickling, runtime_zip
-from dockertask.errors import DockerTaskError, DockerUnavailableError
+from dockertask.errors import DockerTaskError, DockerUnavailableError, TaskTimeoutError
 from dockertask.host import lifecycle
 from dockertask.runtime import protocol
 from dockertask.spec import secrets
@@ -41,6 +41,7 @@ READY_TIMEOUT = 60.0  # a new replica has this long to say it is ready (image st
 # A replica takes a call at once (it is idle when it gets one): one that has not said so in this long was
 # stopped (SIGSTOP from a call) or wedged, and is replaced; the call goes to another replica, once.
 ACK_TIMEOUT = 15.0
+SETUP_TIMEOUT = 600.0  # a ReusePolicy setup's time in a new replica, for a task with no timeout of its own
 
 
 @dataclass
@@ -162,18 +163,41 @@ def _replica_job(task: Task[Any, Any], image: str, sample: ContainerJob) -> Cont
         secrets_mib=secrets.MAX_SECRETS_BYTES >> 20 if task.spec.secret_requests else 0)
     labels = {**sample.labels, "dockertask.run-id": "replica-" + uuid.uuid4().hex[:12], "dockertask.replica": "true"}
     labels.pop("dockertask.attempt", None)
+    environment = dict(sample.environment)
+    if task.spec.reusable.setup is not None:
+        # A setup's memory (a model) in huge pages: each call's fork copies ~1,000x fewer page-table entries
+        # (a 500 MB heap: ~2 ms a fork, ~50 ms in 4 KiB pages). glibc's malloc asks for them (>= 2.35); a
+        # libc that does not know the tunable ignores it.
+        tunables = [t for t in environment.get("GLIBC_TUNABLES", "").split(":") if t]
+        environment["GLIBC_TUNABLES"] = ":".join([*tunables, "glibc.malloc.hugetlb=1"])
     return ContainerJob(image=image, command=list(protocol.COMMAND), stdin=StdinPieces(stdin),
-                        environment=dict(sample.environment), labels=labels,  # owner labels included
+                        environment=environment, labels=labels,  # owner labels included
                         resources=resources, options=sample.options)
 
 
 def _key(task: Task[Any, Any], job: ContainerJob) -> str:
     """What makes two tasks share replicas: image, resources, environment, secret requests, options, and
-    the same ReusePolicy (so neither gets the other's replica count or idle_ttl)."""
+    the same ReusePolicy (so neither gets the other's replica count, idle_ttl or setup)."""
     policy = task.spec.reusable
     return json.dumps([job.image, sorted(job.environment.items()), repr(job.resources._replace(secrets_mib=0)),
                        repr(job.options), sorted(s.env_name for s in task.spec.secret_requests),
-                       policy.replicas, policy.idle_seconds])
+                       policy.replicas, policy.idle_seconds, _setup_key(policy)])
+
+
+def _setup_key(policy: ReusePolicy) -> str | None:
+    """Tasks with different setups never share a replica (one's warm state is not the other's to see); the
+    same setup function, code and all, may."""
+    if policy.setup is None:
+        return None
+    import inspect
+
+    from dockertask.calls.cache import code_fingerprint
+
+    try:
+        source = inspect.getsource(policy.setup)
+    except (OSError, TypeError):  # no source to be had (a builtin, a callable object): its name stands in
+        source = policy.setup_name or ""
+    return f"{policy.setup_name}:{code_fingerprint(policy.setup, source)}"
 
 
 def run_call(task: Task[Any, Any], sample: ContainerJob, arguments: Callable[[], tuple[bytes, tuple[Any, ...]]],
@@ -206,7 +230,13 @@ def run_call(task: Task[Any, Any], sample: ContainerJob, arguments: Callable[[],
         broken = True
         try:
             fid = f"{task.spec.name}:{task.code_fingerprint}"
-            if fid not in replica.loaded:  # the function and its by-value modules: once per replica
+            if fid not in replica.loaded and policy.setup is not None:  # with its setup, run there now
+                worker.route_output(output)  # what the setup prints is shown with the call that waits for it
+                worker.send(protocol.setup_message(fid, pickling.pickle_function((task.function, policy.setup),
+                                                                                  task.spec.name)))
+                _set_up(worker, fid, task)
+                replica.loaded.add(fid)
+            elif fid not in replica.loaded:  # the function and its by-value modules: once per replica
                 worker.send(protocol.load_message(fid, pickling.pickle_function(task.function, task.spec.name)))
                 replica.loaded.add(fid)
             header = protocol.call_header(task.spec.name, attempt, run_id, fid=fid, call=call_id,
@@ -232,6 +262,29 @@ def run_call(task: Task[Any, Any], sample: ContainerJob, arguments: Callable[[],
         finally:
             pool.release(replica, broken)
     raise AssertionError("unreachable")  # the last try returns or raises
+
+
+def _set_up(worker: Any, fid: str, task: Task[Any, Any]) -> None:
+    """Wait for the replica's S frame: its ReusePolicy setup has run (a failure is reported by each call, as
+    the setup's own exception). No frame within the task's timeout (or SETUP_TIMEOUT): the replica goes."""
+    limit = task.spec.timeout_seconds or SETUP_TIMEOUT
+    deadline = time.monotonic() + limit
+    setup = task.spec.reusable.setup_name
+    while True:
+        frame = worker.frames.next(max(0.0, deadline - time.monotonic()))
+        if frame is None:
+            raise TaskTimeoutError(f"task {task.spec.name}: ReusePolicy(setup={setup}) did not finish within "
+                                   f"{limit:g} s in a new replica (the task's timeout, or {SETUP_TIMEOUT:g} s "
+                                   "without one); the replica was removed")
+        kind, data = frame
+        if kind == b"S" and bytes(data).startswith(fid.encode() + b"\n"):
+            return
+        if kind in (b"EOF", b"D"):
+            state = worker.exit_state()
+            oom = " (out of memory: raise the task's memory limit)" if state.get("OOMKilled") else ""
+            raise DockerTaskError(f"task {task.spec.name}: a new replica ended while ReusePolicy(setup={setup}) "
+                                  f"ran{oom}")
+        _drop(data)
 
 
 def _taken(worker: Any, call_id: str) -> bool:

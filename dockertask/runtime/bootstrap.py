@@ -449,10 +449,12 @@ def redirect_stdout(channel, frame_stderr=False):
     return Pumps([pump, err_pump])
 
 
-def report_load_error(channel, pump, exc):
+def report_load_error(channel, pump, exc, failure=None):
     finish(pump)
-    channel.result({"status": "load_error", "type": qualname(type(exc)), "message": str(exc),
-                    "traceback": format_exc()})
+    meta = {"status": "load_error", "type": qualname(type(exc)), "message": str(exc), "traceback": format_exc()}
+    if failure is not None and failure.setup:  # the replica's setup raised it: its traceback, its name
+        meta.update(traceback=failure.tb, setup=failure.setup)
+    channel.result(meta)
     return 0
 
 
@@ -505,8 +507,34 @@ def run_and_report(channel, pump, func, args, kwargs):
 # -- reuse mode: one warm container, a fresh process per call ----------------------------------
 
 class LoadFailure(object):
-    def __init__(self, exc, tb):
-        self.exc, self.tb = exc, tb
+    def __init__(self, exc, tb, setup=None):
+        self.exc, self.tb, self.setup = exc, tb, setup  # setup: the name of the ReusePolicy setup that raised
+
+
+def set_up(channel, data):
+    """Load (function, setup) and run setup() in this, the serve process; the function, or a LoadFailure
+    that each of its calls reports (the setup's own exception and traceback). What setup prints goes to
+    the host as a call's output would; this process's own streams are put back after it."""
+    saved = [os.dup(fd) for fd in (0, 1, 2)]
+    streams = sys.stdout, sys.stderr
+    pump = redirect_stdout(channel, frame_stderr=True)
+    setup = None
+    try:
+        func, setup = loads(data)
+        setup()
+    except BaseException as exc:
+        name = "%s.%s" % (getattr(setup, "__module__", "?"), getattr(setup, "__qualname__", "setup"))
+        return LoadFailure(exc, format_exc(), setup=name if setup is not None else None)
+    finally:
+        finish(pump)
+        sys.stdout, sys.stderr = streams
+        for fd, copy in enumerate(saved):
+            os.dup2(copy, fd)
+            os.close(copy)
+    gc = __import__("gc")
+    gc.collect()
+    gc.freeze()  # what setup made stays out of every child's collections: its pages stay shared
+    return func
 
 
 def serve(read_frame, channel, run_dir):
@@ -542,6 +570,15 @@ def serve(read_frame, channel, run_dir):
             except BaseException as exc:
                 functions[fid] = LoadFailure(exc, format_exc())
             del data
+            continue
+        if op == b"setup":  # the function and its ReusePolicy setup, run here: every call forks from its state
+            fid = read_frame().decode("utf-8")
+            data = read_frame()
+            functions[fid] = set_up(channel, data)
+            del data
+            failed = functions[fid]
+            channel.send(b"S", fid.encode("utf-8") + b"\n" + (failed.tb[-100000:].encode("utf-8", "replace")
+                                                             if isinstance(failed, LoadFailure) else b"ok"))
             continue
         meta = marshal.loads(read_frame())
         call = read_frame()
@@ -688,7 +725,7 @@ def run_child(channel, meta, func, call, secrets, paths):
             raise RuntimeError("function %r was never loaded into this replica" % meta.get("fid"))
         args, kwargs = loads(call, paths)
     except BaseException as exc:
-        return report_load_error(channel, pump, exc)
+        return report_load_error(channel, pump, exc, func if isinstance(func, LoadFailure) else None)
     return run_and_report(channel, pump, func, args, kwargs)
 
 

@@ -102,6 +102,13 @@ def load_message(fid: str, function: bytes) -> tuple[bytes, ...]:
     return (*frame_pieces(b"load"), *frame_pieces(fid.encode()), *frame_pieces(function))
 
 
+def setup_message(fid: str, function_and_setup: bytes) -> tuple[bytes, ...]:
+    """Tell a replica to load a task's function with its ReusePolicy setup, pickled together (so that they
+    share their module's globals there), and to run the setup now; it answers with an S frame naming
+    ``fid`` once the setup has run (b"ok"), or failed (its traceback follows the fid)."""
+    return (*frame_pieces(b"setup"), *frame_pieces(fid.encode()), *frame_pieces(function_and_setup))
+
+
 def call_message(header: dict[str, Any], call: bytes, secrets_frame: bytes) -> tuple[bytes, ...]:
     """One call for a replica: its header (call_header, with the function's fid), arguments and secrets;
     the inputs' tar stream (input frames) follows when the header lists inputs."""
@@ -163,7 +170,8 @@ def parse_result(data: bytes | bytearray | BinaryIO) -> RawResult:
 # CHUNK plus its headers), with room to spare. The size is announced by the container, so it is hostile
 # input: a larger one, or a kind not listed, marks the stream damaged and is never allocated. A result (R)
 # has no bound of its own: past SPOOL_AT it goes to a file as it arrives, so it costs what was really sent.
-MAX_FRAME = {b"O": 1 << 20, b"E": 1 << 20, b"T": 4 << 20, b"X": 1 << 16, b"W": 1 << 16, b"A": 1 << 10, b"R": None}
+MAX_FRAME = {b"O": 1 << 20, b"E": 1 << 20, b"T": 4 << 20, b"X": 1 << 16, b"W": 1 << 16, b"A": 1 << 10, b"S": 1 << 17,
+             b"R": None}
 
 
 class FrameDecoder:

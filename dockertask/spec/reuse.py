@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,10 +13,16 @@ from dockertask.errors import TaskDefinitionError
 
 @dataclass(frozen=True)
 class ReusePolicy:
-    """Keep up to ``replicas`` warm containers for this task; remove each after ``idle_ttl`` unused."""
+    """Keep up to ``replicas`` warm containers for this task; remove each after ``idle_ttl`` unused.
+
+    ``setup``: a function run once in each replica, in the process every call is forked from, before the
+    task's first call there: what it leaves in its module (a model loaded into a global) is in every call,
+    copy-on-write, and nothing a call changes reaches the next. It travels with the task's function (they
+    share their module's globals in the replica), and its failure fails each call with its exception."""
 
     replicas: int = 1
     idle_ttl: dt.timedelta | int | float = dt.timedelta(minutes=5)
+    setup: Callable[[], Any] | None = None
     idle_seconds: float = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -27,6 +34,16 @@ class ReusePolicy:
             raise TaskDefinitionError(f"ReusePolicy(idle_ttl={self.idle_ttl!r}): expected a duration over 0 and "
                                       "at most a day")
         object.__setattr__(self, "idle_seconds", float(ttl))
+        if self.setup is not None and not callable(self.setup):
+            raise TaskDefinitionError(f"ReusePolicy(setup={self.setup!r}): expected a function taking no "
+                                      "arguments, or None")
+
+    @property
+    def setup_name(self) -> str | None:
+        """The setup function's qualified name (what the pool's key and the spec show of it)."""
+        if self.setup is None:
+            return None
+        return f"{getattr(self.setup, '__module__', '?')}.{getattr(self.setup, '__qualname__', repr(self.setup))}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"replicas": self.replicas, "idle_ttl_seconds": self.idle_seconds}
+        return {"replicas": self.replicas, "idle_ttl_seconds": self.idle_seconds, "setup": self.setup_name}

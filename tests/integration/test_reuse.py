@@ -227,3 +227,58 @@ def test_tasks_made_by_a_factory_run_their_own_closure_in_a_shared_replica() -> 
     assert add_1(1) == 2  # type: ignore[operator]
     assert add_100(1) == 101  # type: ignore[operator]
     assert add_1(1) == 2  # type: ignore[operator]
+
+
+WARM: dict[str, object] = {}
+SETUP_RUNS: list[int] = []
+
+
+def load_table() -> None:
+    """A ReusePolicy setup: state left in this module's globals for every call of the replica."""
+    print("loading the table")
+    WARM["table"] = {i: i * i for i in range(1000)}
+    WARM["pid"] = os.getpid()
+    SETUP_RUNS.append(1)
+
+
+@task(reusable=ReusePolicy(replicas=1, setup=load_table))
+def lookup(x: int) -> tuple[int, int, int, int]:
+    table: dict[int, int] = WARM["table"]  # type: ignore[assignment]  # no assert: pytest rewrites those
+    found = table[x]
+    table[x] = -1  # a change no later call may see
+    return found, len(SETUP_RUNS), os.getpid(), int(str(WARM["pid"]))
+
+
+def broken_setup() -> None:
+    raise FileNotFoundError("model.bin is not in the image")
+
+
+@task(reusable=ReusePolicy(replicas=1, setup=broken_setup))
+def needs_model(x: int) -> int:
+    return x
+
+
+@task(reusable=ReusePolicy(replicas=1))
+def sees_no_setup(x: int) -> bool:
+    return "table" in WARM
+
+
+def test_setup_runs_once_per_replica_and_each_call_starts_from_its_state(capfd: pytest.CaptureFixture[str]) -> None:
+    """What setup left is in every call (forked from the process it ran in, once); what a call changes is
+    not in the next; setup's output is shown; a task with no setup never gets a replica that ran one."""
+    first = lookup(3)
+    second = lookup(3)
+    assert first[:2] == second[:2] == (9, 1)  # the table as setup made it, setup run once
+    assert first[2] != second[2] and first[3] == second[3]  # each call its own process, forked from one
+    assert "loading the table" in capfd.readouterr().out
+    assert sees_no_setup(1) is False
+
+
+def test_a_failed_setup_fails_each_call_with_its_own_exception() -> None:
+    """Each call fails, with the setup's exception and where it was raised, and is not taken for an image
+    that lacks a package."""
+    for _ in range(2):
+        with pytest.raises(TaskFailedError, match=r"ReusePolicy\(setup=.*broken_setup\) failed: "
+                                                  r"builtins.FileNotFoundError: model.bin is not in the image") as caught:
+            needs_model(1)
+        assert "a package the task imports may be missing" not in str(caught.value)

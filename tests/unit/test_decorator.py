@@ -253,3 +253,25 @@ def test_reusable_is_part_of_the_spec_and_must_be_a_policy() -> None:
     assert t.spec.to_dict()["reusable"] == {"replicas": 2, "idle_ttl_seconds": 300.0}
     with pytest.raises(TypeError, match="expected dockertask.ReusePolicy"):
         task(reusable=2)(lambda x: x)
+
+
+def test_a_reuse_policy_s_setup_must_be_a_function_and_tells_replicas_apart() -> None:
+    """ReusePolicy(setup=...) takes a function; two tasks with different setups never share a replica."""
+    from dockertask import ReusePolicy
+    from dockertask.calls import replicas
+
+    with pytest.raises(TypeError, match=r"ReusePolicy\(setup='model.bin'\): expected a function"):
+        ReusePolicy(setup="model.bin")  # type: ignore[arg-type]
+
+    def one() -> None: ...
+
+    def other() -> None: ...
+
+    def job() -> Any:
+        from dockertask.backends.base import ContainerJob, StdinPieces
+
+        return ContainerJob(image="img", command=[], stdin=StdinPieces(()))
+
+    keys = {replicas._key(task(reusable=ReusePolicy(setup=s))(lambda: None), job()) for s in (one, other, None)}
+    assert len(keys) == 3
+    assert ReusePolicy(setup=one).to_dict()["setup"].endswith("one")
