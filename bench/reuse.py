@@ -22,7 +22,7 @@ import time
 
 from overhead import floor_once  # the same floor as bench/overhead.py (this folder is on sys.path)
 
-from dockertask import ReusePolicy, Resources, map_task, task
+from dockertask import Resources, ReusePolicy, map_task, task
 from dockertask.backends import default_backend
 from dockertask.backends.discovery import api_client
 from dockertask.images.refs import default_image_ref, ensure_image

@@ -278,7 +278,7 @@ def test_a_failed_setup_fails_each_call_with_its_own_exception() -> None:
     """Each call fails, with the setup's exception and where it was raised, and is not taken for an image
     that lacks a package."""
     for _ in range(2):
-        with pytest.raises(TaskFailedError, match=r"ReusePolicy\(setup=.*broken_setup\) failed: "
-                                                  r"builtins.FileNotFoundError: model.bin is not in the image") as caught:
+        with pytest.raises(TaskFailedError, match=r"ReusePolicy\(setup=.*broken_setup\) failed: builtins."
+                                                  r"FileNotFoundError: model.bin is not in the image") as caught:
             needs_model(1)
         assert "a package the task imports may be missing" not in str(caught.value)

@@ -250,7 +250,7 @@ def test_reusable_is_part_of_the_spec_and_must_be_a_policy() -> None:
     from dockertask import ReusePolicy
 
     t = task(reusable=ReusePolicy(replicas=2, idle_ttl=timedelta(minutes=5)))(lambda x: x)
-    assert t.spec.to_dict()["reusable"] == {"replicas": 2, "idle_ttl_seconds": 300.0}
+    assert t.spec.to_dict()["reusable"] == {"replicas": 2, "idle_ttl_seconds": 300.0, "setup": None}
     with pytest.raises(TypeError, match="expected dockertask.ReusePolicy"):
         task(reusable=2)(lambda x: x)
 
