@@ -76,7 +76,7 @@ class FakeBackend:
     def kill_all(self, container_ids: list[str]) -> None:
         pass
 
-    def gc(self, is_orphan: Any, dry_run: bool = False) -> list[str]:
+    def gc(self, is_orphan: Any, dry_run: bool = False) -> list[Any]:
         return []
 
     def remove_network(self, name: str) -> None:

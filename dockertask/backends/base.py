@@ -78,6 +78,15 @@ class ContainerOutcome(NamedTuple):  # a NamedTuple (not a dataclass): ~0.7 ms l
     usage: dict[str, Any] | None = None  # peak memory and CPU seconds when the call died without its R frame
 
 
+class Removed(NamedTuple):
+    """What gc removed (or, with dry_run, would): its id, kind (container, service, secret) and labels,
+    so that the command can say whose it was."""
+
+    id: str
+    labels: dict[str, str]
+    kind: str = "container"
+
+
 class ImageInfo(NamedTuple):
     ref: str
     id: str
@@ -135,7 +144,7 @@ class Backend(Protocol):
         """Kill containers right now (called when the host is interrupted)."""
         ...
 
-    def gc(self, is_orphan: Callable[[dict[str, str]], bool], dry_run: bool = False) -> list[str]:
+    def gc(self, is_orphan: Callable[[dict[str, str]], bool], dry_run: bool = False) -> list[Removed]:
         """Remove dockertask containers (and their anonymous volumes) whose labels ``is_orphan``;
         with ``dry_run`` only list them."""
         ...

@@ -33,7 +33,7 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.utils.socket import frames_iter
 
 from dockertask.backends import discovery, engine_config
-from dockertask.backends.base import ContainerJob, ContainerOutcome, ImageInfo, OutputSink, StdinPieces
+from dockertask.backends.base import ContainerJob, ContainerOutcome, ImageInfo, OutputSink, Removed, StdinPieces
 from dockertask.backends.streams import Frames, Pump
 from dockertask.errors import (
     DockerTaskError,
@@ -589,16 +589,17 @@ class DockerBackend:
 
     # -- housekeeping --------------------------------------------------------------------
 
-    def gc(self, is_orphan: Callable[[dict[str, str]], bool], dry_run: bool = False) -> list[str]:
+    def gc(self, is_orphan: Callable[[dict[str, str]], bool], dry_run: bool = False) -> list[Removed]:
         removed = []
         if not dry_run:  # lost-engine leftovers go whoever started them: their own removal already failed
-            removed += self.sweep_abandoned()
+            removed += [Removed(cid, {}) for cid in self.sweep_abandoned()]
         try:
             for c in self.api.containers(all=True, filters={"label": LABEL_RUN_ID}):
-                if is_orphan(c.get("Labels") or {}):
+                labels = c.get("Labels") or {}
+                if is_orphan(labels):
                     if not dry_run:
                         self._remove(c["Id"])
-                    removed.append(c["Id"])
+                    removed.append(Removed(c["Id"], labels))
         except requests.exceptions.ConnectionError as exc:
             raise _unavailable(exc) from None
         return removed

@@ -29,7 +29,7 @@ from docker.errors import APIError, DockerException, NotFound
 from docker.types import ContainerSpec, Mount, Resources, RestartPolicy, SecretReference, TaskTemplate
 
 from dockertask.backends import callback, engine_config
-from dockertask.backends.base import ContainerJob, ContainerOutcome, ImageInfo, OutputSink
+from dockertask.backends.base import ContainerJob, ContainerOutcome, ImageInfo, OutputSink, Removed
 from dockertask.backends.docker import DockerBackend
 from dockertask.backends.streams import Pump
 from dockertask.backends.swarm_replica import SwarmWorker
@@ -511,18 +511,20 @@ class SwarmBackend:
 
     # -- housekeeping --------------------------------------------------------------------
 
-    def gc(self, is_orphan: Callable[[dict[str, str]], bool], dry_run: bool = False) -> list[str]:
+    def gc(self, is_orphan: Callable[[dict[str, str]], bool], dry_run: bool = False) -> list[Removed]:
         """Services (and their token secrets) of dead processes, then the manager engine's own containers."""
         removed = []
-        kinds: tuple[tuple[Callable[..., Any], Callable[[str], bool]], ...] = (
-            (self.api.services, self._remove_service), (self.api.secrets, self._remove_secret))  # services first
+        kinds: tuple[tuple[str, Callable[..., Any], Callable[[str], bool]], ...] = (
+            ("service", self.api.services, self._remove_service),
+            ("secret", self.api.secrets, self._remove_secret))  # services first
         try:
-            for listed, remove in kinds:
+            for kind, listed, remove in kinds:
                 for found in listed(filters={"label": LABEL_RUN_ID}):
-                    if is_orphan((found.get("Spec") or {}).get("Labels") or {}):
+                    labels = (found.get("Spec") or {}).get("Labels") or {}
+                    if is_orphan(labels):
                         if not dry_run:
                             remove(found["ID"])
-                        removed.append(str(found["ID"]))
+                        removed.append(Removed(str(found["ID"]), labels, kind))
         except requests.exceptions.ConnectionError as exc:
             raise DockerUnavailableError(f"the Swarm manager is unreachable: {exc}") from None
         return removed + self.engine.gc(is_orphan, dry_run)

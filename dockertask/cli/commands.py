@@ -454,20 +454,48 @@ def cache_clear(task_name: str | None) -> None:
     click.echo(f"removed {Cache().clear(task_name)} cached result(s)")
 
 
+def _label_filter(values: tuple[str, ...]) -> list[tuple[str, str]]:
+    wanted = []
+    for value in values:
+        key, sep, val = value.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{value!r}: expected KEY=VALUE", param_hint="--label")
+        wanted.append((key, val))
+    return wanted
+
+
+def _carries(labels: dict[str, str], wanted: list[tuple[str, str]]) -> bool:
+    """Every KEY=VALUE is on it: as given, or as the user label DOCKERTASK_LABELS made of it."""
+    return all(labels.get(key) == val or labels.get(f"dockertask.user.{key}") == val for key, val in wanted)
+
+
+def _whose(removed: Any) -> str:
+    labels = removed.labels
+    if not labels:
+        return f"{removed.kind} {removed.id[:12]} (its removal had failed when the engine was lost)"
+    task = labels.get("dockertask.task") or ("a reusable replica" if labels.get("dockertask.replica") else "?")
+    return (f"{removed.kind} {removed.id[:12]}: task {task}, host {labels.get('dockertask.host', '?')}, "
+            f"process {labels.get('dockertask.host-pid', '?')}")
+
+
 @main.command()
 @click.option("--all-hosts", is_flag=True, help="Also remove containers started from other hosts.")
-def gc(all_hosts: bool) -> None:
+@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE",
+              help="Only what carries this label (as given, or set through DOCKERTASK_LABELS); repeatable.")
+def gc(all_hosts: bool, labels: tuple[str, ...]) -> None:
     """Remove containers (and their volumes) left by a host process that died (kill -9).
 
-    Also removes the test networks of the pytest plugin (dockertask_network) left by such a
-    process, with every container attached to them. Those of processes still running are never
-    touched.
+    Each is named with whose it was: the task, the host and the process that started it. Also
+    removes the test networks of the pytest plugin (dockertask_network) left by such a process,
+    with every container attached to them. Those of processes still running are never touched.
     """
     from dockertask.backends import default_backend
     from dockertask.host.owner import is_orphan
 
-    def orphan(labels: dict[str, str]) -> bool:
-        return is_orphan(labels, all_hosts=all_hosts)
+    wanted = _label_filter(labels)
+
+    def orphan(found: dict[str, str]) -> bool:
+        return is_orphan(found, all_hosts=all_hosts) and _carries(found, wanted)
 
     try:
         backend = default_backend()
@@ -476,8 +504,8 @@ def gc(all_hosts: bool) -> None:
         networks = backend.gc_networks(orphan)
     except DockerTaskError as exc:
         _fail(exc, 1)
-    for cid in removed:
-        click.echo(f"removed {cid[:12]}", err=True)
+    for gone in removed:
+        click.echo(f"removed {_whose(gone)}", err=True)
     for name in networks:
         click.echo(f"removed network {name}", err=True)
     click.echo(f"removed {len(removed)} container(s)")

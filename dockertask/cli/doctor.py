@@ -78,7 +78,8 @@ def run_checks(fix: bool = False) -> int:
     if left and fix:  # what `gc` would do: they belong to processes that no longer exist
         removed = backend.gc(is_orphan)
         _line(True, f"removed {len(removed)} container(s) left by dead dockertask processes")
-        left = [c for c in left if c not in removed]
+        gone = {r.id for r in removed}
+        left = [c for c in left if c.id not in gone]
     ok &= _line(not left, f"{len(left)} container(s) left by dead dockertask processes",
                 "run `dockertask gc` to remove them")
     return 0 if ok else 1
