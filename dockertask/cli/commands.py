@@ -40,8 +40,11 @@ if typing.TYPE_CHECKING:
 USER_ERRORS = (TaskInputError, ImageResolutionError, SecretNotFoundError, ResourceSpecError, TaskDefinitionError)
 
 
-def _fail(exc: BaseException, code: int) -> NoReturn:
-    click.echo(f"{type(exc).__name__}: {exc}", err=True)
+def _fail(exc: BaseException, code: int, shown: str = "") -> NoReturn:
+    """The error's line (unless ``shown``, the traceback just printed, already ends with it), its notes, exit."""
+    line = f"{type(exc).__name__}: {exc}"
+    if not shown.rstrip().endswith(line):
+        click.echo(line, err=True)
     for note in getattr(exc, "__notes__", None) or ():  # the record's hint comes last: how to see and resume it
         click.echo(str(note), err=True)
     sys.exit(code)
@@ -172,9 +175,7 @@ class JsonType(click.ParamType):  # type: ignore[type-arg]  # generic only in ne
 def _click_type(annotation: Any) -> Any:
     if annotation is inspect.Parameter.empty:
         return JsonType(Any, fallback_to_str=True)
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
-        annotation = args[0]  # Optional[X] and X | None take what X takes: a bare string for str
+    annotation = _unwrap_optional(annotation)  # Optional[X] and X | None take what X takes: a bare string for str
     from dockertask.files import Directory, File
 
     # A File or Directory is given as a path (the task checks it exists, and sends it).
@@ -184,26 +185,68 @@ def _click_type(annotation: Any) -> Any:
 
 
 def task_command(t: Task[Any, Any]) -> click.Command:
+    from dockertask.files import Directory, File
     from dockertask.spec.interface import type_name
 
     params: list[click.Parameter] = []
+    made: dict[str, Any] = {}  # dataclass parameters whose every field has a default: made when not given
     for p in t.interface.params:
         if p.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
             continue
         names = [p.name] + ([p.name.replace("_", "-")] if "_" in p.name else [])
         kind = "any (JSON or text)" if p.annotation is inspect.Parameter.empty else type_name(p.annotation)
         shown = "" if p.required else f" [default: {p.default!r}]"
+        required, metavar = p.required, None
         if p.annotation is bool:  # --flag / --no-flag, as a shell user expects of a boolean
             params.append(click.Option(
                 [p.name, *(f"--{n}/--no-{n}" for n in names)], required=p.required, default=None,
                 help=f"bool{shown}"))
             continue
+        if _unwrap_optional(p.annotation) in (File, Directory):
+            is_file = _unwrap_optional(p.annotation) is File
+            metavar, kind = "PATH", ("a file" if is_file else "a directory") + " on this host, sent to the task"
+        elif dataclasses.is_dataclass(p.annotation):
+            metavar, kind = "JSON", _dataclass_help(p.annotation)
+            if p.required and _all_defaulted(p.annotation):
+                required, made[p.name] = False, p.annotation
+                shown = f" [default: {getattr(p.annotation, '__name__', 'it')}()]"
         params.append(click.Option(
-            [p.name, *(f"--{n}" for n in names)], type=_click_type(p.annotation), required=p.required, default=None,
-            help=f"{kind}{shown}",
+            [p.name, *(f"--{n}" for n in names)], type=_click_type(p.annotation), required=required, default=None,
+            metavar=metavar, help=f"{kind}{shown}",
         ))
-    return click.Command(t.name, params=params, callback=lambda **kw: kw,
+
+    def values(**given: Any) -> dict[str, Any]:
+        return {**given, **{name: cls() for name, cls in made.items() if given.get(name) is None}}
+
+    return click.Command(t.name, params=params, callback=values,
                          help=(t.function.__doc__ or "").strip() or f"Run task {t.name} in a container.")
+
+
+def _unwrap_optional(annotation: Any) -> Any:
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
+        return args[0]
+    return annotation
+
+
+def _all_defaulted(cls: Any) -> bool:
+    return all(f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+               for f in dataclasses.fields(cls) if f.init)
+
+
+def _dataclass_help(cls: Any) -> str:
+    """A dataclass parameter's help: its fields, with their types and defaults, as the JSON object to give."""
+    from dockertask.spec.interface import type_name
+
+    hints = typing.get_type_hints(cls)
+    fields = []
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        default = (f" = {f.default!r}" if f.default is not dataclasses.MISSING
+                   else " = (made)" if f.default_factory is not dataclasses.MISSING else "")
+        fields.append(f'"{f.name}": {type_name(hints.get(f.name, Any))}{default}')
+    return f"{cls.__name__} as a JSON object: {{{', '.join(fields)}}}"
 
 
 def _result_text(value: Any) -> str:
@@ -273,9 +316,10 @@ def run(target: str, task_args: tuple[str, ...], output: str | None) -> None:
         _fail(exc, 1)
     except Exception as exc:
         cause = exc.__cause__
-        if isinstance(cause, RemoteTraceback):
-            click.echo(cause.tb.rstrip(), err=True)
-        _fail(exc, 1)
+        shown = cause.tb.rstrip() if isinstance(cause, RemoteTraceback) else ""
+        if shown:
+            click.echo(shown, err=True)
+        _fail(exc, 1, shown)
     text = _result_text(result)
     if output is None:
         click.echo(text)

@@ -18,9 +18,11 @@ _MEM_SUFFIXES = {
     "": 1,
     "k": 10**3, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
     "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+    # Docker's spelling (`docker run -m 512m`, `--memory 1g`): lowercase, and binary as Docker reads it
+    "m": 2**20, "g": 2**30, "t": 2**40,
 }
 _QUANTITY = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*$")
-_EXPECTED_MEM = "bytes as an int, or a string like '64Mi', '1Gi', '512M' or '1G'"
+_EXPECTED_MEM = "bytes as an int, or a string like '64Mi', '1Gi', '512M', '1G' or Docker's '512m', '1g'"
 _EXPECTED_CPU = "a number of cores like 2, '0.5' or '500m'"
 MIN_CPU = Decimal("0.001")
 MAX_CPU = Decimal(1_000_000)

@@ -68,8 +68,24 @@ def test_task_failure_shows_container_traceback_and_exits_1() -> None:
     assert "Traceback (most recent call last)" in out.stderr and "in explode" in out.stderr
     *_, error, hint = out.stderr.strip().splitlines()
     assert error == "ValueError: kaput"
+    assert out.stderr.count("ValueError: kaput") == 1  # the traceback's last line, not printed again
     assert hint.startswith("dockertask: see this call with `dockertask show ") and "dockertask rerun " in hint
     assert "cli.py" not in out.stderr  # no host-side frames
+
+
+def test_a_dataclass_with_defaults_is_optional_and_its_help_shows_its_fields(tmp_path: Path) -> None:
+    """`--cfg JSON` lists CleanConfig's fields and defaults and may be left out; a File reads PATH; Docker's
+    `256m` is a memory size."""
+    shown = " ".join(dt("run", f"{FLOWS}:clean", "--help").stdout.split())  # as one line, however wrapped
+    assert '--cfg JSON CleanConfig as a JSON object: {"threshold": float = 0.5, "name": str = \'raw\'}' in shown
+    assert "[default: CleanConfig()]" in shown and "--raw PATH" in shown
+    raw = tmp_path / "in.txt"
+    raw.write_text("hello")
+    out = dt("run", f"{FLOWS}:clean", "--raw", str(raw))
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == "raw:0.5:hello"
+    out = dt("run", f"{FLOWS}:clean", "--raw", str(raw), "--cfg", '{"threshold": 0.9}')
+    assert json.loads(out.stdout) == "raw:0.9:hello"
 
 
 def test_unknown_task_is_named() -> None:

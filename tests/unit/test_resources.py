@@ -118,3 +118,9 @@ def test_shm_size_spellings() -> None:
     assert options_for(Docker(shm_size=4096)).shm_bytes == 4096
     with pytest.raises(TaskDefinitionError, match="shm_size='lots'"):
         options_for(Docker(shm_size="lots"))
+
+
+@pytest.mark.parametrize(("given", "expected"), [("512m", 512 << 20), ("1g", 1 << 30), ("2t", 2 << 40)])
+def test_docker_s_lowercase_memory_sizes_are_binary_as_docker_reads_them(given: str, expected: int) -> None:
+    """`docker run -m 1g` is 1 GiB: the same spelling means the same here."""
+    assert Resources(mem=given).mem_bytes == expected

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dockertask import task
+from dataclasses import dataclass
+
+from dockertask import File, Resources, task
 from pkg.helpers import Box, area
 
 
@@ -27,3 +29,15 @@ def cached_square(x: int) -> int:
 def describe(loud: bool = False, name: str | None = None) -> str:
     text = name or "nobody"
     return text.upper() if loud else text
+
+
+@dataclass
+class CleanConfig:
+    threshold: float = 0.5
+    name: str = "raw"
+
+
+@task(limits=Resources(mem="256m"))
+def clean(raw: File, cfg: CleanConfig) -> str:
+    with open(raw) as f:
+        return f"{cfg.name}:{cfg.threshold}:{f.read().strip()}"
