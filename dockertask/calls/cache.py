@@ -215,6 +215,9 @@ class Entry:
     created: str
     size: int
     damaged: bool = False  # its index file cannot be read: shown, and removed by clear()
+    code: str = ""  # the task's code fingerprint when it was stored ("" for an entry an older dockertask made)
+    source: str = ""  # the file that defined the task, and the function's qualified name there
+    qualname: str = ""
 
 
 class Cache:
@@ -269,7 +272,8 @@ class Cache:
                           "as a miss, the task's result will replace it", RuntimeWarning, stacklevel=4)
             return False, None
 
-    def put(self, key: str, value: Any, task: str, cache_version: str) -> None:
+    def put(self, key: str, value: Any, task: str, cache_version: str, code: str = "", source: str = "",
+            qualname: str = "") -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         pkl, meta, _ = self._paths(key)
         from dockertask import files
@@ -279,7 +283,8 @@ class Cache:
         data = dumps_with_paths(value, found) if any(True for _ in files.walk(value)) \
             else cloudpickle.dumps(value, protocol=5)
         info = {"task": task, "cache_version": cache_version,
-                "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "size": len(data)}
+                "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "size": len(data),
+                "code": code[:16], "source": source, "qualname": qualname}
         if found:  # the files first, whole, under their final name: a reader never sees an entry without them
             info["files"] = [[obj.kind, obj.name] for obj in found]
             self._put_files(key, found)
@@ -352,7 +357,8 @@ class Cache:
                 info = json.loads(meta.read_text())
                 entry = Entry(key=meta.stem, task=str(info.get("task", "")),
                               cache_version=str(info.get("cache_version", "")), created=str(info.get("created", "")),
-                              size=int(info.get("size", 0)))
+                              size=int(info.get("size", 0)), code=str(info.get("code", "")),
+                              source=str(info.get("source", "")), qualname=str(info.get("qualname", "")))
             except (OSError, ValueError, TypeError, AttributeError):  # unreadable, not JSON, not an entry's
                 # Listed as damaged rather than skipped or fatal: `cache clear` is how it goes away.
                 entry = Entry(key=meta.stem, task="", cache_version="", created="", size=0, damaged=True)
@@ -360,18 +366,27 @@ class Cache:
         return out
 
     def clear(self, task: str | None = None) -> int:
-        """Remove every entry (or only ``task``'s); returns how many."""
+        """Remove every entry (or only ``task``'s: its full name, or its short one, ``square`` for
+        ``flows.square``); returns how many."""
         removed = 0
         for entry in self.entries():
-            if task is not None and entry.task != task and not entry.damaged:
+            if task is not None and not names(entry.task, task) and not entry.damaged:
                 continue
-            for path in self._paths(entry.key):
-                path.unlink(missing_ok=True)
-            import shutil
-
-            shutil.rmtree(self._files(entry.key), ignore_errors=True)
+            self.remove(entry)
             removed += 1
         return removed
+
+    def remove(self, entry: Entry) -> None:
+        import shutil
+
+        for path in self._paths(entry.key):
+            path.unlink(missing_ok=True)
+        shutil.rmtree(self._files(entry.key), ignore_errors=True)
+
+
+def names(task: str, given: str) -> bool:
+    """Whether ``given`` names ``task``: in full (``flows.square``) or by its short name (``square``)."""
+    return task == given or task.endswith("." + given)
 
 
 def list_entries() -> list[Entry]:

@@ -124,7 +124,8 @@ def _call(task: Task[Any, Any], bound: Any, backend: Backend | None, output: Out
         # The engine is reached only on a miss: a hit needs neither Docker nor its SDK.
         value = _attempts(task, bound.args, bound.kwargs, backend or default_backend(), output, since, rec, index)
         try:
-            store.put(key, value, spec.name, spec.cache_version)
+            store.put(key, value, spec.name, spec.cache_version, task.code_fingerprint, spec.source_file,
+                      task.function.__qualname__)
         except OSError as exc:  # the cache is an optimisation: a full or read-only disk loses no result
             warnings.warn(f"task {spec.name}: its result could not be stored in the cache at {store.directory} "
                           f"({type(exc).__name__}: {exc}); it is returned, and the next call runs again",

@@ -8,8 +8,6 @@ container's traceback and ``ErrorType: message`` and exits 1.
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import importlib.util
 import inspect
 import json
 import os
@@ -22,6 +20,7 @@ from typing import Any, NoReturn
 import click
 
 from dockertask import __version__
+from dockertask.cli.loading import load_module
 from dockertask.errors import (
     DockerTaskError,
     ImageResolutionError,
@@ -50,52 +49,7 @@ def _fail(exc: BaseException, code: int, shown: str = "") -> NoReturn:
     sys.exit(code)
 
 
-# -- loading FILE.py:TASK ------------------------------------------------------------------
-
-def load_module(file: str) -> Any:
-    """Import FILE as pyflyte does: its package root goes on sys.path, so siblings import."""
-    path = Path(file).resolve()
-    if not path.is_file() or path.suffix != ".py":
-        raise click.UsageError(f"FILE={file!r}: expected an existing .py file")
-    parts = [path.stem]
-    root = path.parent
-    while (root / "__init__.py").exists():
-        parts.insert(0, root.name)
-        root = root.parent
-    sys.path.insert(0, str(root))
-    name = ".".join(parts)
-    if all(part.isidentifier() for part in parts) and name not in sys.modules and not _shadows(parts[0], root):
-        return importlib.import_module(name)
-    # `a.b.py` is no module name, and `json.py` would import the standard library's json: load the file
-    # itself, under a name of its own.
-    import re
-
-    own = "dockertask_run_" + re.sub(r"\W", "_", path.stem)
-    spec = importlib.util.spec_from_file_location(own, path)
-    if spec is None or spec.loader is None:
-        raise click.UsageError(f"FILE={file!r}: cannot be loaded as Python")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[own] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def _shadows(top: str, root: Path) -> bool:
-    """Whether ``top`` names a module that imports from elsewhere than ``root`` (the standard library's
-    json for a json.py, say): importing by name would not load the user's file."""
-
-    sys.path.remove(str(root))
-    try:
-        found = importlib.util.find_spec(top)
-    except (ImportError, ValueError):
-        found = None
-    finally:
-        sys.path.insert(0, str(root))
-    if found is None:
-        return False
-    places = [found.origin or "", *(found.submodule_search_locations or [])]
-    return not any(place and Path(place).resolve().is_relative_to(root) for place in places)
-
+# -- loading FILE.py:TASK (the file itself: cli/loading) -------------------------------------
 
 def load_task(target: str) -> Task[Any, Any]:
     from dockertask.tasks import Task  # here, not at the top: `runs`, `show` and `logs` start faster without it
@@ -467,37 +421,6 @@ def images_prune(files: tuple[str, ...], dry_run: bool) -> None:
         click.echo(f"removed {removed} image(s)" + (f", {kept} in use kept" if kept else ""))
 
 
-@main.group()
-def cache() -> None:
-    """List or clear cached task results."""
-
-
-@cache.command(name="list")
-@click.option("--json", "as_json", is_flag=True, help="A JSON array (key, task, cache_version, created, size).")
-def cache_list(as_json: bool) -> None:
-    """List cached results: key, task, cache_version, created, size."""
-    from dockertask.calls.cache import Cache
-
-    store = Cache()
-    entries = store.entries()
-    if as_json:
-        click.echo(json.dumps([dataclasses.asdict(e) for e in entries], indent=2))
-        return
-    for e in entries:
-        task_name = "(damaged: `dockertask cache clear` removes it)" if e.damaged else e.task
-        click.echo(f"{e.key[:16]}\t{task_name}\t{e.cache_version or '-'}\t{e.created}\t{e.size} B")
-    click.echo(f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'} in {store.directory}", err=True)
-
-
-@cache.command(name="clear")
-@click.option("--task", "task_name", default=None, help="Only this task's results (module.qualname).")
-def cache_clear(task_name: str | None) -> None:
-    """Remove cached results (all, or one task's)."""
-    from dockertask.calls.cache import Cache
-
-    click.echo(f"removed {Cache().clear(task_name)} cached result(s)")
-
-
 def _label_filter(values: tuple[str, ...]) -> list[tuple[str, str]]:
     wanted = []
     for value in values:
@@ -570,6 +493,8 @@ if __name__ == "__main__":
     main()
 
 
+from dockertask.cli import cache as _cache  # noqa: E402 - `cache list|clear|prune` join this group
 from dockertask.cli import runs as _runs  # noqa: E402 - its commands join this group (runs, show, logs, rerun)
 
 _runs.register(main)
+_cache.register(main)

@@ -27,7 +27,7 @@ def test_help_lists_every_command() -> None:
     for name in ("run", "inspect", "images", "cache", "gc", "doctor"):
         assert name in out.stdout
     for sub in (["run"], ["inspect"], ["images", "build"], ["images", "list"], ["images", "rm"],
-                ["images", "prune"], ["cache", "list"], ["cache", "clear"], ["gc"], ["doctor"]):
+                ["images", "prune"], ["cache", "list"], ["cache", "clear"], ["cache", "prune"], ["gc"], ["doctor"]):
         assert dt(*sub, "--help").returncode == 0, sub
 
 
@@ -104,13 +104,32 @@ def test_inspect_prints_spec_with_image_and_constraints() -> None:
     assert spec["interface"]["inputs"] == {"x": {"type": "int"}}
 
 
-def test_cache_list_and_clear(tmp_path: Path) -> None:
-    """A cached run shows in `cache list`; `cache clear` empties it."""
-    assert dt("run", f"{FLOWS}:cached_square", "--x", "9").stdout.strip() == "81"
-    listed = dt("cache", "list")
-    assert "pkg.flows.cached_square" in listed.stdout and "\t7\t" in listed.stdout
-    assert "removed 1" in dt("cache", "clear").stdout
-    assert "pkg.flows.cached_square" not in dt("cache", "list").stdout
+def test_cache_list_marks_the_current_entry_and_prune_removes_the_stale(tmp_path: Path) -> None:
+    """Three runs of a cached task with its code edited between them: `cache list` has a header and marks
+    the entry a call would hit now; `prune` removes the two no call can hit; `clear --task` takes the short
+    name, and a misspelt one is refused with a suggestion, removing nothing."""
+    flows = tmp_path / "flows.py"
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([EXE, *args], capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+
+    for edit in ("", "  # edited", "  # edited again"):
+        flows.write_text("from dockertask import task\n\n@task(cache=True, cache_version='7')\n"
+                         f"def square(x: int) -> int:\n    return x * x{edit}\n")
+        assert run("run", f"{flows}:square", "--x", "9").stdout.strip() == "81"
+    header, *rows = run("cache", "list").stdout.splitlines()
+    assert header.split() == ["KEY", "TASK", "VERSION", "CREATED", "SIZE", "STATE"]
+    assert len(rows) == 3 and [r.split()[-1] for r in rows] == ["stale", "stale", "current"]
+    assert rows[-1].startswith("*") and not rows[0].startswith("*") and " 7 " in rows[0]
+    pruned = run("cache", "prune")
+    assert pruned.returncode == 0 and "removed 2 cached result(s)" in pruned.stdout
+    [row] = run("cache", "list").stdout.splitlines()[1:]
+    assert row.startswith("*") and "flows.square" in row
+    wrong = run("cache", "clear", "--task", "sqare")
+    assert wrong.returncode == 1 and "did you mean 'square'?" in wrong.stderr
+    assert "removed 1" in run("cache", "clear", "--task", "square").stdout
+    assert run("cache", "list").stdout == ""
 
 
 def test_doctor_reports_a_healthy_setup() -> None:
