@@ -95,13 +95,38 @@ def test_image_name_is_stable_across_processes_and_changes_with_content(data_fil
         data_file.write_text("weights v1\n")
 
 
-def test_failed_build_raises_with_log_tail() -> None:
-    """A failing step raises ImageBuildError carrying the end of the build log."""
+def test_failed_build_raises_with_log_tail_once_per_process_and_leaves_no_image(api) -> None:  # type: ignore[no-untyped-def]
+    """A failing step raises ImageBuildError carrying the end of the build log and where the whole log is;
+    the same spec again in this process raises at once without building; no untagged step image is left."""
+    import time
+
     spec = ImageSpec(name="dockertask-test/broken", commands=["echo about-to-fail && exit 3"])
     with pytest.raises(ImageBuildError) as info:
-        build(spec, default_backend())
+        spec.build()
     assert "about-to-fail" in info.value.log_tail
-    assert "about-to-fail" in str(info.value)
+    assert "about-to-fail" in str(info.value) and "\x1b[" not in str(info.value)
+    log = Path(str(info.value).split("(its whole log: ", 1)[1].split(")", 1)[0])
+    assert "about-to-fail" in log.read_text() and "Step 1/" in log.read_text()
+    started = time.monotonic()
+    with pytest.raises(ImageBuildError, match="earlier in this process; not tried again") as again:
+        spec.build()
+    assert time.monotonic() - started < 0.5 and "about-to-fail" in again.value.log_tail
+    tag = spec.image_name().rpartition(":")[2]
+    assert api.images(filters={"label": f"dockertask.build={tag}"}) == []
+
+
+def test_a_pip_build_leaves_no_untagged_image_and_shows_two_lines(api, capfd: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+    """The pip stage's image (320-380 MB each build) goes once the image is made; off a terminal, the build
+    is a line at its start and one at its end, not the builder's stream."""
+    spec = ImageSpec(name="dockertask-test/clean-pip", packages=["six==1.16.0"], env={"RUN": os.urandom(4).hex()})
+    assert spec.build() is True
+    err = capfd.readouterr().err
+    assert "building dockertask-test/clean-pip" in err and "built dockertask-test/clean-pip" in err
+    assert "Step " not in err and "Successfully" not in err
+    tag = spec.image_name().rpartition(":")[2]
+    left = api.images(filters={"label": f"dockertask.build={tag}"})
+    assert [i["RepoTags"] for i in left] == [[spec.image_name()]] or \
+        [t.removeprefix("localhost/") for i in left for t in i["RepoTags"]] == [spec.image_name()]
 
 
 def test_images_cli_builds_and_lists(tmp_path: Path) -> None:
