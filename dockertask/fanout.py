@@ -18,13 +18,15 @@ import contextvars
 import functools
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from dockertask.calls import progress, runner, upstream
 from dockertask.errors import DockerTaskError, MapTaskError, TaskDefinitionError, TaskInputError
 from dockertask.host import lifecycle
 from dockertask.runs import record
 from dockertask.tasks import Task, max_parallel
+
+R = TypeVar("R")
 
 
 class MapTask:
@@ -197,8 +199,8 @@ def _unwrap(target: Any) -> tuple[Task[Any, Any], tuple[Any, ...], dict[str, Any
     return target, args, kwargs
 
 
-def map_task(target: Task[Any, Any] | functools.partial[Any], concurrency: int | None = None,
-             min_success_ratio: float = 1.0, return_exceptions: bool = False) -> Callable[..., list[Any]]:
+def map_task(target: Task[Any, R] | functools.partial[R], concurrency: int | None = None,
+             min_success_ratio: float = 1.0, return_exceptions: bool = False) -> Callable[..., list[R]]:
     """flytekit's ``map_task``: the returned callable takes a list per mapped input and returns the
     results in input order; ``return_exceptions=True`` puts a failed item's exception in its slot (else
     ``None``, with ``min_success_ratio < 1``). See the module docstring."""

@@ -167,13 +167,22 @@ def test_the_package_ships_type_information_for_users_type_checkers(tmp_path: Pa
 
     user = tmp_path / "flow.py"
     user.write_text(
-        "from dockertask import task\n"
+        "from functools import partial\n"
+        "from dockertask import Environment, map_task, task\n"
         "@task\n"
         "def add(x: int, y: int = 1) -> int:\n"
         "    return x + y\n"
+        "env = Environment(retries=1)\n"
+        "@env.task(timeout=5)\n"
+        "async def fetch(x: int) -> str:\n"
+        "    return str(x)\n"
         "reveal_type(add(1))\n"
         "reveal_type(add.submit(1))\n"
         "reveal_type(add.local(1, y=2))\n"
+        "reveal_type(map_task(add)(x=[1, 2]))\n"
+        "reveal_type(map_task(partial(add, y=2))(x=[1, 2]))\n"
+        "reveal_type(fetch(1))\n"
+        "reveal_type(add.override(retries=2))\n"
         "add('one')\n")
     out = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--no-incremental", str(user)],
                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
@@ -181,7 +190,8 @@ def test_the_package_ships_type_information_for_users_type_checkers(tmp_path: Pa
 
     revealed = re.findall(r'Revealed type is "([^"]+)"', out.stdout)
     assert [r.replace("builtins.", "") for r in revealed] == [
-        "int", "concurrent.futures._base.Future[int]", "int"], out.stdout
+        "int", "concurrent.futures._base.Future[int]", "int", "list[int]", "list[int]",
+        "typing.Coroutine[Any, Any, str]", "dockertask.tasks.Task[[x: int, y: int =], int]"], out.stdout
     assert 'Argument 1 to "__call__" of "Task" has incompatible type "str"; expected "int"' in out.stdout, out.stdout
     assert "Untyped decorator" not in out.stdout and "import-untyped" not in out.stdout, out.stdout
 
