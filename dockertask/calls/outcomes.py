@@ -138,8 +138,20 @@ def _missing_module(message: str) -> str | None:
 
 
 def _image_hint(image: str, module: str) -> str:
-    return (f"image {image} has no module {module!r}: run the task on an image that has it, e.g. "
-            f"container_image=ImageSpec(name=..., packages=[{module!r}])")
+    from dockertask.calls import installed
+
+    if installed.is_local(module):  # the user's own: it went by value, so something else went wrong
+        return (f"image {image} has no module {module!r}, your own package: it is sent with each call; "
+                f"run `dockertask doctor`, or name it in [tool.dockertask] by_value")
+    dists = installed.distributions_of(module)
+    if not dists:
+        return (f"image {image} has no module {module!r}: run the task on an image that has it, e.g. "
+                f"container_image=ImageSpec(name=..., packages=[{module!r}]) if that is its distribution's name "
+                "(no distribution on this host provides it, to tell)")
+    named = ", ".join(repr(d) for d in dists)
+    return (f"image {image} has no module {module!r} (distribution {named} on this host): run the task on an "
+            f"image that has it, e.g. container_image=ImageSpec(name=..., packages=[{named}]); if it is your own "
+            "package, name it in [tool.dockertask] by_value to send it with each call")
 
 
 def _load_with_files(name: str, raw: protocol.RawResult, outcome: ContainerOutcome, run_id: str) -> Any:

@@ -11,9 +11,7 @@ from __future__ import annotations
 import functools
 import io
 import os
-import site
 import sys
-import sysconfig
 import threading
 import types
 from collections.abc import Callable
@@ -22,22 +20,9 @@ from typing import Any, BinaryIO
 
 import cloudpickle
 
+from dockertask.calls.installed import INSTALLED_ROOTS as _INSTALLED_ROOTS
+from dockertask.calls.installed import is_local
 from dockertask.runtime.protocol import RawResult
-
-
-def _installed_roots() -> tuple[str, ...]:
-    paths = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
-    paths.update(site.getsitepackages())
-    paths.add(site.getusersitepackages())
-    paths.add(sys.base_prefix)
-    paths.add(sys.prefix)
-    return tuple(sorted(os.path.realpath(p) + os.sep for p in paths if p))
-
-
-# sys.prefix is a parent of site-packages in a venv; a project inside the venv dir is rare but possible,
-# so only the more specific stdlib/site roots decide.
-_INSTALLED_ROOTS = tuple(root for root in _installed_roots() if root.count(os.sep) > 2)
-
 
 _OWN_ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__))) + os.sep  # the package
 
@@ -57,7 +42,8 @@ os.register_at_fork(after_in_child=_fresh_lock_in_child)
 
 
 def is_user_module(module: ModuleType) -> bool:
-    """True for the user's own code: not the standard library, site-packages, dockertask or cloudpickle."""
+    """True for the user's own code: not the standard library, site-packages (but a package installed there
+    from a local directory, or named in [tool.dockertask] by_value), dockertask or cloudpickle."""
     path = getattr(module, "__file__", None)
     name = module.__name__
     if not path or name == "__main__" or name.split(".")[0] in ("dockertask", "cloudpickle"):
@@ -65,7 +51,9 @@ def is_user_module(module: ModuleType) -> bool:
     real = _real_path(path)
     if real.startswith(_OWN_ROOT):
         return False
-    return not real.startswith(_INSTALLED_ROOTS)
+    if not real.startswith(_INSTALLED_ROOTS):
+        return True
+    return is_local(name)  # the user's own package, installed with `pip install .`
 
 
 @functools.cache

@@ -285,3 +285,11 @@ def test_a_reuse_policy_s_setup_must_be_a_function_and_tells_replicas_apart() ->
     keys = {replicas._key(task(reusable=ReusePolicy(setup=s))(lambda: None), job()) for s in (one, other, None)}
     assert len(keys) == 3
     assert ReusePolicy(setup=one).to_dict()["setup"].endswith("one")
+
+
+def test_a_missing_module_s_hint_names_the_distribution_that_provides_it() -> None:
+    """`_pytest` is pytest's: the hint says packages=['pytest'], not packages=['_pytest']."""
+    from dockertask.calls.outcomes import _image_hint
+
+    hint = _image_hint("img:1", "_pytest")
+    assert "packages=['pytest']" in hint and "'_pytest']" not in hint
