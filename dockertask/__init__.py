@@ -30,6 +30,9 @@ _EXPORTS = {
     "ResourceSpecError": "errors", "UnsupportedResourceError": "errors", "DockerUnavailableError": "errors",
     "TaskSchedulingError": "errors", "configure": "config",
     "Run": "runs.record", "group": "runs.record", "NonRecoverableError": "errors",
+    "workflow": "workflows", "dynamic": "workflows", "conditional": "workflows", "create_node": "workflows",
+    "reference_task": "workflows", "reference_workflow": "workflows", "LaunchPlan": "workflows",
+    "Workflow": "workflows",
 }
 __all__ = [
     "Directory",
@@ -44,6 +47,7 @@ __all__ = [
     "ImageNotFoundError",
     "ImageResolutionError",
     "ImageSpec",
+    "LaunchPlan",
     "MapTaskError",
     "NonRecoverableError",
     "PythonVersionError",
@@ -64,11 +68,18 @@ __all__ = [
     "TaskSpec",
     "TaskTimeoutError",
     "UnsupportedResourceError",
+    "Workflow",
+    "conditional",
     "configure",
+    "create_node",
     "current_context",
+    "dynamic",
     "group",
     "map_task",
+    "reference_task",
+    "reference_workflow",
     "task",
+    "workflow",
 ]
 
 if TYPE_CHECKING:
@@ -104,6 +115,16 @@ if TYPE_CHECKING:
     from dockertask.spec.reuse import ReusePolicy
     from dockertask.spec.secrets import Secret
     from dockertask.tasks import Environment, ExecutionBehavior, Task, TaskSpec, task
+    from dockertask.workflows import (
+        LaunchPlan,
+        Workflow,
+        conditional,
+        create_node,
+        dynamic,
+        reference_task,
+        reference_workflow,
+        workflow,
+    )
 
 
 def __getattr__(name: str) -> Any:

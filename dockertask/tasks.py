@@ -303,6 +303,12 @@ class Task(Generic[P, R]):
         upstream.mark(future, handle)
         return future
 
+    def __rshift__(self, other: Any) -> Any:
+        raise TaskDefinitionError(f"{self.spec.name} >> ...: `>>` orders nodes of a flytekit graph; here a task runs "
+                                  "when it is called, in the order the code calls it: remove the `>>`")
+
+    __rrshift__ = __rshift__
+
     def override(self, **settings: Any) -> Task[P, R]:
         """A copy of this task with some settings changed (@task's keywords; ``environment`` variables are
         merged with the task's): ``heavy = train.override(limits=Resources(mem="16Gi"))``."""
@@ -335,8 +341,8 @@ class Task(Generic[P, R]):
                 value = asyncio.run(value)  # type: ignore[arg-type]
         finally:
             leave_local(token)
-        self.interface.check_output(value)
-        return value
+        checked: R = self.interface.check_output(value)
+        return checked
 
 
 def _check_int(name: str, value: Any) -> int:

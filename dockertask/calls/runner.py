@@ -195,7 +195,7 @@ def _attempts(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any
             try:
                 outcome = executor.run(call, attempt, interruptible)
                 value = interpret(task, outcome, call.run_id, evidence)
-                task.interface.check_output(value)
+                value = task.interface.check_output(value)
             except BaseException as exc:
                 if rec is not None:
                     failed_as = exc.error if isinstance(exc, AttemptFailed) else exc

@@ -250,12 +250,19 @@ class Interface(NamedTuple):
             return f"task {self.task_name}: missing parameter {p.name!r}: expected {expected}, given nothing"
         return f"task {self.task_name}: {exc}"
 
-    def check_output(self, value: Any) -> None:
+    def check_output(self, value: Any) -> Any:
+        """The value the caller receives (checked against the declared output); as in flytekit, a task whose
+        output is a one-field NamedTuple may return the bare value: it comes back wrapped in it."""
+        out = self.output
+        if (isinstance(out, type) and issubclass(out, tuple) and len(getattr(out, "_fields", ())) == 1
+                and not isinstance(value, out)):
+            value = out(value)
         if (bad := mismatch(value, self.output, "return value")) is not None:
             path, expected, given = bad
             raise TaskOutputError(
                 f"task {self.task_name}: {path} expected {expected}, got {type_name(type(given))} {_short(given)}"
             )
+        return value
 
     def to_dict(self) -> dict[str, Any]:
         inputs = {}
