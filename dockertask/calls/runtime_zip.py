@@ -29,6 +29,7 @@ _HOST_ONLY = frozenset({
     "dockertask/fanout.py", "dockertask/host/abandoned.py", "dockertask/backends/swarm.py",
     "dockertask/backends/swarm_replica.py", "dockertask/backends/callback.py",
     "dockertask/backends/streams.py", "dockertask/backends/engine_config.py", "dockertask/runtime/connector.py",
+    "dockertask/mypy.py",  # mypy's plugin: it imports mypy
 })
 _HOST_ONLY_DIRS = ("dockertask/cli/", "dockertask/pytest/")  # the command line and the pytest plugin's host side
 BOOTSTRAP = "dockertask/runtime/bootstrap.py"  # sent on its own, ahead of the zip (bootstrap_pieces)

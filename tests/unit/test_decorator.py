@@ -196,6 +196,30 @@ def test_the_package_ships_type_information_for_users_type_checkers(tmp_path: Pa
     assert "Untyped decorator" not in out.stdout and "import-untyped" not in out.stdout, out.stdout
 
 
+def test_the_mypy_plugin_lets_a_path_stand_where_a_file_is_annotated(tmp_path: Path) -> None:
+    """With plugins = ["dockertask.mypy"], count_lines(data="inputs/big.csv") type-checks (it runs); an int
+    there is still refused."""
+    import subprocess
+    import sys
+
+    user = tmp_path / "flow.py"
+    user.write_text(
+        "import pathlib\n"
+        "from dockertask import File, task\n"
+        "@task\n"
+        "def count_lines(data: File) -> int:\n"
+        "    with open(data) as fh:\n"
+        "        return sum(1 for _ in fh)\n"
+        "count_lines(data='inputs/big.csv')\n"
+        "count_lines.submit(pathlib.Path('inputs/big.csv'))\n"
+        "count_lines(data=3)\n")
+    (tmp_path / "mypy.ini").write_text("[mypy]\nplugins = dockertask.mypy\n")
+    out = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--no-incremental", str(user)],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    errors = [line for line in out.stdout.splitlines() if ": error:" in line]
+    assert len(errors) == 1 and "flow.py:9:" in errors[0] and '"int"' in errors[0], out.stdout
+
+
 @pytest.mark.parametrize("kwargs, match", [
     ({"timeout": float("nan")}, "timeout=nan: expected a finite duration"),
     ({"timeout": float("inf")}, "timeout=inf"),
