@@ -137,7 +137,17 @@ def _named(exc: BaseException) -> str:
 
 
 class _HostFixtureError(Exception):
-    """A host fixture of a marked test failed: the test's error."""
+    """A host fixture of a marked test failed (or its value cannot be sent): the test's error."""
+
+
+def _picklable(value: Any) -> bool:
+    import cloudpickle
+
+    try:
+        cloudpickle.dumps(value)
+    except Exception:  # noqa: BLE001 - any failure: this is the value that cannot go
+        return False
+    return True
 
 
 def _on_network(task_config: Any, network: str) -> Any:
@@ -444,17 +454,23 @@ class SuiteRun:
             except Exception as exc:  # noqa: BLE001 - the test's error, as pytest would report it
                 raise _HostFixtureError(f"dockertask: fixture {fixture!r}, set up on the host: "
                                         f"{type(exc).__name__}: {exc}") from None
-        return self._pickled(values), values.get(NETWORK_FIXTURE)
+        # One test's fixtures: a value that cannot be sent fails that test, not the session.
+        return self._pickled(values, _HostFixtureError), values.get(NETWORK_FIXTURE)
 
-    def _pickled(self, values: dict[str, Any]) -> bytes:
+    def _pickled(self, values: dict[str, Any], error: type[BaseException] | None = None) -> bytes:
+        """The fixtures' values for the containers; one that cannot be pickled is ``error`` (the session's
+        Interrupted for what every worker shares), naming the fixture and what to return instead."""
         import cloudpickle
 
+        sent = {k: v for k, v in values.items() if k != NETWORK_FIXTURE}
         try:
-            return cloudpickle.dumps({k: v for k, v in values.items() if k != NETWORK_FIXTURE})  # type: ignore[no-any-return]
+            return cloudpickle.dumps(sent)  # type: ignore[no-any-return]
         except Exception as exc:  # noqa: BLE001 - which fixture, and what to return instead
-            raise self.session.Interrupted(
-                f"dockertask: a host fixture's value cannot be sent to the containers ({type(exc).__name__}: "
-                f"{exc}): return what a test needs to reach the service (a URL, host and port by alias)") from None
+            culprit = next((k for k, v in sorted(sent.items()) if not _picklable(v)), "?")
+            raise (error or self.session.Interrupted)(
+                f"dockertask: fixture {culprit!r}'s value, set up on the host, cannot be sent to the containers "
+                f"({type(exc).__name__}: {exc}): return what a test needs to reach the service (a URL, host and "
+                "port by alias)") from None
 
     def _run_workers(self, task: Any, spec: dict[str, Any], workers: list[_Worker]) -> None:
         from concurrent.futures import ThreadPoolExecutor

@@ -198,7 +198,36 @@ def test_timeout_oom_missing_image_and_a_bad_marker_fail_with_dockertask_errors(
         "dockertask.errors.TaskOOMError: task test_faults.test_oom was killed *memory limit of 64Mi*",
         "dockertask.errors.ImageNotFoundError: image 'dockertask-no-such-image:1' is not on the Docker engine*",
         "PASSED tests/test_faults.py::test_unpicklable",
-        "dockertask.errors.DockerTaskError: *unexpected keyword argument 'no_such_keyword'*",
+        "dockertask.errors.TaskDefinitionError: @task: unknown setting 'no_such_keyword'; expected one of: *",
+    ])
+
+
+def test_a_host_fixture_that_cannot_be_sent_fails_its_test_alone(pytester: pytest.Pytester) -> None:
+    """A marked test's fixture set up on the host (it uses dockertask_secrets) returning a lock: that test is
+    an error naming the fixture, as a fixture's failure is in pytest; the session goes on (it was
+    interrupted whole) and the next test passes."""
+    _project(pytester, test_host_value="""
+        import threading
+        import pytest
+
+        @pytest.fixture
+        def guarded(dockertask_secrets):
+            dockertask_secrets.set("db", "password", "x")
+            return threading.Lock()
+
+        @pytest.mark.dockertask
+        def test_gets_a_lock(guarded):
+            pass
+
+        @pytest.mark.dockertask
+        def test_after_it():
+            pass
+    """)
+    result = _run(pytester, "-rA")
+    result.assert_outcomes(errors=1, passed=1)
+    result.stdout.fnmatch_lines_random([
+        "*fixture 'guarded'*value, set up on the host, cannot be sent to the containers*",
+        "PASSED tests/test_host_value.py::test_after_it",
     ])
 
 
