@@ -106,7 +106,7 @@ def test_failed_build_raises_with_log_tail_once_per_process_and_leaves_no_image(
     assert "about-to-fail" in info.value.log_tail
     assert "about-to-fail" in str(info.value) and "\x1b[" not in str(info.value)
     log = Path(str(info.value).split("(its whole log: ", 1)[1].split(")", 1)[0])
-    assert "about-to-fail" in log.read_text() and "Step 1/" in log.read_text()
+    assert "about-to-fail" in log.read_text() and "step 1/" in log.read_text().lower()  # Podman: "STEP 1/"
     started = time.monotonic()
     with pytest.raises(ImageBuildError, match="earlier in this process; not tried again") as again:
         spec.build()
@@ -125,8 +125,9 @@ def test_a_pip_build_leaves_no_untagged_image_and_shows_two_lines(api, capfd: py
     assert "Step " not in err and "Successfully" not in err
     tag = spec.image_name().rpartition(":")[2]
     left = api.images(filters={"label": f"dockertask.build={tag}"})
-    assert [i["RepoTags"] for i in left] == [[spec.image_name()]] or \
-        [t.removeprefix("localhost/") for i in left for t in i["RepoTags"]] == [spec.image_name()]
+    # The result alone, by its name (Podman prefixes it with localhost/ or docker.io/)
+    assert [t.removeprefix("localhost/").removeprefix("docker.io/") for i in left for t in i["RepoTags"] or ["-"]] \
+        == [spec.image_name()]
 
 
 def test_images_cli_builds_and_lists(tmp_path: Path) -> None:

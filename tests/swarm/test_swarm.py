@@ -725,3 +725,48 @@ def test_reusable_replicas_serve_calls_over_the_callback(capfd: pytest.CaptureFi
         assert "warm 9" in capfd.readouterr().out
     finally:
         replicas.shutdown()
+
+
+SUITE = {
+    "pyproject.toml": '[tool.pytest.ini_options]\ntestpaths = ["tests"]\n',
+    "tests/data/answer.txt": "42\n",
+    "tests/test_on_nodes.py": '''
+import os
+import pathlib
+import unittest
+
+
+def test_a_data_file_beside_the_test():
+    assert (pathlib.Path(__file__).parent / "data" / "answer.txt").read_text() == "42\\n"
+
+
+def test_runs_on_a_node(tmp_path):
+    (tmp_path / "x").write_text("y")
+    assert os.environ.get("DOCKERTASK_NODE", "").startswith("node"), dict(os.environ)
+    print("ran on", os.environ["DOCKERTASK_NODE"])
+
+
+class Arithmetic(unittest.TestCase):
+    def test_sum(self):
+        self.assertEqual(sum([1, 2, 3]), 6)
+''',
+}
+
+
+def test_a_whole_suite_runs_in_the_image_on_the_nodes(swarm_cluster: cluster_mod.Cluster, tmp_path: Path) -> None:
+    """`pytest --dockertask-image=REF` on Swarm: the suite (a unittest class, a data file beside the tests,
+    tmp_path) runs in containers on the cluster's nodes, as on one engine, and nothing is left after it."""
+    from dockertask.images.refs import default_image_ref
+
+    for name, text in SUITE.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rA", "-s", "-p", "no:cacheprovider",
+                           f"--dockertask-image={default_image_ref()}"], cwd=tmp_path, env=_cli_env(swarm_cluster),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "3 passed" in done.stdout and "ran on node" in done.stdout
+    deadline = time.monotonic() + 20
+    while leftovers(swarm_cluster) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not leftovers(swarm_cluster)
