@@ -484,8 +484,8 @@ def _documented(
 task.__signature__ = inspect.signature(_documented)  # type: ignore[attr-defined]
 
 
-def _decorator(fn: Callable[P, R] | None, explicit: dict[str, Any],
-               environment: dict[str, Any]) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
+def _decorator(fn: Callable[P, R] | None, explicit: dict[str, Any], environment: dict[str, Any],
+               project: bool = True) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
     if "interruptable" in explicit and explicit.get("interruptable") is None:
         del explicit["interruptable"]  # interruptible=None: not said
     mode = explicit.get("execution_mode", ExecutionBehavior.DEFAULT)
@@ -496,7 +496,7 @@ def _decorator(fn: Callable[P, R] | None, explicit: dict[str, Any],
 
     def decorate(function: Callable[P, R]) -> Task[P, R]:
         # Read at decoration (a file, no engine): the task is what the project said when it was made.
-        layered = defaults.merged(defaults.project(), environment, explicit)
+        layered = defaults.merged(defaults.project() if project else {}, environment, explicit)
         made = _make_task(function, **{**BUILT_IN, **layered})
         made.settings = layered
         return made
@@ -504,6 +504,15 @@ def _decorator(fn: Callable[P, R] | None, explicit: dict[str, Any],
     if fn is not None:
         return decorate(fn)
     return decorate
+
+
+def task_without_project_defaults(**settings: Any) -> Callable[[Callable[..., Any]], Task[..., Any]]:
+    """@task with only the settings given: the pytest plugin's suite worker, whose container runs a whole
+    session, must not take a timeout or retries the project set for its tasks."""
+    made: Task[..., Any] | Callable[[Callable[..., Any]], Task[..., Any]] = _decorator(
+        None, defaults.checked(settings, "@task"), {}, project=False)
+    assert not isinstance(made, Task)
+    return made
 
 
 class Environment:

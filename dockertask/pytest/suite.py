@@ -355,8 +355,11 @@ class SuiteRun:
         kwargs.setdefault("container_image", self.options.image)
         if network is not None:  # the service fixtures' containers answer by alias there
             kwargs["task_config"] = _on_network(kwargs.get("task_config"), network)
+        # A whole-suite worker takes none of the project's task defaults (a 30-minute timeout meant for its
+        # tasks would end the session); a marked test is a task with settings, and takes them as one does.
+        make = tasks.task if name is not None else tasks.task_without_project_defaults
         try:
-            made = tasks.task(**kwargs)(pytestworker.run)
+            made = make(**kwargs)(pytestworker.run)
         except TypeError as exc:
             if "unexpected keyword" not in str(exc):
                 raise
@@ -393,7 +396,7 @@ class SuiteRun:
         spec = {"rootdir": str(rootdir), "cwd": cwd, "path": path, "site": checkout.SITE,
                 "compiled": supplied.compiled, "probe": supplied.probe, "args": args, "options": options,
                 "isolation": "process" if self.options.isolation == "process" else "session"}
-        made = tasks.task(**{**kwargs, "container_image": image})(pytestworker.run)
+        made = make(**{**kwargs, "container_image": image})(pytestworker.run)
         # Named after the suite (or the test), so labels and `dockertask gc` say whose container it is.
         task = tasks.Task(made.function, dataclasses.replace(made.spec, name=name or f"pytest:{rootdir.name}"),
                           made.container_options, made.image_spec)

@@ -280,6 +280,17 @@ def test_last_failed_reruns_only_the_failure(tmp_path: Path) -> None:
     assert "1 failed, 21 deselected" in result.stdout, result.stdout
 
 
+def test_the_project_s_task_defaults_do_not_bound_the_session(tmp_path: Path) -> None:
+    """[tool.dockertask.defaults] timeout = 2 is for the project's tasks: two tests of 1.5 s each in one
+    worker (3 s) still pass, where the worker's container used to be killed at 2 s."""
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_slow.py").write_text(
+        "import time\n\ndef test_a():\n    time.sleep(1.5)\n\ndef test_b():\n    time.sleep(1.5)\n")
+    (tmp_path / "pyproject.toml").write_text('[tool.dockertask.defaults]\ntimeout = 2\n')
+    done = _pytest(tmp_path, f"--dockertask-image={IMAGE}")
+    assert done.returncode == 0 and "2 passed" in done.stdout, done.stdout[-2000:]
+
+
 @pytest.mark.parametrize(("isolation", "workers"), [("session", 2), ("process", 1), ("container", 2)])
 def test_isolation_modes_and_workers(project: Path, isolation: str, workers: int) -> None:
     """Same outcomes in every mode; module state carries between tests only in `session`; `container`

@@ -115,3 +115,16 @@ def test_help_shows_flytekit_s_keywords_and_defaults() -> None:
 
     params = inspect.signature(task).parameters
     assert params["retries"].default == 0 and params["container_image"].default is None
+
+
+def test_the_suite_worker_takes_none_of_the_project_s_task_defaults(project: Path) -> None:
+    """A project timeout of 60 s for its tasks must not end a pytest session's worker container."""
+    from dockertask.tasks import task_without_project_defaults
+
+    project.write_text('[tool.dockertask.defaults]\ntimeout = 60\nretries = 2\n')
+
+    def worker() -> None: ...
+
+    spec = task_without_project_defaults(environment={"A": "1"})(worker).spec
+    assert spec.timeout_seconds == 0 and spec.retries == 0 and spec.environment == {"A": "1"}
+    assert task(worker).spec.timeout_seconds == 60
