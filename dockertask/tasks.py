@@ -155,6 +155,15 @@ def task_version(source_file: str, source_text: str) -> str:
     return "src-" + hashlib.sha256(source_text.encode()).hexdigest()[:16]
 
 
+def _for_the_user(exc: Exception) -> bool:
+    """The task's own exception (its frames are in the container's traceback, its cause) or dockertask's
+    error for the user: raised without the runner's (or the pool's) frames, which would only hide the
+    user's line."""
+    from dockertask.errors import DockerTaskError, RemoteTraceback
+
+    return isinstance(exc, DockerTaskError) or isinstance(exc.__cause__, RemoteTraceback)
+
+
 _executor: concurrent.futures.ThreadPoolExecutor | None = None
 _executor_lock = threading.Lock()
 
@@ -239,11 +248,7 @@ class Task(Generic[P, R]):
             # user needs is the line of their program, and that the container is gone.
             raise KeyboardInterrupt(f"task {self.spec.name}: its container was killed and removed") from None
         except Exception as exc:
-            from dockertask.errors import DockerTaskError, RemoteTraceback
-
-            if isinstance(exc, DockerTaskError) or isinstance(exc.__cause__, RemoteTraceback):
-                # The task's own exception (its frames are in the container's traceback, its cause) or
-                # dockertask's error for the user: the runner's frames would only hide the user's line.
+            if _for_the_user(exc):
                 raise exc.with_traceback(None)  # noqa: B904 - the cause stays as it is
             raise
         return result
@@ -267,9 +272,7 @@ class Task(Generic[P, R]):
         try:
             return await asyncio.wrap_future(future)
         except Exception as exc:
-            from dockertask.errors import DockerTaskError, RemoteTraceback
-
-            if isinstance(exc, DockerTaskError) or isinstance(exc.__cause__, RemoteTraceback):
+            if _for_the_user(exc):
                 raise exc.with_traceback(None)  # noqa: B904 - as __call__: the user's line, not the pool's
             raise
 

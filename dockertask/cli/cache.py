@@ -142,8 +142,8 @@ def cache_prune(days: float | None, dry_run: bool) -> None:
     cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(days=days) if days is not None else None
     removed, freed = 0, 0
     for e in entries:
-        state = _state(e, codes)
-        old = cutoff is not None and _created(e) is not None and _created(e) < cutoff  # type: ignore[operator]
+        state, created = _state(e, codes), _created(e)
+        old = cutoff is not None and created is not None and created < cutoff
         if state in ("stale", "damaged") or old:
             if not dry_run:
                 store.remove(e)

@@ -303,7 +303,6 @@ class BuildProgress:
         self.lines: list[str] = []
         self.started = time.monotonic()
         self.tty = progress is _stderr_progress and sys.stderr.isatty()
-        self.last = ""
         if not self.tty:
             progress(f"{title}...")
         else:

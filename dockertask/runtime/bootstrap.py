@@ -531,7 +531,8 @@ def set_up(channel, data):
         for fd, copy in enumerate(saved):
             os.dup2(copy, fd)
             os.close(copy)
-    gc = __import__("gc")
+    import gc
+
     gc.collect()
     gc.freeze()  # what setup made stays out of every child's collections: its pages stay shared
     return func
