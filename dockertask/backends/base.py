@@ -76,6 +76,7 @@ class ContainerOutcome(NamedTuple):  # a NamedTuple (not a dataclass): ~0.7 ms l
     archive: BinaryIO | None = None  # the returned File/Directory objects' tar stream (an unlinked file)
     signalled_inside: bool = False  # killed by a signal sent inside the container (not a stop from outside)
     usage: dict[str, Any] | None = None  # peak memory and CPU seconds when the call died without its R frame
+    no_python: bool = False  # the image has no python3 on its PATH (the engine's filesystem said so)
 
 
 class Removed(NamedTuple):

@@ -385,8 +385,12 @@ class DockerBackend:
                 raise TaskInputError(f"task {job.labels.get('dockertask.task', '?')}: an input could not be sent "
                                      f"to its container: {send_failed[0]}")
             state: dict[str, Any] = {}
+            no_python = False
             if exit_code != 0:
-                state = self.api.inspect_container(cid).get("State", {})
+                found = self.api.inspect_container(cid)
+                state = found.get("State", {})
+                if exit_code in (1, 127) and not timed_out and pump.control.result is None:
+                    no_python = self._lacks(cid, job.command[0], (found.get("Config") or {}).get("Env") or [])
             inside = (exit_code in (137, 143) and not timed_out and pump.control.result is None
                       and not self.stopped_by_engine(cid, state))
             return ContainerOutcome(
@@ -395,11 +399,31 @@ class DockerBackend:
                 timed_out=timed_out, cancelled=lifecycle.interrupted(job.since),
                 result=None if timed_out else pump.control.result, logs_tail="\n".join(pump.tail),
                 archive=pump.control.take_archive(), signalled_inside=inside, usage=usage or pump.control.usage,
+                no_python=no_python,
             )
         except requests.exceptions.RequestException as exc:  # ConnectionError, ChunkedEncodingError, timeouts
             raise self._lost(exc, job, cid) from None
         finally:
             self._release(cid, sock)
+
+    def _lacks(self, cid: str, command: str, env: list[str]) -> bool:
+        """Whether the (exited) container's filesystem has no ``command`` on its PATH. The init's own words
+        (tini's exit 127, catatonit's "failed to exec pid1") can be lost: under load Podman's attach stream has
+        ended with its own "write: broken pipe" instead (the container died before reading its input). A
+        stat of each PATH directory through the engine is the answer that does not depend on a race; only a
+        call that exited 1 or 127 without a result pays for it (~50 ms a directory)."""
+        path = next((e[5:] for e in env if e.startswith("PATH=")), "/usr/local/sbin:/usr/local/bin:/usr/sbin:"
+                                                                   "/usr/bin:/sbin:/bin")
+        places = [command] if "/" in command else [f"{d.rstrip('/')}/{command}" for d in path.split(":")[:16] if d]
+        try:
+            for place in places:
+                answer = self.api.head(self.api._url("/containers/{0}/archive", cid), params={"path": place},
+                                       timeout=10)
+                if answer.status_code != 404:  # found (200), or a question the engine could not answer
+                    return False
+        except requests.exceptions.RequestException:
+            return False
+        return True
 
     def usage(self, cid: str) -> dict[str, Any] | None:
         """A running container's peak memory and CPU seconds, read inside it from its cgroup as the bootstrap

@@ -72,8 +72,9 @@ def _interpret(task: Task[Any, Any], outcome: ContainerOutcome, run_id: str = ""
     if raw is None:
         tail = f"; its last output:\n{outcome.logs_tail}" if outcome.logs_tail else ""
         # The init could not exec python3: tini/docker-init exit 127 ("command not found"); Podman's
-        # catatonit exits 1 saying "failed to exec pid1" (its pid1 is our python3).
-        if outcome.exit_code == 127 or "failed to exec pid1" in outcome.logs_tail:
+        # catatonit exits 1 saying "failed to exec pid1" (its pid1 is our python3), words that can be lost,
+        # so the backend also looks for python3 in the container's filesystem.
+        if outcome.no_python or outcome.exit_code == 127 or "failed to exec pid1" in outcome.logs_tail:
             raise AttemptFailed(PythonVersionError(
                 f"task {spec.name}: image {outcome.image!r} has no Python: python3 is not on its PATH; "
                 "dockertask needs the host's Python major.minor in the image"), retryable=False)

@@ -288,6 +288,33 @@ def test_image_without_python_is_a_clear_error(api) -> None:  # type: ignore[no-
     assert time.monotonic() - start < 20, "the host hung writing to a container that never read its input"
 
 
+def test_a_missing_python_is_found_in_the_containers_filesystem(api) -> None:  # type: ignore[no-untyped-def]
+    """The backend's own look for python3 on an exited container's PATH (what names a missing Python when
+    the init's words are lost): no in an image without it, yes in the default image."""
+    import io
+    import tarfile
+
+    from dockertask.backends import default_backend
+    from dockertask.images.refs import default_image_ref
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("etc/hostname")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"x\n"))
+    from dockertask.backends.docker import imported_id
+
+    answer = api.import_image_from_data(buf.getvalue(), repository="dockertask-test-nopython", tag="2")
+    api.tag(imported_id(answer), "dockertask-test-nopython", "2")
+    backend = default_backend()
+    for image, lacks in (("dockertask-test-nopython:2", True), (default_image_ref(), False)):
+        cid = api.create_container(image, ["python3"], labels={"dockertask.test": "lacks"})["Id"]
+        try:
+            assert backend._lacks(cid, "python3", api.inspect_container(cid)["Config"]["Env"] or []) is lacks, image
+        finally:
+            api.remove_container(cid, force=True)
+
+
 def test_other_python_version_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     """When the image's major.minor differs from the host's, the error names both versions."""
 
