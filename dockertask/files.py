@@ -126,28 +126,24 @@ def tar_pieces(items: list[tuple[str, str]]) -> Iterator[bytes]:
     """A tar stream of ``items`` (arcname, path) made as it is read: each file in CHUNK pieces, so
     only one piece is in memory at a time. Symlinks are stored as links (never followed) and a
     Directory's whole tree goes in, directories before what they hold."""
-    import tarfile
+    from dockertask import tarformat
 
     for arcname, path in items:
         # The File or Directory itself may be a symlink: what is sent is what it names. Links *inside*
         # a directory are sent as links.
         path = os.path.realpath(path)
         for name, full in _tree(arcname, path):
-            info = tarfile.TarInfo(name)
             st = os.lstat(full)
-            info.mode, info.mtime = stat.S_IMODE(st.st_mode), int(st.st_mtime)
-            if stat.S_ISLNK(st.st_mode):
-                info.type, info.linkname = tarfile.SYMTYPE, os.readlink(full)
+            mode, mtime = stat.S_IMODE(st.st_mode), int(st.st_mtime)
+            if stat.S_ISREG(st.st_mode):
+                yield tarformat.header(name, tarformat.REGULAR, mode, mtime, st.st_size)
+                yield from _file_pieces(full, st.st_size)
             elif stat.S_ISDIR(st.st_mode):
-                info.type = tarfile.DIRTYPE
-            elif stat.S_ISREG(st.st_mode):
-                info.size = st.st_size
-            else:
-                continue  # a socket, fifo or device in a data directory carries no data
-            yield info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
-            if info.isreg():
-                yield from _file_pieces(full, info.size)
-    yield b"\0" * (tarfile.BLOCKSIZE * 2)
+                yield tarformat.header(name, tarformat.DIRECTORY, mode, mtime)
+            elif stat.S_ISLNK(st.st_mode):
+                yield tarformat.header(name, tarformat.SYMLINK, mode, mtime, linkname=os.readlink(full))
+            # a socket, fifo or device in a data directory carries no data: left out
+    yield tarformat.END
 
 
 def _tree(arcname: str, path: str) -> Iterator[tuple[str, str]]:
@@ -173,18 +169,18 @@ def _tree(arcname: str, path: str) -> Iterator[tuple[str, str]]:
 
 
 def _file_pieces(path: str, size: int) -> Iterator[bytes]:
-    import tarfile
+    from dockertask import tarformat
 
     left = size
-    with open(path, "rb") as f:
+    with open(path, "rb", buffering=0) as f:
         while left > 0:
             piece = f.read(min(CHUNK, left))
             if not piece:
                 raise OSError(f"{path} shrank while it was being sent")
             left -= len(piece)
             yield piece
-    if size % tarfile.BLOCKSIZE:
-        yield b"\0" * (tarfile.BLOCKSIZE - size % tarfile.BLOCKSIZE)
+    if size % tarformat.BLOCK:
+        yield tarformat.padding(size)
 
 
 class FrameStream:
@@ -242,7 +238,7 @@ def unpack(archive: BinaryIO, dest: str) -> None:
     """Unpack what a container returned into ``dest``, refusing anything that would write outside it
     (see the module's docstring). Entries are checked before they are written; on a refusal the caller
     removes ``dest``."""
-    import tarfile
+    from dockertask import tarformat
 
     root = os.path.realpath(dest)
     os.makedirs(root, exist_ok=True)
@@ -251,12 +247,9 @@ def unpack(archive: BinaryIO, dest: str) -> None:
     # Directories this unpack made (or checked) and knows are no symlink: a file whose directory is one of
     # them needs no walk up its path and no makedirs. With 100,000 small files that walk was a fifth of it.
     safe: set[str] = {root}
-    # A small buffer: the stream reader copies what is left of its buffer after every read, so 1 MiB cost
-    # 100,000 small files ~75 s of copying; tarfile's own record size costs none of that, and large files
-    # still come in CHUNK pieces (extractfile reads as much as it is asked for).
-    with tarfile.open(fileobj=archive, mode="r|", bufsize=tarfile.RECORDSIZE) as tar:
-        for member in tar:
-            if member.issparse() or any(k.startswith("GNU.sparse") for k in member.pax_headers):
+    try:
+        for member in tarformat.members(archive):
+            if member.sparse:
                 # A sparse member announces more than it carries (10 KB sent, 1 GiB written): what is
                 # unpacked may never exceed what was received.
                 raise UnsafeArchive(f"entry {member.name!r} is a sparse file: only plain files come back")
@@ -265,33 +258,21 @@ def unpack(archive: BinaryIO, dest: str) -> None:
             if parent not in safe:
                 os.makedirs(parent, exist_ok=True)  # inside root, through no symlink (checked)
                 safe.add(parent)
-            if member.isdir():
+            if member.kind == tarformat.DIRECTORY:
                 os.makedirs(target, exist_ok=True)
                 os.chmod(target, (member.mode & 0o777) | 0o700)
                 safe.add(target)
-            elif member.issym():
+            elif member.kind == tarformat.SYMLINK:
                 _check_link(root, target, member.linkname, member.name)
                 os.symlink(member.linkname, target)
                 links.append((target, member.name))
-            elif member.isreg():
-                source = tar.extractfile(member)
-                assert source is not None
-                try:
-                    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-                except FileExistsError:
-                    raise UnsafeArchive(f"entry {member.name!r} appears twice in the archive") from None
-                try:
-                    while piece := source.read(CHUNK):
-                        view = memoryview(piece)
-                        while view:
-                            view = view[os.write(fd, view):]
-                    os.fchmod(fd, member.mode & 0o777)  # no set-uid/gid or sticky bits from a container
-                    os.utime(fd, (member.mtime, member.mtime))
-                finally:
-                    os.close(fd)
+            elif member.kind == tarformat.REGULAR:
+                _write(archive, target, member)
             else:
-                raise UnsafeArchive(f"entry {member.name!r} is a {_kind(member)}: only files, directories and "
-                                    "symlinks inside the tree come back")
+                raise UnsafeArchive(f"entry {member.name!r} is a {_kind(member.kind)}: only files, directories "
+                                    "and symlinks inside the tree come back")
+    except tarformat.BadArchive as exc:
+        raise UnsafeArchive(f"the returned archive is not readable: {exc}") from None
     # Each link's text was checked alone; followed one through another (`up -> ../..` inside `a/b`, then
     # `x -> a/b/up/..`) they can still reach past the tree. So check where each really resolves, now that
     # every link of the archive exists.
@@ -303,15 +284,43 @@ def unpack(archive: BinaryIO, dest: str) -> None:
                                 "(through other links)")
 
 
-def _kind(member: Any) -> str:
-    if member.islnk():
-        return "hard link"
-    return "device" if member.isdev() else "fifo" if member.isfifo() else "special file"
+def _write(archive: BinaryIO, target: str, member: Any) -> None:
+    """A regular member's data, read from the archive into a new file at ``target`` (never through a link,
+    never over one that exists), with its mode (no set-uid/gid or sticky bits) and time."""
+    from dockertask import tarformat
+
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        raise UnsafeArchive(f"entry {member.name!r} appears twice in the archive") from None
+    try:
+        left = member.size
+        while left:
+            piece = archive.read(min(left, CHUNK))
+            if not piece:
+                raise UnsafeArchive(f"the returned archive ends inside {member.name!r}")
+            left -= len(piece)
+            view = memoryview(piece)
+            while view:
+                view = view[os.write(fd, view):]
+        if member.mode & 0o777 != 0o600:
+            os.fchmod(fd, member.mode & 0o777)
+        os.utime(fd, (member.mtime, member.mtime))
+    finally:
+        os.close(fd)
+    if member.size % tarformat.BLOCK:
+        archive.read(-member.size % tarformat.BLOCK)
+
+
+def _kind(kind: bytes) -> str:
+    return {b"1": "hard link", b"3": "device", b"4": "device", b"6": "fifo"}.get(kind, "special file")
 
 
 def _checked_target(root: str, member: Any, safe: set[str]) -> str:
     name = member.name
     parts = name.replace("\\", "/").split("/")
+    if "\0" in name or "\0" in member.linkname:
+        raise UnsafeArchive(f"entry {name!r} has a NUL in its name or link: no file system can hold it")
     if name.startswith("/") or os.path.isabs(name) or ".." in parts or not name.strip("/."):
         raise UnsafeArchive(f"entry {name!r} would be written outside the output directory")
     if len(parts) > MAX_DEPTH:
@@ -332,8 +341,8 @@ def _checked_target(root: str, member: Any, safe: set[str]) -> str:
                 raise UnsafeArchive(f"entry {name!r} would be written through the symlink "
                                     f"{os.path.relpath(probe, root)!r}")
     # A regular file's twin is refused by its O_EXCL open; others are looked up here.
-    if not member.isreg() and os.path.lexists(target) and not (
-            member.isdir() and os.path.isdir(target) and not os.path.islink(target)):
+    if member.kind != b"0" and os.path.lexists(target) and not (
+            member.kind == b"5" and os.path.isdir(target) and not os.path.islink(target)):
         raise UnsafeArchive(f"entry {name!r} appears twice in the archive")
     return target
 

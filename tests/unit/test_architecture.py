@@ -26,7 +26,8 @@ LAYERS: dict[str, set[str]] = {
     "errors": set(),
     "config": {"errors"},
     "host": {"errors"},
-    "files": set(),
+    "tarformat": set(),  # the tar format of file streams (a container imports it with files)
+    "files": {"tarformat"},
     "runtime": {"files"},  # files lazily, in the container (see test_runtime_needs_only_the_stdlib)
     "plugins": {"errors"},
     "spec": {"errors", "files", "runtime", "host", "plugins"},
@@ -179,7 +180,7 @@ def test_the_top_level_names_its_jobs() -> None:
     entries = sorted(p.name for p in PACKAGE.iterdir() if p.name != "__pycache__" and not p.name.startswith("."))
     assert entries == sorted([
         "__init__.py", "__main__.py", "py.typed", "errors.py", "config.py", "tasks.py", "fanout.py", "files.py",
-        "plugins.py", "testing.py", "defaults.py", "workflows.py", "mypy.py",
+        "plugins.py", "testing.py", "defaults.py", "workflows.py", "mypy.py", "tarformat.py",
         "runtime", "spec", "host", "calls", "images", "backends", "pytest", "cli", "runs",
     ])
 
