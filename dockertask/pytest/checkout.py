@@ -22,12 +22,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import os
 import stat
 import sys
 import sysconfig
-import tarfile
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -232,46 +230,86 @@ def _checkout(rootdir: str) -> Iterator[tuple[str, str]]:
                 yield full, full
 
 
-def write_tar(rootdir: Path, supplied: Supply, out: Any) -> str:
-    """The checkout at its own path and the supplied files under SITE, as a tar written to ``out``;
-    returns the hash of what was written (with the mtimes: an edit makes a new image)."""
-    digest = hashlib.sha256()
+def _entries(rootdir: Path, supplied: Supply) -> Iterator[tuple[str | None, str]]:
+    """(host path, or None for a directory made here; path in the image) of everything the suite image
+    adds: the checkout's ancestors and itself at its own path, the supplied files under SITE with the
+    host's byte code of them where it is valid."""
     root = os.path.realpath(rootdir)
-    with tarfile.open(fileobj=_Hashing(out, digest), mode="w|", format=tarfile.PAX_FORMAT) as tar:
-        ancestors = []
-        parent = os.path.dirname(root)
-        while parent != os.path.dirname(parent):
-            ancestors.append(parent)
-            parent = os.path.dirname(parent)
-        for d in reversed(ancestors):
-            info = tarfile.TarInfo(d.lstrip("/"))
-            info.type, info.mode = tarfile.DIRTYPE, 0o755
-            tar.addfile(info)
-        for source, arcname in _checkout(root):
-            _add(tar, source, arcname.lstrip("/"))
-        site = SITE.lstrip("/")
-        made: set[str] = set()
-        for source, rel in supplied.files:
-            arc = os.path.join(site, rel)
-            parts = os.path.dirname(arc).split("/")
-            for i in range(1, len(parts) + 1):
-                d = "/".join(parts[:i])
-                if d not in made:
-                    made.add(d)
-                    info = tarfile.TarInfo(d)
-                    info.type, info.mode = tarfile.DIRTYPE, 0o755
-                    tar.addfile(info)
-            _add(tar, source, arc)
-            compiled = _valid_pyc(source) if source.endswith(".py") else None
-            if compiled is not None:
-                cache = os.path.join(os.path.dirname(arc), "__pycache__")
-                if cache not in made:
-                    made.add(cache)
-                    info = tarfile.TarInfo(cache)
-                    info.type, info.mode = tarfile.DIRTYPE, 0o755
-                    tar.addfile(info)
-                _add(tar, compiled, os.path.join(cache, os.path.basename(compiled)))
+    ancestors = []
+    parent = os.path.dirname(root)
+    while parent != os.path.dirname(parent):
+        ancestors.append(parent)
+        parent = os.path.dirname(parent)
+    for d in reversed(ancestors):
+        yield None, d.lstrip("/")
+    for source, arcname in _checkout(root):
+        yield source, arcname.lstrip("/")
+    site = SITE.lstrip("/")
+    made: set[str] = set()
+    for source, rel in supplied.files:
+        arc = os.path.join(site, rel)
+        parts = os.path.dirname(arc).split("/")
+        for i in range(1, len(parts) + 1):
+            d = "/".join(parts[:i])
+            if d not in made:
+                made.add(d)
+                yield None, d
+        yield source, arc
+        compiled = _valid_pyc(source) if source.endswith(".py") else None
+        if compiled is not None:
+            cache = os.path.join(os.path.dirname(arc), "__pycache__")
+            if cache not in made:
+                made.add(cache)
+                yield None, cache
+            yield compiled, os.path.join(cache, os.path.basename(compiled))
+
+
+def fingerprint(rootdir: Path, supplied: Supply) -> str:
+    """What names the suite image: each entry's path in the image, kind, mode, size and mtime (to the
+    nanosecond), never its content. An edit changes the mtime, so it makes a new image; a session whose
+    image exists reads no file (the tar written only to be hashed was 0.5 s of each boltons session)."""
+    digest = hashlib.sha256()
+    for source, arcname in _entries(rootdir, supplied):
+        if source is None:
+            digest.update(f"d\0{arcname}\0".encode("utf-8", "surrogateescape"))
+            continue
+        try:
+            st = os.lstat(source)
+        except OSError:
+            continue  # gone since the walk: it will not be in the tar either
+        link = os.readlink(source) if stat.S_ISLNK(st.st_mode) else ""
+        digest.update(f"{st.st_mode:o}\0{arcname}\0{st.st_size}\0{st.st_mtime_ns}\0{link}\0"
+                      .encode("utf-8", "surrogateescape"))
     return digest.hexdigest()
+
+
+def write_tar(rootdir: Path, supplied: Supply, out: Any) -> None:
+    """The checkout at its own path and the supplied files under SITE, as a tar written to ``out``."""
+    from dockertask import tarformat
+
+    for source, arcname in _entries(rootdir, supplied):
+        if source is None:
+            out.write(tarformat.header(arcname, tarformat.DIRECTORY, 0o755, 0))
+            continue
+        try:
+            st = os.lstat(source)
+        except OSError:
+            continue  # gone since the walk
+        mode, mtime = stat.S_IMODE(st.st_mode), int(st.st_mtime)
+        if stat.S_ISDIR(st.st_mode):
+            out.write(tarformat.header(arcname, tarformat.DIRECTORY, mode, mtime))
+        elif stat.S_ISLNK(st.st_mode):
+            out.write(tarformat.header(arcname, tarformat.SYMLINK, mode, mtime, linkname=os.readlink(source)))
+        elif stat.S_ISREG(st.st_mode):
+            out.write(tarformat.header(arcname, tarformat.REGULAR, mode, mtime, st.st_size))
+            left = st.st_size
+            with open(source, "rb") as f:  # in pieces: a data file beside the tests may be large
+                while left:
+                    piece = f.read(min(left, 1 << 20)) or b"\0" * min(left, 1 << 20)  # shrank: zeros, as tar
+                    out.write(piece)
+                    left -= len(piece)
+            out.write(tarformat.padding(st.st_size))
+    out.write(tarformat.END)
 
 
 def _valid_pyc(source: str) -> str | None:
@@ -297,39 +335,6 @@ def _valid_pyc(source: str) -> str | None:
     return pyc
 
 
-def _add(tar: tarfile.TarFile, source: str, arcname: str) -> None:
-    try:
-        st = os.lstat(source)
-    except OSError:
-        return  # gone since the walk
-    info = tarfile.TarInfo(arcname)
-    info.mode, info.mtime = stat.S_IMODE(st.st_mode), int(st.st_mtime)
-    if stat.S_ISDIR(st.st_mode):
-        info.type = tarfile.DIRTYPE
-        tar.addfile(info)
-    elif stat.S_ISLNK(st.st_mode):
-        info.type, info.linkname = tarfile.SYMTYPE, os.readlink(source)
-        tar.addfile(info)
-    elif stat.S_ISREG(st.st_mode):
-        info.size = st.st_size
-        with open(source, "rb") as f:
-            tar.addfile(info, f)
-
-
-class _Hashing(io.RawIOBase):
-    def __init__(self, out: Any, digest: Any) -> None:
-        super().__init__()
-        self.out, self.digest = out, digest
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        self.digest.update(data)
-        self.out.write(data)
-        return len(data)
-
-
 def suite_image(backend: Any, base: str, rootdir: Path, supplied: Supply) -> str:
     """The suite image for ``base`` (already on the engine) and this checkout: made once per content."""
     api = getattr(backend, "api", None)
@@ -339,12 +344,13 @@ def suite_image(backend: Any, base: str, rootdir: Path, supplied: Supply) -> str
     info = backend.image_info(base)
     if info is None:
         raise ImageResolutionError(f"--dockertask-image: image {base!r} is not on the engine")
+    content = fingerprint(rootdir, supplied)
+    tag = hashlib.sha256(f"{info.id}\0{content}".encode()).hexdigest()[:20]
+    ref = f"{REPOSITORY}:{tag}"
+    if backend.image_info(ref) is not None:
+        return ref
     with tempfile.TemporaryFile(prefix="dockertask-checkout-") as tar:
-        content = write_tar(rootdir, supplied, tar)
-        tag = hashlib.sha256(f"{info.id}\0{content}".encode()).hexdigest()[:20]
-        ref = f"{REPOSITORY}:{tag}"
-        if backend.image_info(ref) is not None:
-            return ref
+        write_tar(rootdir, supplied, tar)
         tar.seek(0)
         _commit(backend, api, base, ref, tar, str(os.path.realpath(rootdir)))
     _prune(api, str(os.path.realpath(rootdir)), keep=ref)

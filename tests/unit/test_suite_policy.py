@@ -70,7 +70,8 @@ def test_the_checkout_goes_in_at_its_own_path_without_caches_or_environments(tmp
     (root / "tests" / "link").symlink_to("data.txt")
     supplied = checkout.Supply(files=[(str(root / "tests" / "data.txt"), "pkg/data.txt")], compiled=[], path=[])
     out = io.BytesIO()
-    first = checkout.write_tar(root, supplied, out)
+    checkout.write_tar(root, supplied, out)
+    first = checkout.fingerprint(root, supplied)
     with tarfile.open(fileobj=io.BytesIO(out.getvalue())) as tar:
         names = tar.getnames()
     base = str(root).lstrip("/")
@@ -78,10 +79,12 @@ def test_the_checkout_goes_in_at_its_own_path_without_caches_or_environments(tmp
     assert f"{base}/tests/link" in names
     assert not [n for n in names if any(s in n for s in (".git", ".venv", "__pycache__", "node_modules"))]
     assert checkout.SITE.lstrip("/") + "/pkg/data.txt" in names
-    again = io.BytesIO()
-    assert checkout.write_tar(root, supplied, again) == first, "the same checkout, the same image"
+    assert checkout.fingerprint(root, supplied) == first, "the same checkout, the same image"
     (root / "tests" / "test_x.py").write_text("def test(): assert 1\n")
-    assert checkout.write_tar(root, supplied, io.BytesIO()) != first, "an edit makes a new image"
+    assert checkout.fingerprint(root, supplied) != first, "an edit makes a new image"
+    with tarfile.open(fileobj=io.BytesIO(out.getvalue())) as tar:  # and what went in is what was there
+        member = tar.extractfile(f"{base}/tests/data.txt")
+        assert member is not None and member.read() == b"d"
 
 
 def test_pytest_and_pure_python_test_dependencies_are_supplied_compiled_ones_named() -> None:
