@@ -490,6 +490,9 @@ class SuiteRun:
                     # A container for one test collects that test alone (its node id as the path), not the
                     # whole suite: the suite's collection each time was most of a test's cost.
                     job["args"] = [*spec["options"], _path_arg(self.config, worker.items[0].nodeid)]
+                elif len(workers) > 1:  # one of -n N: it imports only the test files of its own tests
+                    job["files"] = sorted({os.path.join(str(self.config.rootpath), item.nodeid.split("::")[0])
+                                           for item in worker.items})
                 result = runner.call(task, (job,), {}, warn=False, output=worker.sink)
                 self.inbox.put(("done", worker.index, result))
             except BaseException as exc:  # noqa: BLE001 - every end of a worker is reported on this thread

@@ -435,3 +435,47 @@ def test_ctrl_c_leaves_no_container(api, tmp_path: Path) -> None:  # type: ignor
         assert api.containers(all=True, filters={"label": f"dockertask.task=pytest:{name}"}) == []
     finally:
         proc.kill()
+
+
+ONLY_FILES_CONFTEST = """
+import pytest
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.name == "test_marked_from_another_directory":
+            item.add_marker(pytest.mark.xfail(reason="marked by a/conftest.py", strict=True))
+"""
+
+ONLY_FILES_TEST = """
+import socket
+import sys
+
+import pytest
+
+def test_{name}_runs_without_the_other_module():
+    assert socket.gethostname() != open("{host}").read()  # in a container
+    # the other worker's test module was not imported here
+    assert not [m for m in sys.modules if m.split(".")[-1] == "test_{other}"], sorted(sys.modules)[-20:]
+
+def test_marked_from_another_directory():
+    assert False
+"""
+
+
+def test_n_workers_import_only_their_own_test_files_but_every_conftest(tmp_path: Path) -> None:
+    """-n 2: each worker imports the test modules of its own tests only (importing the whole suite in every
+    worker made -n 2 no faster than one), while every conftest still loads as in a whole run: a hook in
+    tests/a/conftest.py marks a test in tests/b."""
+    (tmp_path / "tests" / "a").mkdir(parents=True)
+    (tmp_path / "tests" / "b").mkdir()
+    (tmp_path / "tests" / "host.txt").write_text(socket.gethostname())
+    (tmp_path / "tests" / "a" / "conftest.py").write_text(ONLY_FILES_CONFTEST)
+    host = str(tmp_path / "tests" / "host.txt")
+    (tmp_path / "tests" / "a" / "test_a.py").write_text(ONLY_FILES_TEST.format(name="a", other="b", host=host))
+    (tmp_path / "tests" / "b" / "test_b.py").write_text(ONLY_FILES_TEST.format(name="b", other="a", host=host))
+    (tmp_path / "pytest.ini").write_text("[pytest]\naddopts = --import-mode=importlib\n")
+    result = _pytest(tmp_path, f"--dockertask-image={IMAGE}", "-rA", "-n", "2", "tests")
+    out = result.stdout + result.stderr
+    assert "PASSED tests/a/test_a.py::test_a_runs_without_the_other_module" in out, out
+    assert "PASSED tests/b/test_b.py::test_b_runs_without_the_other_module" in out, out
+    assert out.count("XFAIL") == 2 and "2 passed, 2 xfailed" in out and result.returncode == 0, out

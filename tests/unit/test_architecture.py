@@ -42,8 +42,8 @@ LAYERS: dict[str, set[str]] = {
     "fanout": {"errors", "host", "calls", "tasks", "config", "runs"},
     "workflows": {"errors", "spec", "runs", "defaults"},  # flytekit's @workflow/@dynamic: a body run in a Run
     "mypy": set(),  # the mypy plugin: mypy loads it, nothing of dockertask does
-    "pytest": {"errors", "config", "host", "tarformat", "files", "runtime", "plugins", "spec", "images", "backends", "calls",
-               "testing", "tasks", "fanout"},
+    "pytest": {"errors", "config", "host", "tarformat", "files", "runtime", "plugins", "spec", "images",
+               "backends", "calls", "testing", "tasks", "fanout"},
     "cli": {"errors", "config", "host", "files", "runtime", "plugins", "spec", "images", "backends", "calls",
             "testing", "tasks", "fanout", "runs"},
     "__main__": {"cli"},
