@@ -268,20 +268,26 @@ def needs_python() -> int:
     return 1
 
 
-def test_image_without_python_is_a_clear_error(api) -> None:  # type: ignore[no-untyped-def]
-    """An image with no python3 fails with PythonVersionError saying Python is missing."""
+def _image_without_python(api, tag: str) -> str:  # type: ignore[no-untyped-def]
+    """An image of one file, /etc/hostname: no python3 anywhere (removed with the session's test images)."""
     import io
     import tarfile
+
+    from dockertask.backends.docker import imported_id
 
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         info = tarfile.TarInfo("etc/hostname")
         info.size = 2
         tar.addfile(info, io.BytesIO(b"x\n"))
-    from dockertask.backends.docker import imported_id
+    answer = api.import_image_from_data(buf.getvalue(), repository="dockertask-test-nopython", tag=tag)
+    api.tag(imported_id(answer), "dockertask-test-nopython", tag)  # Podman ignores an import's tag
+    return f"dockertask-test-nopython:{tag}"
 
-    answer = api.import_image_from_data(buf.getvalue(), repository="dockertask-test-nopython", tag="1")
-    api.tag(imported_id(answer), "dockertask-test-nopython", "1")  # Podman ignores an import's tag
+
+def test_image_without_python_is_a_clear_error(api) -> None:  # type: ignore[no-untyped-def]
+    """An image with no python3 fails with PythonVersionError saying Python is missing."""
+    _image_without_python(api, "1")
     start = time.monotonic()
     with pytest.raises(PythonVersionError, match="has no Python"):
         needs_python()
@@ -291,23 +297,11 @@ def test_image_without_python_is_a_clear_error(api) -> None:  # type: ignore[no-
 def test_a_missing_python_is_found_in_the_containers_filesystem(api) -> None:  # type: ignore[no-untyped-def]
     """The backend's own look for python3 on an exited container's PATH (what names a missing Python when
     the init's words are lost): no in an image without it, yes in the default image."""
-    import io
-    import tarfile
-
     from dockertask.backends import default_backend
     from dockertask.images.refs import default_image_ref
 
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        info = tarfile.TarInfo("etc/hostname")
-        info.size = 2
-        tar.addfile(info, io.BytesIO(b"x\n"))
-    from dockertask.backends.docker import imported_id
-
-    answer = api.import_image_from_data(buf.getvalue(), repository="dockertask-test-nopython", tag="2")
-    api.tag(imported_id(answer), "dockertask-test-nopython", "2")
     backend = default_backend()
-    for image, lacks in (("dockertask-test-nopython:2", True), (default_image_ref(), False)):
+    for image, lacks in ((_image_without_python(api, "2"), True), (default_image_ref(), False)):
         cid = api.create_container(image, ["python3"], labels={"dockertask.test": "lacks"})["Id"]
         try:
             assert backend._lacks(cid, "python3", api.inspect_container(cid)["Config"]["Env"] or []) is lacks, image
