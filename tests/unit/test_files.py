@@ -356,3 +356,27 @@ def test_a_returned_tree_nested_past_the_bound_is_refused(tmp_path: Path) -> Non
     deep = "0/" + "/".join(["a"] * 300) + "/leaf"
     with pytest.raises(UnsafeArchive, match="levels deep"):
         unpack(_archive(_file(deep)), str(tmp_path / "out"))
+
+
+def test_a_containers_inputs_unpack_to_the_tree_that_was_sent(tmp_path: Path) -> None:
+    """The container's side of inputs (unpack_trusted, over the input frames): structure, file modes, times
+    and links as sent, a read-only directory filled and then made read-only, a File beside a Directory."""
+    from dockertask.files import FrameStream, unpack_trusted
+
+    src = _sample_dir(tmp_path)
+    (src / "locked").mkdir()
+    (src / "locked" / "inside.txt").write_text("in")
+    os.utime(src / "sub" / "a.txt", (1_000_000, 1_000_000))
+    (src / "locked").chmod(0o555)
+    single = tmp_path / "one.csv"
+    single.write_text("1,2\n")
+    frames = [*tar_pieces([("0/site", str(src)), ("1/one.csv", str(single))]), b""]
+    try:
+        unpack_trusted(FrameStream(iter(frames).__next__), str(tmp_path / "in"))
+        assert _tree(tmp_path / "in" / "0" / "site") == _tree(src)
+        assert (tmp_path / "in" / "0" / "site" / "sub" / "a.txt").stat().st_mtime == 1_000_000
+        assert (tmp_path / "in" / "1" / "one.csv").read_text() == "1,2\n"
+    finally:
+        for locked in (src / "locked", tmp_path / "in" / "0" / "site" / "locked"):
+            if locked.exists():
+                locked.chmod(0o755)
