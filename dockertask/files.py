@@ -146,23 +146,27 @@ SMALL = 1 << 16  # a piece this big goes out as it is; smaller ones are held unt
 
 
 def _members(items: list[tuple[str, str]]) -> Iterator[bytes]:
-    from dockertask import tarformat
-
     for arcname, path in items:
         # The File or Directory itself may be a symlink: what is sent is what it names. Links *inside*
         # a directory are sent as links.
         path = os.path.realpath(path)
         for name, full in _tree(arcname, path):
-            st = os.lstat(full)
-            mode, mtime = stat.S_IMODE(st.st_mode), int(st.st_mtime)
-            if stat.S_ISREG(st.st_mode):
-                yield tarformat.header(name, tarformat.REGULAR, mode, mtime, st.st_size)
-                yield from _file_pieces(full, st.st_size)
-            elif stat.S_ISDIR(st.st_mode):
-                yield tarformat.header(name, tarformat.DIRECTORY, mode, mtime)
-            elif stat.S_ISLNK(st.st_mode):
-                yield tarformat.header(name, tarformat.SYMLINK, mode, mtime, linkname=os.readlink(full))
-            # a socket, fifo or device in a data directory carries no data: left out
+            yield from entry_pieces(name, full, os.lstat(full))
+
+
+def entry_pieces(name: str, full: str, st: os.stat_result) -> Iterator[bytes]:
+    """One file, directory or symlink (``st``: its lstat) as a tar member named ``name``: its header, then a
+    file's content in CHUNK pieces and its padding. A socket, fifo or device carries no data: left out."""
+    from dockertask import tarformat
+
+    mode, mtime = stat.S_IMODE(st.st_mode), int(st.st_mtime)
+    if stat.S_ISREG(st.st_mode):
+        yield tarformat.header(name, tarformat.REGULAR, mode, mtime, st.st_size)
+        yield from _file_pieces(full, st.st_size)
+    elif stat.S_ISDIR(st.st_mode):
+        yield tarformat.header(name, tarformat.DIRECTORY, mode, mtime)
+    elif stat.S_ISLNK(st.st_mode):
+        yield tarformat.header(name, tarformat.SYMLINK, mode, mtime, linkname=os.readlink(full))
 
 
 def _tree(arcname: str, path: str) -> Iterator[tuple[str, str]]:
@@ -257,17 +261,11 @@ def unpack_trusted(stream: Any, dest: str) -> None:
             os.symlink(member.linkname, target)
         elif member.kind == tarformat.REGULAR:
             with open(target, "wb") as f:
-                left = member.size
-                while left:
-                    piece = stream.read(min(left, CHUNK))
-                    if not piece:
-                        raise OSError(f"the inputs' stream ended inside {member.name!r}")
+                for piece in tarformat.data(stream, member.size, repr(member.name)):
                     f.write(piece)
-                    left -= len(piece)
                 f.flush()
                 os.chmod(f.fileno(), member.mode)
                 os.utime(f.fileno(), (member.mtime, member.mtime))
-            stream.read(-member.size % tarformat.BLOCK)
         else:  # the host's tar_pieces makes no other kind
             tarformat.skip(stream, member.size)
     for target, member in reversed(dirs):
@@ -341,12 +339,7 @@ def _write(archive: BinaryIO, target: str, member: Any) -> None:
     except FileExistsError:
         raise UnsafeArchive(f"entry {member.name!r} appears twice in the archive") from None
     try:
-        left = member.size
-        while left:
-            piece = archive.read(min(left, CHUNK))
-            if not piece:
-                raise UnsafeArchive(f"the returned archive ends inside {member.name!r}")
-            left -= len(piece)
+        for piece in tarformat.data(archive, member.size, repr(member.name)):  # padding read after the last
             view = memoryview(piece)
             while view:
                 view = view[os.write(fd, view):]
@@ -355,8 +348,6 @@ def _write(archive: BinaryIO, target: str, member: Any) -> None:
         os.utime(fd, (member.mtime, member.mtime))
     finally:
         os.close(fd)
-    if member.size % tarformat.BLOCK:
-        archive.read(-member.size % tarformat.BLOCK)
 
 
 def _kind(kind: bytes) -> str:
@@ -364,6 +355,8 @@ def _kind(kind: bytes) -> str:
 
 
 def _checked_target(root: str, member: Any, safe: set[str]) -> str:
+    from dockertask import tarformat
+
     name = member.name
     parts = name.replace("\\", "/").split("/")
     if "\0" in name or "\0" in member.linkname:
@@ -388,8 +381,8 @@ def _checked_target(root: str, member: Any, safe: set[str]) -> str:
                 raise UnsafeArchive(f"entry {name!r} would be written through the symlink "
                                     f"{os.path.relpath(probe, root)!r}")
     # A regular file's twin is refused by its O_EXCL open; others are looked up here.
-    if member.kind != b"0" and os.path.lexists(target) and not (
-            member.kind == b"5" and os.path.isdir(target) and not os.path.islink(target)):
+    if member.kind != tarformat.REGULAR and os.path.lexists(target) and not (
+            member.kind == tarformat.DIRECTORY and os.path.isdir(target) and not os.path.islink(target)):
         raise UnsafeArchive(f"entry {name!r} appears twice in the archive")
     return target
 

@@ -143,14 +143,23 @@ def members(stream: BinaryIO) -> Iterator[Member]:
         pax, long_name, long_link = {}, None, None
 
 
+def data(stream: BinaryIO, size: int, name: str = "a member") -> Iterator[bytes]:
+    """A member's ``size`` bytes of data, in pieces of at most 1 MiB; its padding is read after the last."""
+    left = size
+    while left:
+        piece = stream.read(min(left, 1 << 20))
+        if not piece:
+            raise BadArchive(f"the archive ends inside {name}")
+        left -= len(piece)
+        yield piece
+    if size % BLOCK:
+        stream.read(-size % BLOCK)
+
+
 def skip(stream: BinaryIO, size: int) -> None:
     """Pass over ``size`` bytes of data and their padding."""
-    left = size + (-size % BLOCK)
-    while left:
-        got = len(stream.read(min(left, 1 << 20)))
-        if not got:
-            raise BadArchive("the archive ends inside a member's data")
-        left -= got
+    for _ in data(stream, size):
+        pass
 
 
 def _exactly(stream: BinaryIO, n: int) -> bytes:

@@ -284,8 +284,10 @@ def fingerprint(rootdir: Path, supplied: Supply) -> str:
 
 
 def write_tar(rootdir: Path, supplied: Supply, out: Any) -> None:
-    """The checkout at its own path and the supplied files under SITE, as a tar written to ``out``."""
+    """The checkout at its own path and the supplied files under SITE, as a tar written to ``out`` (each
+    entry as a File/Directory stream has it: a large data file in pieces)."""
     from dockertask import tarformat
+    from dockertask.files import entry_pieces
 
     for source, arcname in _entries(rootdir, supplied):
         if source is None:
@@ -295,20 +297,8 @@ def write_tar(rootdir: Path, supplied: Supply, out: Any) -> None:
             st = os.lstat(source)
         except OSError:
             continue  # gone since the walk
-        mode, mtime = stat.S_IMODE(st.st_mode), int(st.st_mtime)
-        if stat.S_ISDIR(st.st_mode):
-            out.write(tarformat.header(arcname, tarformat.DIRECTORY, mode, mtime))
-        elif stat.S_ISLNK(st.st_mode):
-            out.write(tarformat.header(arcname, tarformat.SYMLINK, mode, mtime, linkname=os.readlink(source)))
-        elif stat.S_ISREG(st.st_mode):
-            out.write(tarformat.header(arcname, tarformat.REGULAR, mode, mtime, st.st_size))
-            left = st.st_size
-            with open(source, "rb") as f:  # in pieces: a data file beside the tests may be large
-                while left:
-                    piece = f.read(min(left, 1 << 20)) or b"\0" * min(left, 1 << 20)  # shrank: zeros, as tar
-                    out.write(piece)
-                    left -= len(piece)
-            out.write(tarformat.padding(st.st_size))
+        for piece in entry_pieces(arcname, source, st):
+            out.write(piece)
     out.write(tarformat.END)
 
 

@@ -94,8 +94,13 @@ def split(items: list[pytest.Item], workers: int, isolation: str) -> list[list[p
 
 def _path_arg(config: pytest.Config, nodeid: str) -> str:
     """A node id (rootdir-relative) as a command-line path that selects that test alone."""
-    file, sep, rest = nodeid.partition("::")
-    return os.path.join(str(config.rootpath), file) + sep + rest
+    _, sep, rest = nodeid.partition("::")
+    return _file_of(config, nodeid) + sep + rest
+
+
+def _file_of(config: pytest.Config, nodeid: str) -> str:
+    """The file that holds the node id's test, as an absolute path."""
+    return os.path.join(str(config.rootpath), nodeid.partition("::")[0])
 
 
 def _tuples(data: dict[str, Any]) -> dict[str, Any]:
@@ -491,8 +496,7 @@ class SuiteRun:
                     # whole suite: the suite's collection each time was most of a test's cost.
                     job["args"] = [*spec["options"], _path_arg(self.config, worker.items[0].nodeid)]
                 elif len(workers) > 1:  # one of -n N: it imports only the test files of its own tests
-                    job["files"] = sorted({os.path.join(str(self.config.rootpath), item.nodeid.split("::")[0])
-                                           for item in worker.items})
+                    job["files"] = sorted({_file_of(self.config, item.nodeid) for item in worker.items})
                 result = runner.call(task, (job,), {}, warn=False, output=worker.sink)
                 self.inbox.put(("done", worker.index, result))
             except BaseException as exc:  # noqa: BLE001 - every end of a worker is reported on this thread
