@@ -283,11 +283,16 @@ def unpack(archive: BinaryIO, dest: str) -> None:
     """Unpack what a container returned into ``dest``, refusing anything that would write outside it
     (see the module's docstring). Entries are checked before they are written; on a refusal the caller
     removes ``dest``."""
+    archive.seek(0)
+    _unpack_stream(archive, dest)
+
+
+def _unpack_stream(archive: Any, dest: str) -> None:
+    """``unpack`` of a stream read once, front to back (``read(n)`` only)."""
     from dockertask import tarformat
 
     root = os.path.realpath(dest)
     os.makedirs(root, exist_ok=True)
-    archive.seek(0)
     links: list[tuple[str, str]] = []
     # Directories this unpack made (or checked) and knows are no symlink: a file whose directory is one of
     # them needs no walk up its path and no makedirs. With 100,000 small files that walk was a fifth of it.
@@ -327,6 +332,90 @@ def unpack(archive: BinaryIO, dest: str) -> None:
         if not (real == top or real.startswith(top + os.sep)):
             raise UnsafeArchive(f"symlink {name!r} -> {os.readlink(target)!r} resolves outside its tree "
                                 "(through other links)")
+
+
+class Incoming:
+    """A call's returned files, unpacked (and checked, as ``unpack`` does) by a thread of their own while
+    the archive still arrives, so the container's packing and this host's writing overlap: 100,000 small
+    files were packed in ~5 s and then unpacked in ~7 s, one after the other. The tree grows in a directory
+    beside the outputs (same disk: the move into the call's output directory is a rename). At most
+    ``QUEUED`` pieces wait in memory; past that, the sender (the stream's reader) waits, and so does the
+    container on its stdout."""
+
+    QUEUED = 16
+
+    def __init__(self) -> None:
+        import queue
+        import tempfile
+        import threading
+
+        base = spool_dir()
+        _remove_abandoned(base)
+        self.path = tempfile.mkdtemp(dir=base, prefix=f".incoming-{os.getpid()}-")
+        self._pieces: queue.Queue[bytes] = queue.Queue(self.QUEUED)
+        self._error: BaseException | None = None
+        self._ended = False
+        self._thread = threading.Thread(target=self._unpack, name="dockertask-unpack", daemon=True)
+        self._thread.start()
+
+    def _unpack(self) -> None:
+        stream = FrameStream(self._pieces.get)
+        try:
+            _unpack_stream(stream, self.path)
+        except BaseException as exc:  # raised to the caller by unpack_into; the call then fails with it
+            self._error = exc
+        finally:
+            stream.drain()  # the rest is read and dropped: a sender never waits on a queue nobody empties
+
+    def write(self, piece: bytes | bytearray) -> None:
+        """The next piece of the archive (a T frame), in order."""
+        self._pieces.put(bytes(piece))
+
+    def _end(self) -> None:
+        if not self._ended:
+            self._ended = True
+            self._pieces.put(b"")
+        self._thread.join()
+
+    def unpack_into(self, staged: str) -> None:
+        """Wait for the rest to be written, then move the tree to ``staged``; raises what the unpack raised
+        (UnsafeArchive for a refused entry, OSError for this host's disk)."""
+        self._end()
+        if self._error is not None:
+            raise self._error
+        os.makedirs(os.path.dirname(staged), exist_ok=True)
+        os.rename(self.path, staged)
+
+    def close(self) -> None:
+        """Done with it (unpacked and moved, or not wanted): whatever is left of the tree goes."""
+        import shutil
+
+        self._end()
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _remove_abandoned(base: str) -> None:
+    """The trees of processes killed while they unpacked (``.incoming-<pid>-...`` of a pid that is gone)."""
+    import shutil
+
+    try:
+        names = [n for n in os.listdir(base) if n.startswith(".incoming-")]
+    except OSError:
+        return
+    for name in names:
+        pid = name.split("-")[1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's: alive
+        pass
+    return True
 
 
 def _write(archive: BinaryIO, target: str, member: Any) -> None:

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple, Protocol
 
 from dockertask.plugins import ContainerOptions
 from dockertask.spec.resources import Resources
+
+if TYPE_CHECKING:
+    from dockertask.files import Incoming
 
 # Called from a pump thread with ("stdout" | "stderr", one line without its newline).
 OutputSink = Callable[[str, str], None]
@@ -73,7 +76,7 @@ class ContainerOutcome(NamedTuple):  # a NamedTuple (not a dataclass): ~0.7 ms l
     cancelled: bool = False  # the host is shutting down (Ctrl-C / SIGTERM) and killed it
     result: bytes | bytearray | BinaryIO | None = None  # the result frame (a file when large), if one came
     logs_tail: str = ""
-    archive: BinaryIO | None = None  # the returned File/Directory objects' tar stream (an unlinked file)
+    archive: Incoming | None = None  # the returned File/Directory objects, unpacked as they came
     signalled_inside: bool = False  # killed by a signal sent inside the container (not a stop from outside)
     usage: dict[str, Any] | None = None  # peak memory and CPU seconds when the call died without its R frame
     no_python: bool = False  # the image has no python3 on its PATH (the engine's filesystem said so)

@@ -166,11 +166,15 @@ def _load_with_files(name: str, raw: protocol.RawResult, outcome: ContainerOutco
     def unpack(staged: str) -> None:
         if archive is None:
             raise files.UnsafeArchive("the files it returned did not arrive")
-        files.unpack(archive, staged)
+        archive.unpack_into(staged)
 
     try:
         placed = files.deliver(files.output_dir(name, run_id or os.urandom(8).hex()), outputs, unpack)
-    except (files.UnsafeArchive, OSError, EOFError, ValueError) as exc:
+    except OSError as exc:  # this host's disk (full, unwritable), not the archive
+        raise AttemptFailed(TaskOutputError(
+            f"task {name}: the files it returned could not be written to {files.outputs_root()} on this host: "
+            f"{type(exc).__name__}: {exc}"), retryable=False) from None
+    except (files.UnsafeArchive, EOFError, ValueError) as exc:
         raise AttemptFailed(TaskOutputError(
             f"task {name}: the files it returned were refused: {exc}; nothing was written outside "
             f"{files.output_dir(name, '')}"), retryable=False) from None

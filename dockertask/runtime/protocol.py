@@ -14,7 +14,10 @@ import struct
 import sys
 import tempfile
 from collections.abc import Callable
-from typing import Any, BinaryIO, NamedTuple
+from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
+
+if TYPE_CHECKING:
+    from dockertask.files import Incoming
 
 # Runs in the container: read the bootstrap from stdin (see bootstrap_pieces) and hand it the frame
 # reader. Kept tiny and version-neutral: it runs before any Python version check.
@@ -199,7 +202,7 @@ class FrameDecoder:
         self._spool_left = 0
         self._on_stdout = on_stdout
         self.result: bytearray | BinaryIO | None = None
-        self._archive: BinaryIO | None = None  # T frames: the returned files' tar stream, on disk
+        self._archive: Incoming | None = None  # T frames: the returned files, unpacked as they arrive
         self.oom_killed = False  # an X frame said the call's process was killed by the cgroup's OOM killer
         self.usage: dict[str, Any] | None = None  # and what it had used (peak memory, CPU seconds)
         self.damaged = ""  # why the stream cannot be read on, once it cannot
@@ -288,10 +291,10 @@ class FrameDecoder:
 
             # Beside the outputs, not in /tmp (which may be memory): a returned file is bounded by disk.
             self._writing_to = files.outputs_root()
-            self._archive = tempfile.TemporaryFile(dir=files.spool_dir(), prefix=".incoming-")  # noqa: SIM115
+            self._archive = files.Incoming()
         self._archive.write(piece)
 
-    def take_archive(self) -> BinaryIO | None:
+    def take_archive(self) -> Incoming | None:
         """The returned files' archive so far (a call's, once its R frame came), and a fresh start."""
         archive, self._archive = self._archive, None
         return archive

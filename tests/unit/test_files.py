@@ -222,7 +222,8 @@ def test_files_go_in_and_come_back_through_the_real_bootstrap(tmp_path: Path) ->
     assert raw.meta["outputs"] == [["f", "in.bin.copy"]]
     archive = decoder.take_archive()
     assert archive is not None
-    unpack(archive, str(tmp_path / "got"))
+    archive.unpack_into(str(tmp_path / "got"))
+    archive.close()
     (placed,) = __import__("dockertask.files").files.place(str(tmp_path / "got"), str(tmp_path / "final"),
                                                           [("f", "in.bin.copy")])
     assert pickling.load_value(raw, [placed]) == placed
@@ -380,3 +381,75 @@ def test_a_containers_inputs_unpack_to_the_tree_that_was_sent(tmp_path: Path) ->
         for locked in (src / "locked", tmp_path / "in" / "0" / "site" / "locked"):
             if locked.exists():
                 locked.chmod(0o755)
+
+
+def _incoming(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    from dockertask.files import Incoming
+
+    monkeypatch.setenv("DOCKERTASK_OUTPUT_DIR", str(tmp_path / "outputs"))
+    return Incoming()
+
+
+def test_returned_files_are_written_while_the_archive_still_arrives(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The host unpacks as the pieces come (the container's packing and the host's writes overlap), and the
+    tree it made is the one a whole unpack makes, moved to where the call's files are placed."""
+    import time
+
+    src = _sample_dir(tmp_path)
+    for i in range(300):
+        (src / "sub" / f"f{i}").write_text(str(i))
+    pieces = [bytes(p[i:i + 4096]) for p in tar_pieces([("0/site", str(src))]) for i in range(0, len(p), 4096)]
+    incoming = _incoming(tmp_path, monkeypatch)
+    try:
+        half = len(pieces) // 2
+        for piece in pieces[:half]:
+            incoming.write(piece)
+        deadline = time.monotonic() + 10
+        first = Path(incoming.path) / "0" / "site" / "sub"
+        while not (first.is_dir() and any(first.iterdir())) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert first.is_dir() and any(first.iterdir()), "nothing was written before the archive ended"
+        for piece in pieces[half:]:
+            incoming.write(piece)
+        incoming.unpack_into(str(tmp_path / "placed" / ".incoming"))
+    finally:
+        incoming.close()
+    assert _tree(tmp_path / "placed" / ".incoming" / "0" / "site") == _tree(src)
+    assert not Path(incoming.path).exists()
+
+
+def test_a_refused_incoming_archive_never_blocks_its_sender_and_leaves_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An entry refused early: every later piece is still taken (the stream's reader, and so the container,
+    never waits on a queue nobody empties), the call gets the refusal, and the half-made tree is gone."""
+    evil = tarfile.TarInfo("0/../../etc/x")
+    evil.size = 1
+    head = io.BytesIO()
+    with tarfile.open(fileobj=head, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        tar.addfile(evil, io.BytesIO(b"x"))
+    incoming = _incoming(tmp_path, monkeypatch)
+    try:
+        incoming.write(head.getvalue()[:-1024])  # without its end: more pieces follow
+        for _ in range(incoming.QUEUED * 4):
+            incoming.write(b"\0" * 512)
+        with pytest.raises(UnsafeArchive, match="outside the output directory"):
+            incoming.unpack_into(str(tmp_path / "placed"))
+    finally:
+        incoming.close()
+    assert not Path(incoming.path).exists() and not (tmp_path / "placed").exists()
+
+
+def test_a_tree_a_killed_process_was_unpacking_is_removed_by_the_next(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """`kill -9` mid-unpack leaves `.incoming-<pid>-...` beside the outputs; the next unpack of any process
+    removes it once that pid is gone, and never touches a live process's."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    outputs = tmp_path / "outputs"
+    (outputs / f".incoming-{dead}-abc" / "0").mkdir(parents=True)
+    (outputs / f".incoming-{os.getppid()}-def").mkdir()
+    incoming = _incoming(tmp_path, monkeypatch)
+    incoming.close()
+    assert not (outputs / f".incoming-{dead}-abc").exists()
+    assert (outputs / f".incoming-{os.getppid()}-def").exists()
