@@ -10,6 +10,7 @@ what dockertask adds. Each round times:
     session         pytest --dockertask-image=REF               (one worker container)
     session -n 2    pytest --dockertask-image=REF -n 2
     process         pytest --dockertask-image=REF --dockertask-isolation=process
+    process -n 2    pytest --dockertask-image=REF --dockertask-isolation=process -n 2
     container       pytest --dockertask-image=REF --dockertask-isolation=container -n 2  (--container)
     floor           create/start/wait/remove of `python3 -c pass` (bench/overhead.py)
 
@@ -77,6 +78,7 @@ def main() -> int:
             "session": pytest,
             "session -n 2": [*pytest, "-n", "2"],
             "process": [*pytest, "--dockertask-isolation=process"],
+            "process -n 2": [*pytest, "--dockertask-isolation=process", "-n", "2"],
         }
         if args.container:
             variants["container -n 2"] = [*pytest, "--dockertask-isolation=container", "-n", "2"]
