@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -17,6 +18,21 @@ def _installed(backend: FakeBackend) -> Iterator[FakeBackend]:
     yield backend
     set_default_backend(None)
     executors._ensured.clear()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _subprocess_tmpdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Tests that run the real bootstrap in a local interpreter: it makes its run directory (the runtime
+    zip) under $TMPDIR, which in a container goes with the container, but here stayed in the host's /tmp,
+    one directory of ~0.8 MB per run. Their subprocesses get this session's own directory instead (pytest
+    keeps the last three sessions')."""
+    before = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(tmp_path_factory.mktemp("subprocesses"))
+    yield
+    if before is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = before
 
 
 @pytest.fixture

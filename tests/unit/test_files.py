@@ -199,7 +199,9 @@ def test_the_cache_keys_files_by_content_not_path_or_mtime(tmp_path: Path) -> No
 
 
 def _copy_in_container(data: File) -> File:
-    out = "/tmp/" + os.path.basename(data) + ".copy"
+    import tempfile
+
+    out = os.path.join(tempfile.gettempdir(), os.path.basename(data) + ".copy")  # the session's, not /tmp
     with open(data, "rb") as f, open(out, "wb") as g:
         g.write(f.read() + b"!")
     return File(out)
