@@ -20,19 +20,22 @@ def _installed(backend: FakeBackend) -> Iterator[FakeBackend]:
     executors._ensured.clear()
 
 
-@pytest.fixture(autouse=True, scope="session")
+@pytest.fixture(autouse=True, scope="package")  # the unit tests only: ended before the integration tests
 def _subprocess_tmpdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Tests that run the real bootstrap in a local interpreter: it makes its run directory (the runtime
     zip) under $TMPDIR, which in a container goes with the container, but here stayed in the host's /tmp,
-    one directory of ~0.8 MB per run. Their subprocesses get this session's own directory instead (pytest
-    keeps the last three sessions')."""
-    before = os.environ.get("TMPDIR")
+    one directory of ~0.8 MB per run. Their subprocesses get a directory of pytest's instead (pytest keeps
+    the last three sessions')."""
+    import tempfile
+
+    before, cached = os.environ.get("TMPDIR"), tempfile.tempdir
     os.environ["TMPDIR"] = str(tmp_path_factory.mktemp("subprocesses"))
     yield
     if before is None:
         os.environ.pop("TMPDIR", None)
     else:
         os.environ["TMPDIR"] = before
+    tempfile.tempdir = cached  # what this process found before, if it looked: not the directory above
 
 
 @pytest.fixture
