@@ -409,16 +409,18 @@ def _remove_abandoned(base: str) -> None:
 
 
 def _alive(pid: int) -> bool:
+    """host.owner.alive's twin: this module sits below host/ and is shipped into containers, so it imports
+    nothing of dockertask's but tarformat (tests/unit/test_architecture.py)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except OSError:  # another user's: alive
-        pass
+    except PermissionError:
+        pass  # alive, owned by someone else
     return True
 
 
-def _write(archive: BinaryIO, target: str, member: Any) -> None:
+def _write(archive: Any, target: str, member: Any) -> None:
     """A regular member's data, read from the archive into a new file at ``target`` (never through a link,
     never over one that exists), with its mode (no set-uid/gid or sticky bits) and time."""
     from dockertask import tarformat

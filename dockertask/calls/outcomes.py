@@ -51,7 +51,7 @@ def interpret(task: Task[Any, Any], outcome: ContainerOutcome, run_id: str = "",
         if outcome.result is not None and not isinstance(outcome.result, (bytes, bytearray)):
             outcome.result.close()  # a spooled result's file (already unlinked)
         if outcome.archive is not None:
-            outcome.archive.close()  # the returned files' archive (unlinked; unpacked by now)
+            outcome.archive.close()  # the returned files' unpacking: ended, and what was not moved into place removed
 
 
 def _interpret(task: Task[Any, Any], outcome: ContainerOutcome, run_id: str = "",
